@@ -1,0 +1,105 @@
+"""Deterministic person-level splits and the prediction events every model and metric shares.
+
+An event is a person-year after the person's first kept year whose state is not ``Missing``.
+People (never person-years) are split 70/15/15 into train/valid/test from a seed.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from laborllm.data.panel import Panel
+
+SPLITS = ("train", "valid", "test")
+
+
+def assign_splits(person_ids, seed: int = 0, fractions=(0.70, 0.15, 0.15)) -> pd.Series:
+    """person_id -> split name; the same ids and seed always give the same split."""
+    ids = np.array(sorted(pd.unique(pd.Series(person_ids)), key=str), dtype=object)
+    order = np.random.default_rng(seed).permutation(len(ids))
+    cut = np.cumsum(np.round(np.array(fractions) / sum(fractions) * len(ids)).astype(int))[:2]
+    names = np.empty(len(ids), dtype=object)
+    names[order[: cut[0]]], names[order[cut[0]: cut[1]]], names[order[cut[1]:]] = SPLITS
+    return pd.Series(names, index=pd.Index(ids, name="person_id"), name="split")
+
+
+@dataclass
+class Events:
+    """The common prediction events of a panel.
+
+    ``frame`` has one row per event: ``person_id``, ``year``, ``row`` (index into ``panel.frame``),
+    ``pos`` (position of the year in the person's history), ``target`` (state id), ``prev`` (state
+    id of the previous year, -1 if Missing), ``last`` (last observed state id before the event),
+    ``split``, ``age`` (when birth_year is known) and the panel's covariates for that year.
+    """
+
+    panel: Panel
+    frame: pd.DataFrame
+    seed: int = 0
+
+    @classmethod
+    def from_panel(cls, panel: Panel, seed: int = 0) -> "Events":
+        f = panel.frame
+        pos = f.groupby("person_id").cumcount()
+        prev = f.state_id.groupby(f.person_id).shift(1).fillna(-1).astype("int64")
+        obs = f.state_id.where(f.state_id >= 0)
+        last = obs.groupby(f.person_id).shift(1)
+        last = last.groupby(f.person_id).ffill().fillna(-1).astype("int64")
+        split = f.person_id.map(assign_splits(f.person_id, seed))
+        ev = pd.DataFrame({"person_id": f.person_id, "year": f.year, "row": np.arange(len(f)), "pos": pos,
+                           "target": f.state_id, "prev": prev, "last": last, "split": split})
+        if "birth_year" in f:
+            ev["age"] = (f.year - f.birth_year).astype("Float64")
+        for c in panel.covariates:
+            ev[c] = f[c]
+        ev = ev[(pos > 0) & (f.state_id >= 0)].reset_index(drop=True)
+        return cls(panel, ev, seed)
+
+    def subset(self, split: str) -> "Events":
+        if split not in SPLITS:
+            from laborllm.errors import UserError
+
+            raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        return Events(self.panel, self.frame[self.frame.split == split].reset_index(drop=True), self.seed)
+
+    @property
+    def train(self) -> "Events":
+        return self.subset("train")
+
+    @property
+    def valid(self) -> "Events":
+        return self.subset("valid")
+
+    @property
+    def test(self) -> "Events":
+        return self.subset("test")
+
+    @property
+    def states(self) -> list[str]:
+        return self.panel.states
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def persons(self, split: str | None = None) -> pd.DataFrame:
+        """Panel rows of the persons in this event set (whole histories, all years)."""
+        ids = set(self.frame.person_id)
+        return self.panel.frame[self.panel.frame.person_id.isin(ids)]
+
+    def fingerprint(self) -> str:
+        """Identifies the exact event set and state set; models are only compared on equal ones."""
+        h = hashlib.sha256()
+        h.update("\x1f".join(self.states).encode())
+        h.update(pd.util.hash_pandas_object(self.frame[["person_id", "year", "target", "split"]], index=False).values.tobytes())
+        return h.hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        counts = self.frame.split.value_counts().to_dict()
+        return f"Events({len(self)} events, {len(self.states)} states, {counts})"
+
+
+def make_events(panel: Panel, seed: int = 0) -> Events:
+    return Events.from_panel(panel, seed)

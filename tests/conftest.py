@@ -1,0 +1,24 @@
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def nlsy97():
+    import laborllm as ll
+
+    return ll.make_events(ll.load_panel("nlsy97"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def small_events():
+    """A few hundred real NLSY97 people: fast enough for every model on 2 cores."""
+    import laborllm as ll
+
+    p = ll.load_panel("nlsy97")
+    keep = sorted(p.frame.person_id.unique())[:400]
+    return ll.make_events(ll.load_panel(p.frame[p.frame.person_id.isin(keep)].assign(occupation=lambda d: d.state),
+                                        scheme="titles"), seed=0)

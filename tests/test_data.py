@@ -1,0 +1,155 @@
+import json
+
+import pandas as pd
+import pytest
+
+import laborllm as ll
+from laborllm.cli import app
+from laborllm.data.schemes import Scheme
+from laborllm.errors import DataError
+
+
+def test_embedded_nlsy97_matches_reference_definition(nlsy97):
+    p = nlsy97.panel
+    assert len(p.states) == 334
+    test = nlsy97.test
+    assert 24_000 <= len(test) <= 25_600  # DESIGN.md: about 24,800 test events
+    assert {"Student", "Not working", "Military"} <= set(p.states)
+    assert "Missing" not in p.states
+    # no event is a person's first kept year, none targets Missing
+    f = nlsy97.frame
+    assert (f.pos > 0).all() and (f.target >= 0).all()
+    # people never straddle splits
+    assert f.groupby("person_id").split.nunique().max() == 1
+    # ages start at 18 and leading/trailing Missing are trimmed
+    assert (p.frame.year - p.frame.birth_year).min() == 18
+    firsts = p.frame.groupby("person_id").state.first()
+    lasts = p.frame.groupby("person_id").state.last()
+    assert (firsts != "Missing").all() and (lasts != "Missing").all()
+
+
+def test_split_is_deterministic_and_70_15_15(nlsy97):
+    again = ll.make_events(nlsy97.panel, seed=0)
+    assert again.fingerprint() == nlsy97.fingerprint()
+    other = ll.make_events(nlsy97.panel, seed=1)
+    assert other.fingerprint() != nlsy97.fingerprint()
+    share = nlsy97.frame.drop_duplicates("person_id").split.value_counts(normalize=True)
+    assert share["train"] == pytest.approx(0.70, abs=0.01) and share["test"] == pytest.approx(0.15, abs=0.01)
+
+
+def test_education_varies_over_time(nlsy97):
+    f = nlsy97.panel.frame
+    per_person = f.groupby("person_id").education.nunique()
+    assert (per_person > 1).mean() > 0.3
+    ba = f[f.education == "Bachelor's"]
+    assert (ba.year - ba.birth_year).min() >= 18
+
+
+def test_coarse_panels_load():
+    w = ll.load_panel("nlswork")
+    assert len(w.states) == 13 and w.n_persons > 4000 and w.frame.year.min() == 1968
+    m = ll.load_panel("nlsy79-males")
+    assert len(m.states) == 9 and m.n_persons == 545
+    ev = ll.make_events(m)
+    assert len(ev) == 545 * 7  # balanced panel, first year never an event
+
+
+def test_schemes_and_crosswalk():
+    assert Scheme("occ1990dd").to_title("276") == "Cashiers"
+    assert Scheme("census").to_title("4720") == "Cashiers"  # Census 2010 cashiers
+    assert Scheme("census").to_title("0430") == Scheme("census").to_title("430")
+    assert Scheme("census").to_title("99999") is None
+    assert Scheme("titles").to_title("Anything") == "Anything"
+    for s in ("Student", "Not working", "Military", "Missing"):
+        assert Scheme("occ1990dd").to_title(s) == s
+
+
+def _csv(tmp_path, rows, name="p.csv"):
+    path = tmp_path / name
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+ROWS = [
+    {"pid": 1, "yr": 2001, "occ": "4720", "sex": "woman"},
+    {"pid": 1, "yr": 2002, "occ": "4720", "sex": "woman"},
+    {"pid": 1, "yr": 2003, "occ": "Not working", "sex": "woman"},
+    {"pid": 2, "yr": 2001, "occ": "0430", "sex": "man"},
+    {"pid": 2, "yr": 2002, "occ": "", "sex": "man"},
+    {"pid": 2, "yr": 2003, "occ": "4720", "sex": "man"},
+]
+
+
+def test_user_csv_with_column_mapping(tmp_path):
+    path = _csv(tmp_path, ROWS)
+    p = ll.load_panel(path, columns="pid=person_id,yr=year,occ=occupation,sex=gender", scheme="census")
+    assert len(p.frame) == 6 and p.frame.state.iloc[4] == "Missing"
+    ev = ll.make_events(p)
+    assert len(ev) == 3  # the Missing year in the middle stays in the history but is never a target
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "dta"])
+def test_canonical_parquet_and_stata_load_as_is(tmp_path, fmt):
+    df = pd.DataFrame(ROWS).rename(columns={"pid": "person_id", "yr": "year", "occ": "occupation", "sex": "gender"})
+    path = tmp_path / f"p.{fmt}"
+    df.to_parquet(path) if fmt == "parquet" else df.to_stata(path, write_index=False)
+    p = ll.load_panel(path, scheme="census")
+    assert p.n_persons == 2 and "gender" in p.covariates
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ([{"person_id": 1, "occupation": "276"}], "missing required column(s) year"),
+        ([{"person_id": 1, "year": 2001, "occupation": "276"}, {"person_id": 1, "year": 2001, "occupation": "276"}],
+         "duplicate person-years (person_id, year) in rows 1, 2"),
+        ([{"person_id": 1, "year": "2001.5", "occupation": "276"}], "year must be an integer in row 1"),
+        ([{"person_id": 1, "year": 2001, "occupation": "276"}, {"person_id": 1, "year": 2002, "occupation": "77777"}],
+         "unknown to scheme 'occ1990dd' (e.g. 77777) in row 2"),
+    ],
+)
+def test_bad_panels_name_file_and_rows(tmp_path, rows, message):
+    path = _csv(tmp_path, rows)
+    with pytest.raises(DataError) as e:
+        ll.load_panel(path)
+    assert message in str(e.value) and str(path) in str(e.value)
+
+
+def test_unknown_codes_can_become_missing(tmp_path, caplog):
+    rows = [{"person_id": 1, "year": y, "occupation": c} for y, c in [(2001, "276"), (2002, "77777"), (2003, "276")]]
+    p = ll.load_panel(_csv(tmp_path, rows), unknown="missing")
+    assert p.n_unknown == 1 and p.frame.state.tolist() == ["Cashiers", "Missing", "Cashiers"]
+    assert "counted as Missing" in caplog.text
+
+
+def test_empty_and_corrupt_files(tmp_path):
+    empty = tmp_path / "e.csv"
+    empty.write_text("person_id,year,occupation\n")
+    with pytest.raises(DataError, match="no rows"):
+        ll.load_panel(empty)
+    bad = tmp_path / "b.parquet"
+    bad.write_bytes(b"not a parquet file at all")
+    with pytest.raises(DataError, match="cannot read"):
+        ll.load_panel(bad)
+
+
+def test_cli_describe_json_and_bad_input(tmp_path):
+    from typer.testing import CliRunner
+
+    r = CliRunner().invoke(app, ["data", "describe", "--data", "nlsy79-males", "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert {"persons", "person_years", "states", "move_rate", "events"} <= set(d)
+    assert d["persons"] == 545 and set(d["events"]) == {"train", "valid", "test"}
+    assert 0.3 < d["move_rate"] < 0.6
+
+
+def test_cli_exit_status_2_on_bad_file(tmp_path):
+    import subprocess
+    import sys
+
+    path = _csv(tmp_path, [{"person_id": 1, "occupation": "276"}])
+    r = subprocess.run([sys.executable, "-m", "laborllm.cli", "data", "describe", "--data", str(path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "missing required column(s) year" in r.stderr and "Traceback" not in r.stderr
