@@ -1,0 +1,123 @@
+"""Multinomial logit over all states with hand-made features, L2-penalised, fitted in PyTorch.
+
+The design matrix is sparse one-hot: last state, second-to-last state, the state before the current
+spell, years in the current state, number of distinct past states, number of past years, age, birth
+cohort, education, gender, race, region, calendar year, a year-gap dummy and a previous-year-Missing
+dummy. Besides one weight vector over states per feature (the ordinary MNL), every feature also
+shifts the utility of staying in the last state (a conditional-logit "stay" term), which is how
+economists let tenure and age move the stay rate. Full-batch L-BFGS from the first-order Markov chain as an offset; the intercept is unpenalised.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from laborllm.data.events import Events
+from laborllm.models.base import Model
+from laborllm.models.features import history_features
+
+TENURE_BINS = [0, 1, 2, 3, 4, 6, 9, 1000]
+COUNT_BINS = [-1, 0, 1, 2, 3, 5, 8, 1000]
+CATEGORICAL = ("education", "gender", "race", "region")
+
+
+def design(events: Events, vocab: dict[str, list] | None = None):
+    """Sparse one-hot design matrix (n, F) and the vocabulary of each block (built on train)."""
+    h = history_features(events)
+    ev = events.frame
+    K = len(events.states)
+    blocks = {
+        "last": h["last"].map(str), "last2": h.last2.map(str), "prev_distinct": h.prev_distinct.map(str),
+        "tenure": pd.cut(h.tenure, TENURE_BINS).map(str), "n_distinct": pd.cut(h.n_distinct, COUNT_BINS).map(str),
+        "n_past": pd.cut(h.n_past, COUNT_BINS).map(str), "gap": (h.gap > 1).map(str),
+        "prev_missing": h.prev_missing.map(str), "year": ev.year.map(str),
+    }
+    if "age" in ev:
+        blocks["age"] = ev.age.clip(upper=45).map(str)
+    if "birth_year" in ev:
+        blocks["cohort"] = ev.birth_year.map(str)
+    for c in CATEGORICAL:
+        if c in ev:
+            blocks[c] = ev[c].map(str)
+    if vocab is None:
+        vocab = {k: sorted(v.unique()) for k, v in blocks.items()}
+    cols, offset = [], 0
+    for k, values in vocab.items():
+        index = {v: i for i, v in enumerate(values)}
+        col = blocks[k].map(index) if k in blocks else pd.Series(np.nan, index=ev.index)
+        cols.append(np.where(col.isna(), -1, col.fillna(-1).astype(int) + offset))  # unseen level: no column
+        offset += len(values)
+    idx = np.stack(cols, 1)
+    rows = np.repeat(np.arange(len(ev)), idx.shape[1])
+    flat = idx.ravel()
+    keep = flat >= 0
+    x = torch.sparse_coo_tensor(np.stack([rows[keep], flat[keep]]), torch.ones(int(keep.sum())),
+                                (len(ev), offset)).coalesce()
+    return x, vocab, torch.as_tensor(h["last"].to_numpy()), K
+
+
+class Logit(Model):
+    kind = "logit"
+
+    @classmethod
+    def default_config(cls) -> dict:
+        return {"l2": 1e-5, "max_iter": 60, "stay_term": True, "seed": 0}
+
+    def _logits(self, x, last):
+        z = torch.sparse.mm(x, self.W) + self.b + self.offset[last]
+        if self.config["stay_term"]:
+            z = z.index_put((torch.arange(len(last)), last), z[torch.arange(len(last)), last] + torch.sparse.mm(x, self.v).squeeze(1))
+        return z
+
+    def fit(self, events: Events) -> "Logit":
+        torch.manual_seed(self.config["seed"])
+        t0 = time.time()
+        self.states = list(events.states)
+        x, self.vocab, last, K = design(events.train)
+        y = torch.as_tensor(events.train.frame.target.to_numpy())
+        F = x.shape[1]
+        self.W = torch.zeros(F, K, requires_grad=True)
+        self.v = torch.zeros(F, 1, requires_grad=True)
+        prior = torch.bincount(y, minlength=K).double() + 0.1
+        # The smoothed first-order Markov chain is a fixed offset, so the L2 penalty shrinks toward
+        # it rather than toward uniform; L-BFGS then converges in few steps.
+        counts = torch.zeros(K, K).index_put_((last, y), torch.ones(len(y)), accumulate=True)
+        u = prior.float() / prior.sum()
+        self.offset = torch.log((counts + 0.1 * K * u) / (counts.sum(1, keepdim=True) + 0.1 * K))
+        self.b = torch.zeros(K, requires_grad=True)
+        params = [self.W, self.b, self.v]
+        opt = torch.optim.LBFGS(params, lr=1, max_iter=self.config["max_iter"], history_size=20,
+                                line_search_fn="strong_wolfe", tolerance_grad=1e-6, tolerance_change=1e-9)
+        lam = self.config["l2"]
+
+        def closure():
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(self._logits(x, last), y)
+            loss = loss + 0.5 * lam * (self.W.pow(2).sum() + self.v.pow(2).sum())
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        self.meta.update(fit_seconds=round(time.time() - t0, 1), train_events=len(y), features=F)
+        va = self.log_probs(events.valid)
+        self.meta["valid_perplexity"] = round(float(np.exp(-va[np.arange(len(va)), events.valid.frame.target].mean())), 4)
+        return self
+
+    @torch.no_grad()
+    def log_probs(self, events: Events) -> np.ndarray:
+        x, _, last, _ = design(events, self.vocab)
+        return torch.log_softmax(self._logits(x, last), 1).numpy().astype(np.float64)
+
+    def tensors(self):
+        return {"W": self.W, "b": self.b, "v": self.v, "offset": self.offset}
+
+    def load_tensors(self, t):
+        self.W, self.b, self.v, self.offset = t["W"], t["b"], t["v"], t["offset"]
+        self.vocab = self.meta["vocab"]
+
+    def save(self, out, data_spec=None):
+        self.meta["vocab"] = self.vocab
+        return super().save(out, data_spec)

@@ -1,0 +1,87 @@
+"""Markov chains over states: first and second order, with additive smoothing and back-off.
+
+P1(y | b)    = (C(b, y) + a * K * U(y)) / (C(b) + a * K)          backs off to the unigram U
+P2(y | a, b) = (C(a, b, y) + beta * T(a, b) * P1(y | b)) / (C(a, b) + beta * T(a, b))
+               interpolates with P1 (Witten-Bell: T is the number of distinct next states seen after a, b)
+``a`` and ``beta`` are chosen on the validation split. The states are the last observed states
+before the event (a Missing year in between is skipped over).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from laborllm.data.events import Events
+from laborllm.models.base import Model
+from laborllm.models.features import history_features
+
+ALPHAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+BETAS = (1.0, 3.0, 10.0, 30.0, 100.0)
+
+
+class Markov(Model):
+    kind = "markov"
+
+    @classmethod
+    def default_config(cls) -> dict:
+        return {"order": 1, "alpha": None, "beta": None}
+
+    @property
+    def name(self) -> str:
+        return self.config.get("name") or f"markov{self.config['order']}"
+
+    def fit(self, events: Events) -> "Markov":
+        self.states = list(events.states)
+        K = len(self.states)
+        tr = history_features(events.train)
+        y = events.train.frame.target.to_numpy()
+        self.unigram = np.bincount(y, minlength=K) + 0.1
+        self.c1 = np.zeros((K, K))
+        np.add.at(self.c1, (tr["last"].to_numpy(), y), 1)
+        ctx2 = tr.last2.to_numpy() * K + tr["last"].to_numpy()
+        keep = tr.last2.to_numpy() >= 0
+        self.c2_keys, self.c2_vals = np.unique(ctx2[keep] * K + y[keep], return_counts=True)
+        va, yv = history_features(events.valid), events.valid.frame.target.to_numpy()
+        if self.config["alpha"] is None:
+            self.config["alpha"] = min(ALPHAS, key=lambda a: self._nll(va, yv, a, None))
+        if self.config["order"] == 2 and self.config["beta"] is None:
+            self.config["beta"] = min(BETAS, key=lambda b: self._nll(va, yv, self.config["alpha"], b))
+        self.meta["valid_perplexity"] = round(float(np.exp(self._nll(va, yv, self.config["alpha"], self.config["beta"]))), 4)
+        return self
+
+    def _nll(self, feats, y, alpha, beta) -> float:
+        lp = self._log_probs(feats, alpha, beta)
+        return float(-lp[np.arange(len(y)), y].mean())
+
+    def _p1(self, alpha) -> np.ndarray:
+        K = len(self.states)
+        u = self.unigram / self.unigram.sum()
+        p = (self.c1 + alpha * K * u) / (self.c1.sum(1, keepdims=True) + alpha * K)
+        return np.vstack([p, u])  # row K: no observed past state
+
+    def _log_probs(self, feats, alpha, beta) -> np.ndarray:
+        K = len(self.states)
+        last = feats["last"].to_numpy()
+        p = self._p1(alpha)[np.where(last >= 0, last, K)]
+        if beta is not None:  # second order (None while alpha is tuned on the first order alone)
+            ctx = np.where(feats.last2.to_numpy() >= 0, feats.last2.to_numpy() * K + last, -1)
+            # rows of the sparse (context, next) count table that match each event's context
+            lo = np.searchsorted(self.c2_keys, np.maximum(ctx, 0) * K)
+            hi = np.where(ctx >= 0, np.searchsorted(self.c2_keys, np.maximum(ctx, 0) * K + K), lo)
+            counts, distinct = np.zeros_like(p), (hi - lo)[:, None]
+            for i in np.flatnonzero((ctx >= 0) & (hi > lo)):
+                keys = self.c2_keys[lo[i]: hi[i]]
+                counts[i, keys % K] = self.c2_vals[lo[i]: hi[i]]
+            p = np.where(distinct > 0, (counts + beta * distinct * p) / np.maximum(counts.sum(1, keepdims=True) + beta * distinct, 1e-12)), p)
+        return np.log(p)
+
+    def log_probs(self, events: Events) -> np.ndarray:
+        return self._log_probs(history_features(events), self.config["alpha"], self.config["beta"])
+
+    def tensors(self):
+        return {"unigram": torch.tensor(self.unigram), "c1": torch.tensor(self.c1),
+                "c2_keys": torch.tensor(self.c2_keys), "c2_vals": torch.tensor(self.c2_vals)}
+
+    def load_tensors(self, t):
+        self.unigram, self.c1 = t["unigram"].numpy(), t["c1"].numpy()
+        self.c2_keys, self.c2_vals = t["c2_keys"].numpy(), t["c2_vals"].numpy()
