@@ -17,7 +17,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 data_app = typer.Typer(no_args_is_help=True, help="Inspect panels.")
 app.add_typer(data_app, name="data")
 console = Console(stderr=True)
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 160)
 
 DataOpt = typer.Option("nlsy97", "--data", help="embedded data set name (nlsy97, nlswork, nlsy79-males) or a CSV/Parquet/Stata file")
 ColumnsOpt = typer.Option(None, "--columns", help="map your column names: old=new,... (new in person_id, year, occupation, gender, race, birth_year, education, region, enrolled, weight)")
@@ -57,6 +57,63 @@ def data_describe(data: str = DataOpt, columns: Optional[str] = ColumnsOpt, sche
     for r in d["top_states"]:
         top.add_row(r["state"], f"{r['person_years']:,}", f"{r['share']:.1%}")
     out.print(top)
+
+
+def _parse_sets(items: list[str]) -> dict:
+    """--set key=value (value parsed as JSON when it can be: numbers, true/false, lists)."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UserError(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.strip()] = v
+    return out
+
+
+@app.command()
+def fit(model: str = typer.Argument(..., help="markov, bag, logit, career, llm or icl"),
+        data: Optional[str] = typer.Option(None, "--data", help="embedded data set name or a panel file (default nlsy97)"),
+        out_dir: Path = typer.Option(..., "--out", help="model folder to write"),
+        profile: Optional[str] = typer.Option(None, "--profile", help="quick (CPU-sized, default) or full (GPU-sized)"),
+        config: Optional[Path] = typer.Option(None, "--config", help="TOML/JSON: data keys and a [model] table"),
+        columns: Optional[str] = ColumnsOpt, scheme: Optional[str] = SchemeOpt,
+        unknown: Optional[str] = typer.Option(None, "--unknown", help="unknown codes: error (default) or missing"),
+        seed: Optional[int] = typer.Option(None, "--seed", help="split seed (default 0)"), set_: list[str] = typer.Option([], "--set", help="model setting key=value (repeatable)")):
+    """Fit a model on the train split (valid for tuning) and save it as a model folder."""
+    from laborllm import api
+
+    cfg = api.read_config(config)
+    model_cfg = {**cfg.get("model", {}), **_parse_sets(set_)}
+    # command-line values win over the config file, which wins over the defaults
+    pick = lambda name, value, default: value if value is not None else cfg.get(name, default)  # noqa: E731
+    m = api.fit(model, pick("data", data, "nlsy97"), out_dir, pick("profile", profile, "quick"),
+                columns=pick("columns", columns, None), scheme=pick("scheme", scheme, None),
+                unknown=pick("unknown", unknown, "error"), seed=pick("seed", seed, 0), **model_cfg)
+    valid = m.meta.get("valid_perplexity")
+    out.print(f"fitted {m.name} in {m.meta.get('fit_seconds', 0):.1f}s"
+              + (f", valid perplexity {valid:.3f}" if valid else "") + f" -> {out_dir}")
+
+
+@app.command()
+def evaluate(folders: list[Path] = typer.Argument(..., help="model folders"),
+             split: str = typer.Option("test", "--split"), as_json: bool = typer.Option(False, "--json"),
+             table_dir: Optional[Path] = typer.Option(None, "--tables", help="also write CSV/Markdown/LaTeX tables here")):
+    """Evaluate model folders on the same events and print a comparison table."""
+    from laborllm import api
+    from laborllm.evaluation.compare import comparison_table, rich_table, write_tables
+
+    results = api.evaluate(folders, split)
+    table = comparison_table(results)
+    if table_dir:
+        write_tables(table, table_dir)
+    if as_json:
+        slim = [{k: v for k, v in r.items() if k not in ("reliability",)} for r in results]
+        out.print_json(json.dumps(slim, default=str))
+    else:
+        out.print(rich_table(table, f"{split} split, {results[0]['n_events']:,} events, {results[0]['n_states']} states"))
 
 
 def main() -> None:

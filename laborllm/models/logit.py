@@ -64,7 +64,8 @@ class Logit(Model):
 
     @classmethod
     def default_config(cls) -> dict:
-        return {"l2": 1e-5, "max_iter": 60, "stay_term": True, "seed": 0}
+        # l2=None: penalty 30 / n_train, a fixed prior strength whatever the panel size
+        return {"l2": None, "max_iter": 50, "stay_term": True, "markov_offset": True, "seed": 0}
 
     def _logits(self, x, last):
         z = torch.sparse.mm(x, self.W) + self.b + self.offset[last]
@@ -87,11 +88,13 @@ class Logit(Model):
         counts = torch.zeros(K, K).index_put_((last, y), torch.ones(len(y)), accumulate=True)
         u = prior.float() / prior.sum()
         self.offset = torch.log((counts + 0.1 * K * u) / (counts.sum(1, keepdim=True) + 0.1 * K))
+        if not self.config["markov_offset"]:  # a plain MNL (used to check against scikit-learn)
+            self.offset = torch.zeros(K, K)
         self.b = torch.zeros(K, requires_grad=True)
         params = [self.W, self.b, self.v]
         opt = torch.optim.LBFGS(params, lr=1, max_iter=self.config["max_iter"], history_size=20,
                                 line_search_fn="strong_wolfe", tolerance_grad=1e-6, tolerance_change=1e-9)
-        lam = self.config["l2"]
+        lam = self.config["l2"] if self.config["l2"] is not None else 30.0 / len(y)
 
         def closure():
             opt.zero_grad()

@@ -1,0 +1,119 @@
+"""The Python API behind the CLI: fit a model, evaluate model folders, compare them."""
+from __future__ import annotations
+
+import json
+import time
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from laborllm.data import Events, load_panel, make_events
+from laborllm.errors import UserError
+from laborllm.evaluation.metrics import evaluate as evaluate_log_probs
+from laborllm.io import read_log_probs, write_json_atomic, write_log_probs
+from laborllm.models.base import Model, load_model
+from laborllm.models.registry import MODELS
+
+PROFILES = ("quick", "full")
+
+
+def data_spec(data="nlsy97", columns=None, scheme=None, unknown="error", seed=0) -> dict:
+    """How to rebuild the exact events a model was fitted on (stored in the model folder)."""
+    data = str(data)
+    if Path(data).exists():
+        data = str(Path(data).resolve())
+    return {"data": data, "columns": columns, "scheme": scheme, "unknown": unknown, "seed": seed}
+
+
+@lru_cache(maxsize=4)
+def _events_cached(spec_json: str) -> Events:
+    s = json.loads(spec_json)
+    return make_events(load_panel(s["data"], columns=s["columns"], scheme=s["scheme"], unknown=s["unknown"]),
+                       seed=s["seed"])
+
+
+def events_for(spec: dict) -> Events:
+    return _events_cached(json.dumps(spec, sort_keys=True))
+
+
+def read_config(path: str | Path | None) -> dict:
+    """A TOML or JSON file: top-level data keys (data, columns, scheme, unknown, seed) and a
+    [model] table of model settings."""
+    if path is None:
+        return {}
+    p = Path(path)
+    try:
+        text = p.read_text()
+        return tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
+    except FileNotFoundError:
+        raise UserError(f"{p}: no such config file") from None
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{p}: cannot parse config ({e})") from None
+
+
+def make_model(kind: str, profile: str = "quick", **overrides) -> Model:
+    if kind not in MODELS:
+        raise UserError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}")
+    if profile not in PROFILES:
+        raise UserError(f"unknown profile {profile!r}; choose quick or full")
+    cls = MODELS[kind]
+    preset = getattr(cls, "profiles", {}).get(profile, {})
+    unknown = set(overrides) - set(cls.default_config()) - {"name"}
+    if unknown:
+        raise UserError(f"unknown setting(s) for {kind}: {', '.join(sorted(unknown))}; "
+                        f"known: {', '.join(sorted(cls.default_config()))}")
+    return cls(**{**preset, **overrides})
+
+
+def fit(kind: str, data="nlsy97", out: str | Path | None = None, profile: str = "quick", *, columns=None,
+        scheme=None, unknown="error", seed: int = 0, **model_config) -> Model:
+    """Fit a model on the train split (valid for tuning) and save it to `out` if given."""
+    spec = data_spec(data, columns, scheme, unknown, seed)
+    events = events_for(spec)
+    model = make_model(kind, profile, **model_config)
+    model.meta["profile"] = profile
+    if out is not None:
+        model.meta["out"] = str(out)  # models that checkpoint during training resume from here
+    t0 = time.time()
+    model.fit(events)
+    model.meta.setdefault("fit_seconds", round(time.time() - t0, 1))
+    model.meta["events_fingerprint"] = events.fingerprint()
+    if out is not None:
+        model.save(out, spec)
+    return model
+
+
+def model_log_probs(model: Model, folder: Path | None, events: Events, split: str) -> np.ndarray:
+    """Log-probabilities on a split, cached in the model folder as Parquet (reused when the event
+    set is unchanged)."""
+    cache = folder / f"logprobs-{split}.parquet" if folder else None
+    if cache and cache.exists():
+        lp, meta = read_log_probs(cache)
+        if meta.get("events_fingerprint") == events.fingerprint() and lp.shape == (len(events), len(events.states)):
+            return lp
+    lp = model.log_probs(events)
+    if cache:
+        write_log_probs(cache, events, lp, model.name, model.normalization)
+    return lp
+
+
+def evaluate(folders, split: str = "test", n_boot: int = 500) -> list[dict]:
+    """Metrics of each model folder on the same split; refuses different event sets in compare()."""
+    results = []
+    for folder in map(Path, folders):
+        model = load_model(folder)
+        if not model.meta.get("data"):
+            raise UserError(f"{folder}: the model does not record the data it was fitted on")
+        events = events_for(model.meta["data"]).subset(split)
+        if list(model.states) != list(events.states):
+            raise UserError(f"{folder}: the model's state set differs from the data's ({len(model.states)} vs "
+                            f"{len(events.states)} states); was the panel changed after fitting?")
+        lp = model_log_probs(model, folder, events, split)
+        r = evaluate_log_probs(lp, events, model=model.name, split=split, normalization=model.normalization,
+                               n_boot=n_boot)
+        r["kind"], r["folder"] = model.kind, str(folder)
+        write_json_atomic(folder / f"metrics-{split}.json", r)
+        results.append(r)
+    return results

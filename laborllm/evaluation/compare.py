@@ -1,0 +1,83 @@
+"""Comparison tables across models: terminal (rich), CSV, Markdown and LaTeX (booktabs).
+
+Models are compared only on identical event sets (same people, years, targets and state set).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from laborllm.errors import UserError
+from laborllm.io import write_text_atomic
+
+COLUMNS = {
+    "model": "Model", "n_events": "Events", "perplexity": "Perplexity", "ci": "95% CI", "top1": "Top-1",
+    "top5": "Top-5", "move_auc": "Move AUC", "move_logloss": "Move log loss", "working_auc": "Working AUC",
+    "working_logloss": "Working log loss", "ece": "ECE", "weighted_perplexity": "Weighted ppl",
+}
+
+
+def check_same_events(results: list[dict]) -> None:
+    prints = {(r["split"], r["events_fingerprint"]) for r in results}
+    if len(prints) > 1:
+        names = ", ".join(f"{r['model']} ({r['split']}, {r['n_events']} events)" for r in results)
+        raise UserError(f"refusing to compare models evaluated on different event sets: {names}")
+
+
+def comparison_table(results: list[dict]) -> pd.DataFrame:
+    check_same_events(results)
+    rows = []
+    for r in results:
+        lo, hi = r["perplexity_ci95"]
+        rows.append({
+            "model": r["model"], "n_events": r["n_events"], "perplexity": r["perplexity"], "ci": f"[{lo:.2f}, {hi:.2f}]",
+            "top1": r["top1"], "top5": r["top5"], "move_auc": r["move"]["auc"], "move_logloss": r["move"]["logloss"],
+            "working_auc": r["working"]["auc"], "working_logloss": r["working"]["logloss"], "ece": r["ece"],
+            "weighted_perplexity": r.get("weighted", {}).get("perplexity"),
+        })
+    return pd.DataFrame(rows)
+
+
+def _fmt(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    for c in out.columns:
+        if c in ("model", "ci", "n_events"):
+            out[c] = out[c].map(lambda v: f"{v:,}" if isinstance(v, int) else str(v))
+        else:
+            out[c] = out[c].map(lambda v: "" if v is None or pd.isna(v) else f"{v:.3f}" if c != "perplexity" and c != "weighted_perplexity" else f"{v:.2f}")
+    return out.rename(columns=COLUMNS)
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    f = _fmt(df)
+    lines = ["| " + " | ".join(f.columns) + " |", "|" + "|".join("---" for _ in f.columns) + "|"]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in f.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def to_latex(df: pd.DataFrame, caption: str = "Next-state prediction on held-out people") -> str:
+    f = _fmt(df)
+    body = f.to_latex(index=False, escape=True, column_format="l" + "r" * (f.shape[1] - 1))
+    return ("% requires \\usepackage{booktabs}\n\\begin{table}[t]\n\\centering\n\\small\n" + body
+            + f"\\caption{{{caption}}}\n\\end{{table}}\n")
+
+
+def write_tables(df: pd.DataFrame, out: Path, stem: str = "comparison") -> list[Path]:
+    paths = [out / f"{stem}.csv", out / f"{stem}.md", out / f"{stem}.tex"]
+    write_text_atomic(paths[0], df.to_csv(index=False))
+    write_text_atomic(paths[1], to_markdown(df))
+    write_text_atomic(paths[2], to_latex(df))
+    return paths
+
+
+def rich_table(df: pd.DataFrame, title: str = "Model comparison"):
+    from rich.table import Table
+
+    f = _fmt(df[["model", "n_events", "perplexity", "ci", "top1", "top5", "move_auc", "working_auc", "ece"]])
+    t = Table(title=title)
+    for i, c in enumerate(f.columns):
+        t.add_column(c, justify="left" if i == 0 else "right")
+    for row in f.itertuples(index=False):
+        t.add_row(*map(str, row))
+    return t

@@ -1,0 +1,134 @@
+"""Metrics over the common log-probability matrix: every model is judged on exactly the same events.
+
+Perplexity is exp(mean negative log-likelihood per event), with a 95% interval from a bootstrap
+that resamples people (events of one person are not independent). The two derived tasks of the
+paper: will the person change state (probability of not staying in the last observed state), and
+will the person be working next year (mass on occupations and Military). Calibration is the
+top-label expected calibration error with a reliability curve. Everything is computed unweighted
+and weighted by the survey weight when the panel has one, overall and by subgroup.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from laborllm.data.events import Events
+from laborllm.data.schemes import NON_WORK
+from laborllm.errors import UserError
+
+SUBGROUPS = ("gender", "race", "education", "cohort", "region")
+N_BINS = 10
+
+
+def check_log_probs(lp: np.ndarray, events: Events) -> None:
+    if lp.shape != (len(events), len(events.states)):
+        raise UserError(f"log-probabilities have shape {lp.shape}, expected {(len(events), len(events.states))}")
+
+
+def bootstrap_perplexity_ci(nll: np.ndarray, persons: np.ndarray, weights: np.ndarray | None = None,
+                            n_boot: int = 500, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of perplexity, resampling people with replacement."""
+    codes, inv = np.unique(persons, return_inverse=True)
+    w = np.ones_like(nll) if weights is None else weights
+    s = np.bincount(inv, weights=nll * w, minlength=len(codes))
+    c = np.bincount(inv, weights=w, minlength=len(codes))
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(len(codes), np.full(len(codes), 1 / len(codes)), size=n_boot)
+    ppl = np.exp((draws @ s) / np.maximum(draws @ c, 1e-12))
+    lo, hi = np.percentile(ppl, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def _wmean(x, w):
+    return float(np.average(x, weights=w)) if w is not None else float(np.mean(x))
+
+
+def _binary(p: np.ndarray, y: np.ndarray, w) -> dict:
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    out = {"logloss": _wmean(-(y * np.log(p) + (1 - y) * np.log(1 - p)), w), "rate": _wmean(y, w),
+           "predicted_rate": _wmean(p, w)}
+    out["auc"] = float(roc_auc_score(y, p, sample_weight=w)) if 0 < y.sum() < len(y) else None
+    return out
+
+
+def reliability(conf: np.ndarray, correct: np.ndarray, w=None, n_bins: int = N_BINS) -> tuple[float, list[dict]]:
+    """Expected calibration error and the reliability curve (equal-width confidence bins)."""
+    w = np.ones_like(conf) if w is None else w
+    bins = np.minimum((conf * n_bins).astype(int), n_bins - 1)
+    curve, ece = [], 0.0
+    for b in range(n_bins):
+        m = bins == b
+        if not m.any():
+            continue
+        acc, cf, wt = np.average(correct[m], weights=w[m]), np.average(conf[m], weights=w[m]), w[m].sum()
+        ece += wt / w.sum() * abs(acc - cf)
+        curve.append({"bin": b, "confidence": float(cf), "accuracy": float(acc), "n": int(m.sum())})
+    return float(ece), curve
+
+
+def working_mask(states: list[str]) -> np.ndarray:
+    return np.array([s not in NON_WORK for s in states])
+
+
+def core_metrics(lp: np.ndarray, events: Events, weights: np.ndarray | None = None, n_boot: int = 500) -> dict:
+    """The headline metrics of one log-probability matrix on one event set."""
+    ev = events.frame
+    y = ev.target.to_numpy()
+    idx = np.arange(len(y))
+    nll = -lp[idx, y]
+    p = np.exp(lp)
+    top = np.argsort(-lp, axis=1)[:, :5]
+    last = ev["last"].to_numpy()
+    p_stay = np.where(last >= 0, p[idx, np.maximum(last, 0)], 0.0)
+    work = working_mask(events.states)
+    conf = p.max(1)
+    ece, curve = reliability(conf, (top[:, 0] == y).astype(float), weights)
+    return {
+        "n_events": int(len(y)),
+        "n_persons": int(ev.person_id.nunique()),
+        "perplexity": float(np.exp(_wmean(nll, weights))),
+        "perplexity_ci95": list(bootstrap_perplexity_ci(nll, ev.person_id.to_numpy(), weights, n_boot)),
+        "nll": _wmean(nll, weights),
+        "top1": _wmean(top[:, 0] == y, weights),
+        "top5": _wmean((top == y[:, None]).any(1), weights),
+        "move": _binary(1 - p_stay, (y != last).astype(float), weights),
+        "working": _binary(p[:, work].sum(1), work[y].astype(float), weights),
+        "ece": ece,
+        "reliability": curve,
+    }
+
+
+def subgroup_column(ev: pd.DataFrame, name: str) -> pd.Series | None:
+    if name == "cohort":
+        return ev.birth_year.map(lambda b: f"born {b}") if "birth_year" in ev else None
+    return ev[name].astype("string").fillna("unknown") if name in ev else None
+
+
+def evaluate(lp: np.ndarray, events: Events, model: str = "model", split: str | None = None,
+             normalization: str = "exact, over all states", n_boot: int = 500,
+             subgroups: tuple[str, ...] = SUBGROUPS) -> dict:
+    """All metrics of one model on one event set, as a JSON-ready dict (the `evaluate --json` row)."""
+    check_log_probs(lp, events)
+    ev = events.frame
+    m = {"model": model, "split": split or (ev.split.iloc[0] if len(ev) else "?"), **core_metrics(lp, events, None, n_boot),
+         "n_states": len(events.states), "normalization": normalization, "events_fingerprint": events.fingerprint()}
+    w = ev.weight.to_numpy(dtype=float) if "weight" in ev else None
+    if w is not None and np.isfinite(w).all() and w.sum() > 0:
+        wm = core_metrics(lp, events, w, n_boot=200)
+        m["weighted"] = {k: wm[k] for k in ("perplexity", "perplexity_ci95", "top1", "top5", "move", "working", "ece")}
+    m["subgroups"] = {}
+    for g in subgroups:
+        col = subgroup_column(ev, g)
+        if col is None:
+            continue
+        m["subgroups"][g] = {}
+        for level in sorted(col.unique()):
+            mask = (col == level).to_numpy()
+            if mask.sum() < 20:
+                continue
+            sub = Events(events.panel, ev[mask].reset_index(drop=True), events.seed)
+            r = core_metrics(lp[mask], sub, None, n_boot=100)
+            m["subgroups"][g][str(level)] = {k: r[k] for k in ("n_events", "perplexity", "perplexity_ci95", "top1", "ece")} | {
+                "move_auc": r["move"]["auc"], "working_auc": r["working"]["auc"]}
+    return m

@@ -1,0 +1,57 @@
+"""Atomic writes (temp file + rename) so an interrupted run never leaves a half-written output."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def _atomic(path: Path, write) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    return _atomic(path, lambda t: Path(t).write_text(text))
+
+
+def write_json_atomic(path: Path, obj) -> Path:
+    return write_text_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def write_log_probs(path: Path, events, lp: np.ndarray, model: str, normalization: str) -> Path:
+    """Per-event log-probabilities over all states (float32 list column) with the event keys."""
+    ev = events.frame
+    y = ev.target.to_numpy()
+    table = pa.table({
+        "person_id": ev.person_id.astype(str).to_numpy(), "year": ev.year.to_numpy(), "split": ev.split.to_numpy(),
+        "target": np.array(events.states, dtype=object)[y], "target_id": y,
+        "log_prob_target": lp[np.arange(len(y)), y],
+        "log_probs": pa.FixedSizeListArray.from_arrays(pa.array(lp.astype(np.float32).ravel()), lp.shape[1]),
+    })
+    meta = {"model": model, "normalization": normalization, "states": json.dumps(events.states),
+            "events_fingerprint": events.fingerprint()}
+    table = table.replace_schema_metadata({k: str(v) for k, v in meta.items()})
+    return _atomic(path, lambda t: pq.write_table(table, t, compression="zstd"))
+
+
+def read_log_probs(path: Path) -> tuple[np.ndarray, dict]:
+    t = pq.read_table(path)
+    meta = {k.decode(): v.decode() for k, v in (t.schema.metadata or {}).items()}
+    col = t.column("log_probs").combine_chunks()
+    lp = col.values.to_numpy().reshape(len(t), -1).astype(np.float64)
+    return lp, meta

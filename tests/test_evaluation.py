@@ -1,0 +1,60 @@
+import json
+
+import numpy as np
+import pytest
+
+from laborllm.errors import UserError
+from laborllm.evaluation.compare import comparison_table, to_latex, to_markdown
+from laborllm.evaluation.metrics import bootstrap_perplexity_ci, evaluate, reliability
+from laborllm.models.markov import Markov
+
+
+def test_uniform_model_has_perplexity_k(small_events):
+    test = small_events.test
+    K = len(test.states)
+    lp = np.full((len(test), K), -np.log(K))
+    m = evaluate(lp, test, "uniform", n_boot=50)
+    assert m["perplexity"] == pytest.approx(K)
+    assert m["perplexity_ci95"][0] == pytest.approx(K) and m["perplexity_ci95"][1] == pytest.approx(K)
+    assert m["move"]["auc"] == pytest.approx(0.5)
+
+
+def test_metrics_of_markov(small_events):
+    test = small_events.test
+    lp = Markov().fit(small_events).log_probs(test)
+    m = evaluate(lp, test, "markov1", n_boot=200)
+    lo, hi = m["perplexity_ci95"]
+    assert lo < m["perplexity"] < hi
+    assert 0 < m["top1"] <= m["top5"] <= 1
+    assert m["move"]["auc"] > 0.5 and m["working"]["auc"] > 0.7
+    assert 0 <= m["ece"] < 0.2 and m["reliability"]
+    assert set(m["subgroups"]) >= {"gender", "race", "education", "cohort"}
+    assert "weighted" in m and m["weighted"]["perplexity"] != m["perplexity"]
+    json.dumps(m)  # JSON-ready
+
+
+def test_bootstrap_resamples_people():
+    nll = np.array([1.0, 1.0, 3.0, 3.0])
+    lo, hi = bootstrap_perplexity_ci(nll, np.array([1, 1, 2, 2]), n_boot=2000)
+    assert lo == pytest.approx(np.exp(1.0)) and hi == pytest.approx(np.exp(3.0))
+
+
+def test_reliability_of_a_calibrated_forecaster():
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0, 1, 20000)
+    ece, curve = reliability(conf, (rng.uniform(0, 1, 20000) < conf).astype(float))
+    assert ece < 0.02 and len(curve) == 10
+
+
+def test_tables_and_refusal_of_different_events(small_events, nlsy97):
+    test = small_events.test
+    lp = Markov().fit(small_events).log_probs(test)
+    a = evaluate(lp, test, "a", n_boot=20)
+    b = evaluate(lp - 0.0, test, "b", n_boot=20)
+    df = comparison_table([a, b])
+    assert list(df.model) == ["a", "b"]
+    assert "| a |" in to_markdown(df) and "\\toprule" in to_latex(df)
+    other = evaluate(np.full((len(small_events.valid), len(test.states)), -np.log(len(test.states))),
+                     small_events.valid, "c", n_boot=20)
+    with pytest.raises(UserError, match="different event sets"):
+        comparison_table([a, other])

@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+import torch
+
+from laborllm.models.base import load_model
+from laborllm.models.logit import Logit, design
+from laborllm.models.markov import BagOfJobs, Markov
+
+
+def _ppl(lp, ev):
+    y = ev.frame.target.to_numpy()
+    return float(np.exp(-lp[np.arange(len(y)), y].mean()))
+
+
+def _check_distribution(lp, ev):
+    assert lp.shape == (len(ev), len(ev.states))
+    np.testing.assert_allclose(np.exp(lp).sum(1), 1.0, atol=1e-5)
+
+
+def test_markov_orders_normalise_and_reload(small_events, tmp_path):
+    m1 = Markov(order=1).fit(small_events)
+    m2 = Markov(order=2).fit(small_events)
+    test = small_events.test
+    lp1, lp2 = m1.log_probs(test), m2.log_probs(test)
+    _check_distribution(lp1, test), _check_distribution(lp2, test)
+    # a huge back-off weight makes the second-order chain the first-order one
+    far = m2._log_probs(__import__("laborllm.models.features", fromlist=["x"]).history_features(test), m2.config["alpha"], 1e9)
+    np.testing.assert_allclose(far, lp1, atol=1e-6)
+    # both beat the unconditional distribution by a wide margin on real careers
+    assert _ppl(lp1, test) < 0.5 * len(test.states)
+    m2.save(tmp_path / "m2", {"data": "x"})
+    again = load_model(tmp_path / "m2")
+    np.testing.assert_allclose(again.log_probs(test), lp2)
+
+
+def test_markov_counts_are_transition_counts(small_events):
+    m = Markov(order=1).fit(small_events)
+    tr = small_events.train.frame
+    a, b = tr["last"].iloc[0], tr.target.iloc[0]
+    assert m.c1[a, b] == ((tr["last"] == a) & (tr.target == b)).sum()
+
+
+def test_plain_logit_matches_scikit_learn(small_events):
+    from sklearn.linear_model import LogisticRegression
+
+    ev = small_events
+    lam = 1e-2
+    m = Logit(l2=lam, stay_term=False, markov_offset=False, max_iter=500).fit(ev)
+    x, _, _, K = design(ev.train, m.vocab)
+    y = ev.train.frame.target.to_numpy()
+    n = len(y)
+    # sklearn minimises C * sum(loss) + 0.5 ||w||^2, ours mean(loss) + 0.5 * lam ||w||^2
+    sk = LogisticRegression(C=1 / (lam * n), max_iter=5000, tol=1e-10).fit(x.to_dense().numpy(), y)
+    ours = torch.softmax(m._logits(x, torch.as_tensor(ev.train.frame["last"].to_numpy())), 1).detach().numpy()
+    theirs = np.zeros_like(ours)
+    theirs[:, sk.classes_] = sk.predict_proba(x.to_dense().numpy())
+    # sklearn fits only classes seen in training; ours gives unseen states a small mass
+    assert np.abs(ours[:, sk.classes_] - theirs[:, sk.classes_]).max() < 2e-3
+
+
+def test_logit_beats_markov_and_reloads(small_events, tmp_path):
+    test = small_events.test
+    markov = _ppl(Markov(order=1).fit(small_events).log_probs(test), test)
+    logit = Logit(max_iter=30).fit(small_events)
+    lp = logit.log_probs(test)
+    _check_distribution(lp, test)
+    assert _ppl(lp, test) < markov
+    logit.save(tmp_path / "lg", {"data": "x"})
+    np.testing.assert_allclose(load_model(tmp_path / "lg").log_probs(test), lp, atol=1e-6)
+
+
+def test_bag_of_jobs_learns(small_events):
+    m = BagOfJobs(epochs=4).fit(small_events)
+    lp = m.log_probs(small_events.test)
+    _check_distribution(lp, small_events.test)
+    assert _ppl(lp, small_events.test) < 0.3 * len(small_events.states)
+
+
+def test_model_folder_errors(tmp_path):
+    from laborllm.errors import UserError
+
+    with pytest.raises(UserError, match="not a laborllm model folder"):
+        load_model(tmp_path)
+    (tmp_path / "model.json").write_text("{not json")
+    with pytest.raises(UserError, match="corrupt"):
+        load_model(tmp_path)
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("precious")
+    with pytest.raises(UserError, match="refusing to overwrite"):
+        Markov().save(user)
+    assert (user / "notes.txt").read_text() == "precious"
