@@ -96,7 +96,7 @@ class BagOfJobs(Model):
 
     @classmethod
     def default_config(cls) -> dict:
-        return {"epochs": 30, "lr": 0.01, "batch_size": 2048, "weight_decay": 1e-5, "seed": 0}
+        return {"epochs": 30, "lr": 0.03, "batch_size": 1024, "weight_decay": 1e-5, "seed": 0}
 
     def _inputs(self, events: Events):
         f = events.panel.frame
@@ -126,6 +126,8 @@ class BagOfJobs(Model):
                                            torch.zeros(K, requires_grad=True))
         last, mean = self._inputs(events.train)
         y = torch.as_tensor(events.train.frame.target.to_numpy())
+        with torch.no_grad():  # start at the unigram distribution
+            self.b += torch.log((torch.bincount(y, minlength=K) + 0.1) / (len(y) + 0.1 * K))
         vl, vm = self._inputs(events.valid)
         vy = torch.as_tensor(events.valid.frame.target.to_numpy())
         opt = torch.optim.AdamW([self.W_last, self.W_bag, self.b], lr=self.config["lr"], weight_decay=self.config["weight_decay"])
