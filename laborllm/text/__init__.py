@@ -1,0 +1,3 @@
+from laborllm.text.templates import ResumeTemplate, SegmentEncoder
+
+__all__ = ["ResumeTemplate", "SegmentEncoder"]
