@@ -11,14 +11,6 @@ def register(cls) -> None:
     MODELS[cls.kind] = cls
 
 
-def _late_imports() -> None:
-    """Models with heavy imports (torch transformers) register here."""
-    try:
-        from laborllm.models import career, llm  # noqa: F401
-    except ImportError as e:  # pragma: no cover - only when an optional piece is missing
-        import logging
+from laborllm.models.llm import ICL, LLM  # noqa: E402
 
-        logging.getLogger(__name__).debug("optional models unavailable: %s", e)
-
-
-_late_imports()
+MODELS.update({"llm": LLM, "icl": ICL})

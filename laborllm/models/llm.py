@@ -1,0 +1,292 @@
+"""Fine-tuned LLM (LABOR-LLM) and the in-context baseline, behind the common model interface.
+
+`LLM.fit` fine-tunes a causal LM on the resume texts of the training people with the ordinary
+next-token objective (Hugging Face Trainer: full or LoRA, bf16 on GPU, warm-up + cosine, validation
+loss each epoch, best checkpoint kept, resumable, DDP under torchrun/accelerate). `log_probs`
+scores every valid state after each history exactly (laborllm.scoring) and renormalises over the
+state set; the mass that fell outside the set is kept and reported.
+`ICL` is the base model without fine-tuning, prompted with a few training histories.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from laborllm.data.events import Events
+from laborllm.models.base import Model
+from laborllm.models.lm_loading import load_lm, resolve_base
+from laborllm.scoring import ExactScorer
+from laborllm.text import ResumeTemplate, SegmentEncoder
+
+log = logging.getLogger(__name__)
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def is_main_process() -> bool:
+    return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+
+
+class LLM(Model):
+    kind = "llm"
+    normalization = "exact, renormalised over all states (mass outside the state set reported)"
+    profiles = {
+        # CPU-sized: LoRA on a subset of training people, a few hundred steps at most
+        "quick": {"lora": True, "max_train_persons": 48, "max_valid_persons": 16, "epochs": 1, "batch_size": 4,
+                  "lr": 1e-3, "max_steps": 12},
+        "full": {"lora": False, "epochs": 3, "batch_size": 32, "lr": 2e-4},
+    }
+
+    @classmethod
+    def default_config(cls) -> dict:
+        return {"base": "smollm2", "variant": "titles", "birth_year": True, "lora": False, "lora_r": 16,
+                "lora_alpha": 32, "epochs": 3, "batch_size": 32, "lr": 2e-4, "warmup_ratio": 0.05,
+                "weight_decay": 0.0, "max_steps": -1, "max_train_persons": None, "max_valid_persons": None,
+                "score_max_tokens": 4096, "seed": 0, "shots": 0, "gradient_checkpointing": False}
+
+    @property
+    def name(self) -> str:
+        return self.config.get("name") or (f"{self.kind}-{self.config['variant']}")
+
+    # -- text -------------------------------------------------------------------------------
+    def _encoder(self, panel) -> SegmentEncoder:
+        tpl = ResumeTemplate(self.config["variant"], self.config["birth_year"])
+        return SegmentEncoder(self.tok, tpl, self.states, panel.scheme)
+
+    def _person_ids(self, events: Events, split: str, limit: int | None) -> list[list[int]]:
+        f = events.panel.frame
+        ids = sorted(events.frame[events.frame.split == split].person_id.unique())
+        if limit:
+            ids = list(np.random.default_rng(self.config["seed"]).choice(ids, size=min(limit, len(ids)), replace=False))
+        enc = self._encoder(events.panel)
+        rows = f[f.person_id.isin(set(ids))]
+        return [enc.person(g)[0] for _, g in rows.groupby("person_id")]
+
+    # -- fitting ----------------------------------------------------------------------------
+    def _load_base(self):
+        self.base_dir = resolve_base(self.config["base"])
+        self.lm, self.tok = load_lm(self.base_dir)
+
+    def fit(self, events: Events) -> "LLM":
+        self.states = list(events.states)
+        self._load_base()
+        if self.config["shots"] or self.config["epochs"] == 0:
+            self._prepare_prompt(events)
+        if self.config["epochs"] > 0:
+            self._train(events)
+        self.meta["base_dir"] = str(self.base_dir)
+        return self
+
+    def _prepare_prompt(self, events: Events) -> None:
+        self.prompt_ids: list[int] = []
+
+    def _train(self, events: Events) -> None:
+        from transformers import Trainer, TrainingArguments
+
+        cfg = self.config
+        train = self._person_ids(events, "train", cfg["max_train_persons"])
+        valid = self._person_ids(events, "valid", cfg["max_valid_persons"])
+        if cfg["lora"]:
+            from peft import LoraConfig, get_peft_model
+
+            self.lm = get_peft_model(self.lm, LoraConfig(r=cfg["lora_r"], lora_alpha=cfg["lora_alpha"],
+                                                         target_modules=LORA_TARGETS, task_type="CAUSAL_LM"))
+        out = Path(self.meta.get("out") or Path.cwd() / "laborllm-llm")
+        ckpt = out.parent / f".{out.name}.checkpoints"  # beside the model folder, removed once saved
+        cuda = torch.cuda.is_available()
+        bf16 = cuda and torch.cuda.is_bf16_supported()
+        world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+        steps = cfg["max_steps"] if cfg["max_steps"] > 0 else cfg["epochs"] * -(-len(train) // cfg["batch_size"])
+        args = _training_args(
+            TrainingArguments, warmup_steps=max(1, int(cfg["warmup_ratio"] * steps)),
+            output_dir=str(ckpt), num_train_epochs=cfg["epochs"], max_steps=cfg["max_steps"],
+            per_device_train_batch_size=max(1, cfg["batch_size"] // world), per_device_eval_batch_size=max(1, cfg["batch_size"] // world),
+            learning_rate=cfg["lr"], weight_decay=cfg["weight_decay"],
+            lr_scheduler_type="cosine", eval_strategy="epoch" if cfg["max_steps"] < 0 else "steps",
+            save_strategy="epoch" if cfg["max_steps"] < 0 else "steps",
+            eval_steps=max(1, cfg["max_steps"] // 2) if cfg["max_steps"] > 0 else None,
+            save_steps=max(1, cfg["max_steps"] // 2) if cfg["max_steps"] > 0 else None,
+            load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
+            save_total_limit=2, bf16=bf16, logging_steps=5, report_to="none", seed=cfg["seed"],
+            group_by_length=True, dataloader_num_workers=0, remove_unused_columns=False,
+            use_cpu=not cuda, ddp_find_unused_parameters=False, disable_tqdm=not is_main_process(),
+            include_num_input_tokens_seen=True,
+        )
+        if cfg["gradient_checkpointing"]:
+            self.lm.gradient_checkpointing_enable()
+        trainer = Trainer(model=self.lm, args=args, train_dataset=_Resumes(train), eval_dataset=_Resumes(valid),
+                          data_collator=_collate, callbacks=[speed := _TokensPerSecond()])
+        speed.trainer = trainer
+        resume = any(ckpt.glob("checkpoint-*")) if ckpt.exists() else False
+        if resume:
+            log.warning("resuming training from %s", ckpt)
+        t0 = time.time()
+        result = trainer.train(resume_from_checkpoint=resume or None)
+        n_tokens = sum(len(x) for x in train) * (cfg["epochs"] if cfg["max_steps"] < 0 else 1)
+        self.meta.update(
+            train_persons=len(train), valid_persons=len(valid), train_seconds=round(time.time() - t0, 1),
+            train_loss=round(float(result.training_loss), 4), world_size=world,
+            tokens_per_second=round(trainer.state.num_input_tokens_seen / max(time.time() - t0, 1e-9), 1)
+            if trainer.state.num_input_tokens_seen else None,
+            train_tokens=n_tokens,
+            best_eval_loss=trainer.state.best_metric, subset="yes" if cfg["max_train_persons"] else "no",
+        )
+        self._ckpt = ckpt
+        self.lm.eval()
+
+    # -- persistence ------------------------------------------------------------------------
+    def save_extra(self, folder: Path) -> None:
+        if not is_main_process():
+            return
+        lm = self.lm
+        if hasattr(lm, "merge_and_unload") and self.config["epochs"] > 0:
+            lm.save_pretrained(folder / "adapter")  # the adapter is the artefact of record
+        elif self.config["epochs"] > 0:
+            lm.save_pretrained(folder / "hf")
+            self.tok.save_pretrained(folder / "hf")
+        if getattr(self, "_ckpt", None) is not None:
+            shutil.rmtree(self._ckpt, ignore_errors=True)
+
+    def tensors(self):
+        return {"prompt_ids": torch.tensor(getattr(self, "prompt_ids", []) or [-1])}
+
+    @classmethod
+    def from_folder(cls, folder: Path, meta: dict) -> "LLM":
+        m = super().from_folder(folder, meta)
+        if (folder / "hf").exists():
+            m.lm, m.tok = load_lm(folder / "hf")
+        else:
+            m.base_dir = resolve_base(m.config["base"])
+            m.lm, m.tok = load_lm(m.base_dir)
+            if (folder / "adapter").exists():
+                from peft import PeftModel
+
+                m.lm = PeftModel.from_pretrained(m.lm, folder / "adapter").merge_and_unload()
+        m.lm.eval()
+        return m
+
+    def load_tensors(self, t):
+        ids = t["prompt_ids"].tolist()
+        self.prompt_ids = [] if ids == [-1] else ids
+
+    # -- scoring ----------------------------------------------------------------------------
+    def raw_log_probs(self, events: Events) -> np.ndarray:
+        """Unrenormalised log P(state text | history) for every event and state."""
+        enc = self._encoder(events.panel)
+        lm = self.lm.merge_and_unload() if hasattr(self.lm, "merge_and_unload") else self.lm
+        lm.eval()
+        if torch.cuda.is_available():
+            lm = lm.to(torch.bfloat16)
+        scorer = ExactScorer(lm, enc.candidates, max_tokens=self.config["score_max_tokens"])
+        prompt = list(getattr(self, "prompt_ids", []))
+        f, ev = events.panel.frame, events.frame
+        out = np.zeros((len(ev), len(self.states)))
+        groups = ev.groupby("person_id").indices
+        rows_by_person = f[f.person_id.isin(groups.keys())].groupby("person_id")
+        bar = tqdm(total=len(ev), desc=f"scoring {self.name}", unit="event", disable=not is_main_process())
+        for pid, rows in rows_by_person:
+            idx = groups[pid]
+            ids, starts = enc.person(rows)
+            ends = [len(prompt) + int(starts[p]) for p in ev.pos.to_numpy()[idx]]
+            out[idx] = scorer.score(prompt + ids, ends)
+            bar.update(len(idx))
+        bar.close()
+        return out
+
+    def log_probs(self, events: Events) -> np.ndarray:
+        raw = self.raw_log_probs(events)
+        mass = np.logaddexp.reduce(raw, axis=1)
+        y = events.frame.target.to_numpy()
+        self.last_extra = {
+            "unnormalised_perplexity": float(np.exp(-raw[np.arange(len(y)), y].mean())),
+            "valid_mass_mean": float(np.exp(mass).mean()),
+            "valid_mass_min": float(np.exp(mass).min()),
+        }
+        return raw - mass[:, None]
+
+
+class ICL(LLM):
+    """The base model without fine-tuning, prompted with example histories from the training split."""
+
+    kind = "icl"
+    profiles = {"quick": {"shots": 2}, "full": {"shots": 5}}
+
+    @classmethod
+    def default_config(cls) -> dict:
+        return {**super().default_config(), "epochs": 0, "shots": 3, "max_shot_years": 8}
+
+    def _prepare_prompt(self, events: Events) -> None:
+        f = events.panel.frame
+        train = events.frame[events.frame.split == "train"].person_id.unique()
+        rng = np.random.default_rng(self.config["seed"])
+        shots = rng.choice(train, size=min(self.config["shots"], len(train)), replace=False)
+        enc = self._encoder(events.panel)
+        intro = enc.encode("Below are work histories of survey respondents, one year per line.\n\n")
+        ids = list(intro)
+        for pid in shots:
+            rows = f[f.person_id == pid].head(self.config["max_shot_years"])
+            ids += enc.person(rows)[0][:-1] + enc.encode("\n\n")
+        self.prompt_ids = ids
+
+
+def _training_args(cls, **kw):
+    """TrainingArguments, leaving out options this transformers release does not know (5.x drift)."""
+    import inspect
+
+    known = inspect.signature(cls.__init__).parameters
+    dropped = sorted(k for k in kw if k not in known)
+    if dropped:
+        log.debug("TrainingArguments without %s", dropped)
+    return cls(**{k: v for k, v in kw.items() if k in known})
+
+
+class _Resumes(torch.utils.data.Dataset):
+    def __init__(self, ids: list[list[int]]):
+        self.ids = ids
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i]}
+
+
+def _collate(batch: list[dict]) -> dict:
+    """Right-pad; padded positions are masked out of the loss by position, never by token id, so
+    the EOS and line terminators (which may equal the pad id) are trained."""
+    n = max(len(b["input_ids"]) for b in batch)
+    ids = torch.zeros(len(batch), n, dtype=torch.long)
+    att = torch.zeros(len(batch), n, dtype=torch.long)
+    for i, b in enumerate(batch):
+        x = torch.tensor(b["input_ids"])
+        ids[i, : len(x)], att[i, : len(x)] = x, 1
+    return {"input_ids": ids, "attention_mask": att, "labels": ids.masked_fill(att == 0, -100)}
+
+
+try:
+    from transformers import TrainerCallback
+except ImportError:  # pragma: no cover
+    TrainerCallback = object
+
+
+class _TokensPerSecond(TrainerCallback):
+    """Shows training tokens/s on the Trainer's progress bar."""
+
+    def __init__(self):
+        self.trainer = None
+
+    def on_train_begin(self, args, state, control, **kw):
+        self.t0, self.n0 = time.time(), state.num_input_tokens_seen
+
+    def on_step_end(self, args, state, control, **kw):
+        from transformers.trainer_callback import ProgressCallback
+
+        rate = (state.num_input_tokens_seen - self.n0) / max(time.time() - self.t0, 1e-9)
+        for cb in self.trainer.callback_handler.callbacks if self.trainer else []:
+            if isinstance(cb, ProgressCallback) and getattr(cb, "training_bar", None) is not None:
+                cb.training_bar.set_postfix(tok_s=f"{rate:,.0f}")
