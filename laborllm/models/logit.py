@@ -61,6 +61,7 @@ def design(events: Events, vocab: dict[str, list] | None = None):
 
 class Logit(Model):
     kind = "logit"
+    profiles = {"quick": {"max_iter": 30}, "full": {"max_iter": 50}}
 
     @classmethod
     def default_config(cls) -> dict:

@@ -11,6 +11,7 @@ def register(cls) -> None:
     MODELS[cls.kind] = cls
 
 
+from laborllm.models.career import Career  # noqa: E402
 from laborllm.models.llm import ICL, LLM  # noqa: E402
 
-MODELS.update({"llm": LLM, "icl": ICL})
+MODELS.update({"career": Career, "llm": LLM, "icl": ICL})

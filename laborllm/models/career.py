@@ -1,0 +1,236 @@
+"""CAREER (Vafa et al., TMLR 2024) reimplemented in plain PyTorch.
+
+Input at year t: the embedding of the previous state (BOS at the first year), scaled by sqrt(d),
+plus a sinusoidal position, plus learned embeddings of the covariates of the year being predicted
+(calendar year, education) and of the person (gender, race, region). Pre-LayerNorm causal decoder
+layers and a final LayerNorm feed the two-stage head: P(stay) = sigmoid(a), otherwise a softmax over
+the other states. AdamW with warm-up, dropout, gradient clipping, bf16 on GPU (the original fp16
+run diverged), early stopping on validation perplexity over the common events. Optional
+pretraining on another panel (`pretrain_data`) before fine-tuning, with a shared vocabulary.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from laborllm.data.events import Events
+from laborllm.models.base import Model
+
+COVARIATES = ("year", "education", "gender", "race", "region")
+
+
+class CareerNet(nn.Module):
+    def __init__(self, n_tokens: int, n_states: int, cov_sizes: dict[str, int], d: int, layers: int, heads: int,
+                 ff: int, dropout: float, max_len: int = 128):
+        super().__init__()
+        self.d, self.n_states = d, n_states
+        self.tok = nn.Embedding(n_tokens, d)
+        self.cov = nn.ModuleDict({k: nn.Embedding(n, d) for k, n in cov_sizes.items()})
+        layer = nn.TransformerEncoderLayer(d, heads, ff, dropout, activation="gelu", batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, n_states + 1, bias=False)  # state logits + the "stay" logit
+        self.drop = nn.Dropout(dropout)
+        pos = torch.arange(max_len)[:, None] * torch.exp(torch.arange(0, d, 2) * (-math.log(10000.0) / d))
+        pe = torch.zeros(max_len, d)
+        pe[:, 0::2], pe[:, 1::2] = torch.sin(pos), torch.cos(pos)
+        self.register_buffer("pe", pe, persistent=False)
+        for emb in [self.tok, *self.cov.values()]:
+            nn.init.normal_(emb.weight, 0, d ** -0.5)
+        nn.init.normal_(self.head.weight, 0, d ** -0.5)
+
+    def forward(self, prev, covs, last, allowed=None):
+        """Log-probabilities (B, T, n_states). `last` is the last observed state before each year
+        (-1 if none): the state whose "stay" probability the two-stage head models."""
+        B, T = prev.shape
+        x = self.tok(prev) * math.sqrt(self.d) + self.pe[:T]
+        for k, emb in self.cov.items():
+            x = x + emb(covs[k])
+        causal = torch.triu(torch.ones(T, T, dtype=torch.bool, device=prev.device), 1)
+        h = self.norm(self.blocks(self.drop(x), mask=causal, is_causal=True))
+        out = self.head(h).float()
+        z, a = out[..., :-1], out[..., -1]
+        if allowed is not None:  # states that cannot occur in this panel
+            z = z.masked_fill(~allowed, float("-inf"))
+        has = last >= 0
+        idx = last.clamp(min=0)[..., None]
+        z_move = z.masked_fill(torch.zeros_like(z, dtype=torch.bool).scatter(-1, idx, has[..., None]), float("-inf"))
+        lp = torch.log_softmax(z_move, -1) + torch.where(has, nn.functional.logsigmoid(-a), 0.0)[..., None]
+        stay = torch.where(has, nn.functional.logsigmoid(a), float("-inf"))
+        return lp.scatter(-1, idx, torch.where(has[..., None], stay[..., None], lp.gather(-1, idx)))
+
+
+class Career(Model):
+    kind = "career"
+    profiles = {
+        "quick": {"layers": 4, "d": 192, "heads": 3, "ff": 768, "epochs": 5},
+        "full": {"layers": 12, "d": 192, "heads": 3, "ff": 768, "epochs": 60},
+    }
+
+    @classmethod
+    def default_config(cls) -> dict:
+        return {"layers": 12, "d": 192, "heads": 3, "ff": 768, "dropout": 0.1, "lr": 1e-3, "warmup_steps": 200,
+                "weight_decay": 0.01, "batch_size": 64, "epochs": 60, "patience": 3, "clip": 1.0, "seed": 0,
+                "pretrain_data": None, "pretrain_epochs": 10}
+
+    # -- tensors from a panel ---------------------------------------------------------------
+    def _vocab(self, panels) -> None:
+        self.states_all = list(self.states) + sorted({s for p in panels for s in p.states} - set(self.states))
+        self.cov_vocab = {}
+        for k in COVARIATES:
+            vals = set()
+            for p in panels:
+                if k in p.frame:
+                    vals |= set(p.frame[k].dropna().astype(str))
+            self.cov_vocab[k] = sorted(vals)
+
+    def _sequences(self, panel, persons=None):
+        """Padded per-person tensors: prev token, covariates, last observed state, target."""
+        f = panel.frame if persons is None else panel.frame[panel.frame.person_id.isin(persons)]
+        S = len(self.states_all)
+        index = {s: i for i, s in enumerate(self.states_all)}
+        sid = f.state.map(index).fillna(-1).astype(int).to_numpy()  # Missing -> -1
+        pid = f.person_id.to_numpy()
+        starts = np.flatnonzero(np.r_[True, pid[1:] != pid[:-1]])
+        lens = np.diff(np.r_[starts, len(f)])
+        T = int(lens.max())
+        n = len(starts)
+        BOS, MISS = S, S + 1
+        prev = np.full((n, T), BOS)
+        last = np.full((n, T), -1)
+        target = np.full((n, T), -1)
+        covs = {k: np.zeros((n, T), dtype=np.int64) for k in self.cov_vocab}
+        cov_cols = {}
+        for k, vocab in self.cov_vocab.items():
+            if k in f:
+                m = {v: i + 1 for i, v in enumerate(vocab)}  # 0 = unknown / absent
+                cov_cols[k] = f[k].map(lambda v: m.get(str(v), 0) if not pd.isna(v) else 0).to_numpy()
+        for j, (s, L) in enumerate(zip(starts, lens)):
+            seq = sid[s: s + L]
+            target[j, :L] = seq
+            prev[j, 1:L] = np.where(seq[:-1] >= 0, seq[:-1], MISS)
+            obs = np.where(seq >= 0, seq, -1)
+            lo = -1
+            for t in range(L):
+                last[j, t] = lo
+                if obs[t] >= 0:
+                    lo = obs[t]
+            for k, col in cov_cols.items():
+                covs[k][j, :L] = col[s: s + L]
+        t = lambda a: torch.as_tensor(a, dtype=torch.long)  # noqa: E731
+        return {"prev": t(prev), "last": t(last), "target": t(target), "covs": {k: t(v) for k, v in covs.items()},
+                "lens": t(lens), "person_id": pid[starts]}
+
+    def _net(self):
+        c = self.config
+        return CareerNet(len(self.states_all) + 2, len(self.states_all), {k: len(v) + 1 for k, v in self.cov_vocab.items()},
+                         c["d"], c["layers"], c["heads"], c["ff"], c["dropout"])
+
+    def _allowed(self, device):
+        a = torch.zeros(len(self.states_all), dtype=torch.bool, device=device)
+        a[: len(self.states)] = True
+        return a
+
+    # -- training ---------------------------------------------------------------------------
+    def fit(self, events: Events) -> "Career":
+        from laborllm.data.loaders import load_panel
+
+        torch.manual_seed(self.config["seed"])
+        self.states = list(events.states)
+        pre = load_panel(self.config["pretrain_data"]) if self.config["pretrain_data"] else None
+        self._vocab([events.panel] + ([pre] if pre is not None else []))
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+        self.net = self._net().to(dev)
+        t0 = time.time()
+        if pre is not None:
+            data = self._sequences(pre)
+            self._train(data, None, None, self.config["pretrain_epochs"], allowed=None, desc="pretrain")
+        train_ids = events.frame[events.frame.split == "train"].person_id.unique()
+        data = self._sequences(events.panel, set(train_ids))
+        self._train(data, events.valid, self._allowed(dev), self.config["epochs"], allowed=self._allowed(dev), desc="fit")
+        self.meta.update(fit_seconds=round(time.time() - t0, 1), train_persons=len(train_ids),
+                         parameters=sum(p.numel() for p in self.net.parameters()), device=dev)
+        return self
+
+    def _train(self, data, valid: Events | None, allowed_eval, epochs, allowed, desc):
+        c, dev = self.config, next(self.net.parameters()).device
+        opt = torch.optim.AdamW(self.net.parameters(), lr=c["lr"], betas=(0.9, 0.98), weight_decay=c["weight_decay"])
+        n = len(data["prev"])
+        steps_per_epoch = -(-n // c["batch_size"])
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: min(1.0, (s + 1) / c["warmup_steps"]) * min(1.0, math.sqrt(c["warmup_steps"] / (s + 1))))
+        bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
+        best, best_state, bad = float("inf"), None, 0
+        bar = tqdm(range(epochs), desc=f"career {desc}", unit="epoch")
+        for _ in bar:
+            self.net.train()
+            for idx in torch.randperm(n).split(c["batch_size"]):
+                b = _batch(data, idx, dev)
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                    lp = self.net(b["prev"], b["covs"], b["last"], allowed)
+                m = b["target"] >= 0
+                loss = -lp[m].gather(-1, b["target"][m][:, None]).mean()
+                opt.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.net.parameters(), c["clip"])
+                opt.step()
+                sched.step()
+            if valid is None:
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+                continue
+            lpv = self.log_probs(valid)
+            v = float(-lpv[np.arange(len(valid)), valid.frame.target.to_numpy()].mean())
+            bar.set_postfix(valid_ppl=f"{math.exp(v):.3f}")
+            if v < best - 1e-4:
+                best, bad, best_state = v, 0, copy.deepcopy(self.net.state_dict())
+            elif (bad := bad + 1) >= c["patience"]:
+                break
+        if best_state is not None:
+            self.net.load_state_dict(best_state)
+            self.meta["valid_perplexity"] = round(math.exp(best), 4)
+        self.meta[f"{desc}_steps"] = steps_per_epoch * bar.n
+
+    # -- prediction -------------------------------------------------------------------------
+    @torch.no_grad()
+    def log_probs(self, events: Events) -> np.ndarray:
+        self.net.eval()
+        dev = next(self.net.parameters()).device
+        data = self._sequences(events.panel, set(events.frame.person_id))
+        row_of = {p: i for i, p in enumerate(data["person_id"])}
+        out = np.zeros((len(events), len(self.states)))
+        rows = events.frame.person_id.map(row_of).to_numpy()
+        pos = events.frame.pos.to_numpy()
+        allowed = self._allowed(dev)
+        for idx in torch.arange(len(data["prev"])).split(256):
+            b = _batch(data, idx, dev)
+            lp = self.net(b["prev"], b["covs"], b["last"], allowed)[..., : len(self.states)].double().cpu().numpy()
+            sel = np.flatnonzero((rows >= int(idx[0])) & (rows <= int(idx[-1])))
+            out[sel] = lp[rows[sel] - int(idx[0]), pos[sel]]
+        return out
+
+    # -- persistence ------------------------------------------------------------------------
+    def tensors(self):
+        return self.net.state_dict()
+
+    def save(self, out, data_spec=None):
+        self.meta.update(states_all=self.states_all, cov_vocab=self.cov_vocab)
+        return super().save(out, data_spec)
+
+    def load_tensors(self, t):
+        self.states_all, self.cov_vocab = self.meta["states_all"], self.meta["cov_vocab"]
+        self.net = self._net()
+        self.net.load_state_dict(t)
+        self.net.eval()
+
+
+def _batch(data, idx, dev):
+    T = int(data["lens"][idx].max())
+    return {"prev": data["prev"][idx, :T].to(dev), "last": data["last"][idx, :T].to(dev),
+            "target": data["target"][idx, :T].to(dev), "covs": {k: v[idx, :T].to(dev) for k, v in data["covs"].items()}}
