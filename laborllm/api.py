@@ -13,7 +13,7 @@ from laborllm.data import Events, load_panel, make_events
 from laborllm.errors import UserError
 from laborllm.evaluation.metrics import evaluate as evaluate_log_probs
 from laborllm.io import read_log_probs, write_json_atomic, write_log_probs
-from laborllm.models.base import Model, load_model
+from laborllm.models.base import Model, is_main_process, load_model
 from laborllm.models.registry import MODELS
 
 PROFILES = ("quick", "full")
@@ -73,30 +73,32 @@ def fit(kind: str, data="nlsy97", out: str | Path | None = None, profile: str = 
     spec = data_spec(data, columns, scheme, unknown, seed)
     events = events_for(spec)
     model = make_model(kind, profile, **model_config)
-    model.meta["profile"] = profile
+    model.meta.update(profile=profile, scheme=events.panel.scheme.name)
     if out is not None:
         model.meta["out"] = str(out)  # models that checkpoint during training resume from here
     t0 = time.time()
     model.fit(events)
     model.meta.setdefault("fit_seconds", round(time.time() - t0, 1))
     model.meta["events_fingerprint"] = events.fingerprint()
-    if out is not None:
+    if out is not None and is_main_process():
         model.save(out, spec)
     return model
 
 
-def model_log_probs(model: Model, folder: Path | None, events: Events, split: str) -> np.ndarray:
-    """Log-probabilities on a split, cached in the model folder as Parquet (reused when the event
-    set is unchanged)."""
+def model_log_probs(model: Model, folder: Path | None, events: Events, split: str) -> tuple[np.ndarray, dict]:
+    """Log-probabilities on an event set and the model's extra figures (LLMs: unnormalised
+    perplexity, mass on the state set), cached in the model folder as Parquet and reused while
+    the event set is unchanged."""
     cache = folder / f"logprobs-{split}.parquet" if folder else None
     if cache and cache.exists():
         lp, meta = read_log_probs(cache)
         if meta.get("events_fingerprint") == events.fingerprint() and lp.shape == (len(events), len(events.states)):
-            return lp
+            return lp, json.loads(meta.get("extra", "{}"))
     lp = model.log_probs(events)
+    extra = dict(getattr(model, "last_extra", {}) or {})
     if cache:
-        write_log_probs(cache, events, lp, model.name, model.normalization)
-    return lp
+        write_log_probs(cache, events, lp, model.name, model.normalization, extra)
+    return lp, extra
 
 
 def evaluate(folders, split: str = "test", n_boot: int = 500) -> list[dict]:
@@ -110,10 +112,10 @@ def evaluate(folders, split: str = "test", n_boot: int = 500) -> list[dict]:
         if list(model.states) != list(events.states):
             raise UserError(f"{folder}: the model's state set differs from the data's ({len(model.states)} vs "
                             f"{len(events.states)} states); was the panel changed after fitting?")
-        lp = model_log_probs(model, folder, events, split)
+        lp, extra = model_log_probs(model, folder, events, split)
         r = evaluate_log_probs(lp, events, model=model.name, split=split, normalization=model.normalization,
                                n_boot=n_boot)
-        r["kind"], r["folder"] = model.kind, str(folder)
+        r.update(extra, kind=model.kind, folder=str(folder))
         write_json_atomic(folder / f"metrics-{split}.json", r)
         results.append(r)
     return results

@@ -7,7 +7,7 @@ mapped with ``columns={"their_name": "canonical_name"}``.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +44,14 @@ class Panel:
     scheme: Scheme
     source: str = "<frame>"
     n_unknown: int = 0
-    states: list[str] = field(init=False)
+    states: list[str] | None = None  # given: the state set of a fitted model; else the observed states
 
     def __post_init__(self):
-        self.states = sorted(set(self.frame.state) - {MISSING})
+        observed = set(self.frame.state) - {MISSING}
+        if self.states is None:
+            self.states = sorted(observed)
+        elif observed - set(self.states):
+            raise DataError(f"{self.source}: state(s) the model does not know: {', '.join(sorted(observed - set(self.states))[:5])}")
         index = {s: i for i, s in enumerate(self.states)}
         self.frame["state_id"] = self.frame.state.map(index).fillna(-1).astype("int64")
 

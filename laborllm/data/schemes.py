@@ -89,7 +89,7 @@ class Scheme:
             return MISSING
         if v in SPECIAL_STATES:
             return v
-        if self.name == "titles":
+        if self.name == "titles" or v in _title_to_code():  # a title is accepted in every scheme
             return v
         code = _norm_code(v)
         if self.name == "census":

@@ -25,6 +25,11 @@ from laborllm.errors import UserError
 FORMAT_VERSION = 1
 
 
+def is_main_process() -> bool:
+    """False on the non-zero ranks of a torchrun/accelerate job (only rank 0 writes files)."""
+    return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+
+
 class Model(ABC):
     kind: ClassVar[str]
     #: what the log-probabilities mean; every model here is renormalised over the state set
@@ -61,6 +66,8 @@ class Model(ABC):
     def save(self, out: str | Path, data_spec: dict | None = None) -> Path:
         """Write the model folder atomically: a temp folder renamed into place."""
         out = Path(out)
+        if out.exists() and not (out / "model.json").exists() and (out.is_file() or any(out.iterdir())):
+            raise UserError(f"{out}: exists and is not a laborllm model folder; refusing to overwrite it")
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
         meta = {"format": FORMAT_VERSION, "kind": self.kind, "name": self.name, "config": self.config,
@@ -87,8 +94,6 @@ class Model(ABC):
 
 def _replace_dir(tmp: Path, out: Path) -> None:
     if out.exists():
-        if not (out / "model.json").exists() and any(out.iterdir()):
-            raise UserError(f"{out}: exists and is not a laborllm model folder; refusing to overwrite it")
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
         os.replace(out, old)
         os.replace(tmp, out)

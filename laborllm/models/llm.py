@@ -19,17 +19,13 @@ import torch
 from tqdm.auto import tqdm
 
 from laborllm.data.events import Events
-from laborllm.models.base import Model
+from laborllm.models.base import Model, is_main_process
 from laborllm.models.lm_loading import load_lm, resolve_base
 from laborllm.scoring import ExactScorer
 from laborllm.text import ResumeTemplate, SegmentEncoder
 
 log = logging.getLogger(__name__)
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def is_main_process() -> bool:
-    return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
 
 
 class LLM(Model):

@@ -1,0 +1,115 @@
+"""Predict the next state and simulate futures for given histories, with any fitted model.
+
+A history is a table of person-years (``person_id`` optional, ``year``, ``occupation`` and any
+covariates). The model scores a hypothetical next year appended to each person's history; the
+models only look at the history before the year they predict, so the placeholder state of that
+year is never seen.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from laborllm.data.events import Events
+from laborllm.data.panel import Panel, read_table
+from laborllm.data.schemes import MISSING, Scheme
+from laborllm.errors import DataError
+from laborllm.models.base import Model
+
+
+def read_history(source: str | Path) -> pd.DataFrame:
+    """JSON (a list of person-years, or {"person": {...covariates}, "history": [...]}) or a table
+    file; '-' reads JSON from standard input."""
+    if str(source) == "-":
+        return _from_json(sys.stdin.read(), "<stdin>")
+    p = Path(source)
+    if p.suffix.lower() == ".json":
+        if not p.exists():
+            raise DataError(f"{p}: no such file")
+        return _from_json(p.read_text(), str(p))
+    return read_table(p)
+
+
+def _from_json(text: str, source: str) -> pd.DataFrame:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{source}: not valid JSON ({e})") from None
+    if isinstance(obj, dict):
+        rows = [{**obj.get("person", {}), **r} for r in obj.get("history", [])]
+    elif isinstance(obj, list):
+        rows = obj
+    else:
+        rows = []
+    if not rows:
+        raise DataError(f"{source}: no history rows (expected a list of {{year, occupation}} objects)")
+    return pd.DataFrame(rows)
+
+
+def _scheme(model: Model) -> str:
+    return model.meta.get("scheme") or model.meta.get("data", {}).get("scheme") or "occ1990dd"
+
+
+def history_events(model: Model, history: pd.DataFrame, source: str = "history") -> Events:
+    """Events for the year after each person's last year, in the model's state set."""
+    h = history.copy()
+    if "person_id" not in h:
+        h["person_id"] = 1
+    base = Panel.from_frame(h, source=source, scheme=_scheme(model))
+    f = base.frame
+    bad = set(f.state) - set(model.states) - {MISSING}
+    if bad:
+        raise DataError(f"{source}: state(s) unknown to the model: {', '.join(sorted(bad)[:5])}")
+    last = f.groupby("person_id").tail(1).copy()
+    last["year"] = last.year + 1
+    last["state"] = model.states[0]  # placeholder target: never an input to the prediction
+    frame = pd.concat([f.drop(columns="state_id"), last.drop(columns="state_id")]).sort_values(["person_id", "year"])
+    panel = Panel(frame.reset_index(drop=True), Scheme(_scheme(model)), source, states=list(model.states))
+    ev = Events.from_panel(panel)
+    ev.frame = ev.frame.groupby("person_id").tail(1).reset_index(drop=True)
+    ev.frame["split"] = "test"
+    return ev
+
+
+def predict(model: Model, history: pd.DataFrame, top: int = 10) -> pd.DataFrame:
+    ev = history_events(model, history)
+    p = np.exp(model.log_probs(ev))
+    rows = []
+    for i, r in ev.frame.iterrows():
+        for rank, k in enumerate(np.argsort(-p[i])[:top], 1):
+            rows.append({"person_id": r.person_id, "year": int(r.year), "rank": rank, "state": model.states[k],
+                         "probability": float(p[i, k])})
+    return pd.DataFrame(rows)
+
+
+def simulate(model: Model, history: pd.DataFrame, years: int = 5, samples: int = 10, seed: int = 0) -> pd.DataFrame:
+    """Sampled futures: each sample is a copy of each person's history extended year by year."""
+    rng = np.random.default_rng(seed)
+    h = history.copy()
+    if "person_id" not in h:
+        h["person_id"] = 1
+    copies = []
+    for s in range(samples):
+        c = h.copy()
+        c["sample"] = s
+        c["person_id"] = c.person_id.astype(str) + f"#{s}"
+        copies.append(c)
+    cur = pd.concat(copies, ignore_index=True)
+    out = []
+    for _ in range(years):
+        ev = history_events(model, cur.drop(columns="sample"))
+        p = np.exp(model.log_probs(ev))
+        p /= p.sum(1, keepdims=True)
+        pick = [model.states[rng.choice(len(model.states), p=row)] for row in p]
+        nxt = cur.groupby("person_id").tail(1).set_index("person_id").loc[ev.frame.person_id].reset_index()
+        nxt["year"] = ev.frame.year.to_numpy()
+        nxt["occupation"] = pick  # covariates carry forward from the last year
+        out.append(nxt)
+        cur = pd.concat([cur, nxt], ignore_index=True)
+    sims = pd.concat(out, ignore_index=True)
+    sims["person_id"] = sims.person_id.str.split("#").str[0]
+    return sims[["person_id", "sample", "year", "occupation"]].sort_values(["person_id", "sample", "year"])
