@@ -116,6 +116,98 @@ def evaluate(folders: list[Path] = typer.Argument(..., help="model folders"),
         out.print(rich_table(table, f"{split} split, {results[0]['n_events']:,} events, {results[0]['n_states']} states"))
 
 
+@app.command()
+def run(profile: str = typer.Option("quick", "--profile", help="quick (2-core CPU, ~15 min) or full (GPU)"),
+        out_dir: Optional[Path] = typer.Option(None, "--out", help="run folder (default runs/PROFILE)"),
+        data: str = DataOpt, seed: int = SeedOpt,
+        models: Optional[str] = typer.Option(None, "--models", help="comma-separated subset of: markov1, markov2, logit, career, llm-titles, llm-codes, icl"),
+        base: Optional[str] = typer.Option(None, "--base", help="pretrained LM for the LLM models: a folder or GGUF file (default SmolLM2-135M-Instruct)")):
+    """The whole benchmark: fit every model, evaluate on the same test events, write metrics, tables, plots and report.html."""
+    from laborllm.evaluation.compare import comparison_table, rich_table
+    from laborllm.pipeline import MODELS, run as run_benchmark
+
+    names = [m.strip() for m in models.split(",")] if models else None
+    unknown_models = set(names or []) - {m[0] for m in MODELS}
+    if unknown_models:
+        raise UserError(f"unknown model(s) {', '.join(sorted(unknown_models))}; choose from {', '.join(m[0] for m in MODELS)}")
+    out_dir = out_dir or Path("runs") / profile
+    results = run_benchmark(profile, out_dir, seed, data, names, base=base)
+    for set_name in dict.fromkeys(r["events"] for r in results):
+        rows = [r for r in results if r["events"] == set_name]
+        out.print(rich_table(comparison_table(rows), f"{set_name}: {rows[0]['n_events']:,} events, {rows[0]['n_states']} states"))
+        for r in rows:
+            if r.get("subset_note"):
+                out.print(f"  note: {r['model']}: {r['subset_note']}")
+    out.print(f"report: {out_dir / 'report.html'}")
+
+
+def _history_arg(history: str):
+    from laborllm.forecast import read_history
+
+    return read_history(history)
+
+
+@app.command()
+def predict(folder: Path = typer.Argument(..., help="model folder"),
+            history: str = typer.Option(..., "--history", help="JSON or CSV/Parquet/Stata file of person-years, or - for JSON on stdin"),
+            top: int = typer.Option(10, "--top"), as_json: bool = typer.Option(False, "--json")):
+    """Top-k next states with probabilities for each person in a history."""
+    from laborllm.forecast import predict as predict_next
+    from laborllm.models.base import load_model
+
+    table = predict_next(load_model(folder), _history_arg(history), top)
+    if as_json:
+        out.print_json(table.to_json(orient="records"))
+        return
+    t = Table(title="Next-year prediction")
+    for c in ("person_id", "year", "rank", "state", "probability"):
+        t.add_column(c, justify="left" if c == "state" else "right")
+    for r in table.itertuples(index=False):
+        t.add_row(str(r.person_id), str(r.year), str(r.rank), r.state, f"{r.probability:.3f}")
+    out.print(t)
+
+
+@app.command()
+def simulate(folder: Path = typer.Argument(..., help="model folder"),
+             history: str = typer.Option(..., "--history", help="JSON or table file of person-years, or - for JSON on stdin"),
+             years: int = typer.Option(5, "--years"), samples: int = typer.Option(10, "--samples"), seed: int = SeedOpt,
+             out_file: Optional[Path] = typer.Option(None, "--out", help="write the sampled paths as CSV")):
+    """Sampled futures: each sample extends each history year by year."""
+    from laborllm.forecast import simulate as simulate_paths
+    from laborllm.io import write_text_atomic
+    from laborllm.models.base import load_model
+
+    sims = simulate_paths(load_model(folder), _history_arg(history), years, samples, seed)
+    if out_file:
+        write_text_atomic(out_file, sims.to_csv(index=False))
+    share = sims.groupby(["year", "occupation"]).size().rename("n").reset_index()
+    share["share"] = share.n / share.groupby("year").n.transform("sum")
+    t = Table(title=f"{samples} sampled futures: most common state each year")
+    for c in ("year", "state", "share"):
+        t.add_column(c)
+    for year, g in share.sort_values("share", ascending=False).groupby("year"):
+        for r in g.head(3).itertuples(index=False):
+            t.add_row(str(year), r.occupation, f"{r.share:.0%}")
+    out.print(t)
+
+
+@app.command()
+def text(person: str = typer.Option(..., "--person", help="person_id"), data: str = DataOpt,
+         columns: Optional[str] = ColumnsOpt, scheme: Optional[str] = SchemeOpt, unknown: str = UnknownOpt,
+         variant: str = typer.Option("titles", "--variant", help="titles or codes"),
+         birth_year: bool = typer.Option(True, "--birth-year/--no-birth-year")):
+    """Print one person's resume text, as the LLM sees it."""
+    from laborllm.data import load_panel
+    from laborllm.text.templates import VARIANTS, ResumeTemplate, state_codes
+
+    if variant not in VARIANTS:
+        raise UserError(f"--variant must be one of {', '.join(VARIANTS)}")
+    panel = load_panel(data, columns=columns, scheme=scheme, unknown=unknown)
+    rows = panel.person(person)
+    tpl = ResumeTemplate(variant, birth_year)
+    print("".join(t for _, t in tpl.segments(rows, state_codes(panel.states, panel.scheme))))
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:

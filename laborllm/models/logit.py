@@ -10,6 +10,7 @@ economists let tenure and age move the stay rate. Full-batch L-BFGS from the fir
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -54,9 +55,11 @@ def design(events: Events, vocab: dict[str, list] | None = None):
     rows = np.repeat(np.arange(len(ev)), idx.shape[1])
     flat = idx.ravel()
     keep = flat >= 0
-    x = torch.sparse_coo_tensor(np.stack([rows[keep], flat[keep]]), torch.ones(int(keep.sum())),
-                                (len(ev), offset)).coalesce()
-    return x, vocab, torch.as_tensor(h["last"].to_numpy()), K
+    with warnings.catch_warnings():  # torch's notices about sparse invariant checks
+        warnings.simplefilter("ignore")
+        x = torch.sparse_coo_tensor(np.stack([rows[keep], flat[keep]]), torch.ones(int(keep.sum())),
+                                    (len(ev), offset)).coalesce()
+    return x, vocab, torch.as_tensor(h["last"].to_numpy().copy()), K
 
 
 class Logit(Model):

@@ -1,0 +1,230 @@
+"""Plots (PNG) and a self-contained report.html for a benchmark run."""
+from __future__ import annotations
+
+import base64
+import html
+import logging
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from laborllm.evaluation.compare import _fmt, comparison_table  # noqa: E402
+from laborllm.evaluation.metrics import subgroup_column  # noqa: E402
+from laborllm.io import read_log_probs, write_text_atomic  # noqa: E402
+
+log = logging.getLogger(__name__)
+GROUPS = ("gender", "race", "education", "cohort")
+SIM_PERSONS, SIM_YEARS = 150, 10
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_perplexity(results: list[dict], path: Path, title: str) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(results) + 1.2))
+    names = [r["model"] for r in results]
+    ppl = np.array([r["perplexity"] for r in results])
+    lo = np.array([r["perplexity_ci95"][0] for r in results])
+    hi = np.array([r["perplexity_ci95"][1] for r in results])
+    y = np.arange(len(results))[::-1]
+    ax.errorbar(ppl, y, xerr=[ppl - lo, hi - ppl], fmt="o", color="#1f4e79", capsize=4)
+    ax.set_yticks(y, names)
+    ax.set_xlabel("test perplexity (lower is better), 95% person-bootstrap interval")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_calibration(results: list[dict], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect")
+    for r in results:
+        c = r["reliability"]
+        ax.plot([b["confidence"] for b in c], [b["accuracy"] for b in c], "o-", ms=3,
+                label=f"{r['model']} (ECE {r['ece']:.3f})")
+    ax.set_xlabel("predicted probability of the top state")
+    ax.set_ylabel("observed frequency")
+    ax.set_title("Calibration (top-label reliability)")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def representativeness(events, lps: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Per subgroup level and model: total variation distance between the predicted and the observed
+    distribution of next states, and predicted vs observed move rates."""
+    ev = events.frame
+    y = ev.target.to_numpy()
+    K = len(events.states)
+    rows = []
+    for g in GROUPS:
+        col = subgroup_column(ev, g)
+        if col is None:
+            continue
+        for level in sorted(col.unique()):
+            m = (col == level).to_numpy()
+            if m.sum() < 30:
+                continue
+            observed = np.bincount(y[m], minlength=K) / m.sum()
+            moved = (y[m] != ev["last"].to_numpy()[m]).mean()
+            for name, lp in lps.items():
+                p = np.exp(lp[m])
+                stay = p[np.arange(m.sum()), np.maximum(ev["last"].to_numpy()[m], 0)]
+                rows.append({"group": g, "level": str(level), "model": name, "n_events": int(m.sum()),
+                             "tv_distance": 0.5 * float(np.abs(p.mean(0) - observed).sum()),
+                             "observed_move_rate": float(moved), "predicted_move_rate": float(1 - stay.mean())})
+    return pd.DataFrame(rows)
+
+
+def plot_representativeness(rep: pd.DataFrame, path: Path) -> Path:
+    groups = list(dict.fromkeys(rep.group))
+    fig, axes = plt.subplots(len(groups), 2, figsize=(11, 2.6 * len(groups)), squeeze=False)
+    for i, g in enumerate(groups):
+        d = rep[rep.group == g]
+        wide = d.pivot(index="level", columns="model", values="tv_distance")
+        wide.plot.bar(ax=axes[i, 0], legend=i == 0, width=0.8)
+        axes[i, 0].set_ylabel("TV distance")
+        axes[i, 0].set_title(f"{g}: predicted vs observed next-state distribution", fontsize=9)
+        mv = d.pivot(index="level", columns="model", values="predicted_move_rate")
+        mv.plot.bar(ax=axes[i, 1], legend=False, width=0.8)
+        obs = d.drop_duplicates("level").set_index("level").observed_move_rate.reindex(mv.index)
+        axes[i, 1].scatter(range(len(obs)), obs, color="black", marker="_", s=400, zorder=3, label="observed")
+        axes[i, 1].set_ylabel("move rate")
+        axes[i, 1].set_title(f"{g}: predicted move rate (bars) vs observed (black)", fontsize=9)
+        for ax in axes[i]:
+            ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+            ax.set_xlabel("")
+        if i == 0:
+            axes[i, 0].legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def trajectories(events, models: dict, seed: int) -> pd.DataFrame:
+    """Share of person-years in each broad occupation group by age: real test careers against
+    careers simulated from each model, starting from each person's first observed year."""
+    from laborllm.forecast import simulate
+
+    f = events.panel.frame
+    test_ids = sorted(events.frame.person_id.unique())
+    ids = np.random.default_rng(seed).choice(test_ids, size=min(SIM_PERSONS, len(test_ids)), replace=False)
+    scheme = events.panel.scheme
+    people = f[f.person_id.isin(set(ids.tolist()))]
+    first = people.groupby("person_id").head(1)
+    real = people[people.year <= people.groupby("person_id").year.transform("min") + SIM_YEARS]
+    born = first.set_index("person_id").birth_year
+    rows = [real.assign(source="observed", occupation=real.state)[["person_id", "year", "occupation", "source"]]]
+    cols = ["person_id", "year", "state"] + [c for c in ("gender", "race", "birth_year", "education", "region") if c in f]
+    hist = first[cols].rename(columns={"state": "occupation"})
+    for name, model in models.items():
+        sims = simulate(model, hist, years=SIM_YEARS, samples=1, seed=seed)
+        sims["person_id"] = sims.person_id.astype(first.person_id.dtype)
+        start = hist.rename(columns={})[["person_id", "year", "occupation"]]
+        rows.append(pd.concat([start, sims[["person_id", "year", "occupation"]]]).assign(source=name))
+    t = pd.concat(rows, ignore_index=True)
+    t["age"] = t.year - t.person_id.map(born)
+    t["group"] = t.occupation.map(scheme.group_of)
+    return t[t.occupation != "Missing"]
+
+
+def plot_trajectories(t: pd.DataFrame, path: Path) -> Path:
+    sources = list(dict.fromkeys(t.source))
+    top = t[t.source == "observed"].group.value_counts().index[:6]
+    fig, axes = plt.subplots(1, len(top), figsize=(3.2 * len(top), 3), sharey=False, squeeze=False)
+    for ax, g in zip(axes[0], top):
+        for s in sources:
+            d = t[t.source == s]
+            share = d.assign(hit=d.group == g).groupby("age").hit.mean()
+            ax.plot(share.index, share.values, "k-" if s == "observed" else "-", lw=2.2 if s == "observed" else 1.2, label=s)
+        ax.set_title(g, fontsize=8)
+        ax.set_xlabel("age")
+    axes[0, 0].set_ylabel("share of person-years")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle("Simulated careers vs observed test careers: share in each broad group by age", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}">'
+
+
+def _table(df: pd.DataFrame) -> str:
+    return df.to_html(index=False, border=0, classes="t", escape=True, na_rep="")
+
+
+def write_report(out: Path, results, events, sets, chosen, profile: str, seed: int) -> Path:
+    from laborllm.models.base import load_model
+
+    plots = out / "plots"
+    parts = [f"<h1>laborllm benchmark: {html.escape(events.panel.source)} ({profile} profile)</h1>",
+             f"<p>{events.panel.n_persons:,} people, {len(events.states)} states, split seed {seed}. "
+             "Perplexity is exp(mean negative log-likelihood per event) over the full state set; "
+             "intervals resample people. Every model in a table is scored on exactly the same events.</p>"]
+    for set_name, ev in sets.items():
+        rows = [r for r in results if r["events"] == set_name]
+        if not rows:
+            continue
+        desc = f"{set_name}: {ev.frame.person_id.nunique():,} test people, {len(ev):,} events"
+        parts += [f"<h2>Comparison on {html.escape(desc)}</h2>", _table(_fmt(comparison_table(rows))),
+                  _img(plot_perplexity(rows, plots / f"perplexity-{set_name}.png", desc))]
+        notes = [f"<li><b>{html.escape(r['model'])}</b>: {html.escape(r['subset_note'])}</li>" for r in rows if r.get("subset_note")]
+        if notes:
+            parts.append("<p>Notes:</p><ul>" + "".join(notes) + "</ul>")
+    llm_rows = [r for r in results if r["kind"] in ("llm", "icl")]
+    if llm_rows:
+        ab = pd.DataFrame([{"model": r["model"], "events": r["events"], "perplexity (renormalised)": r["perplexity"],
+                            "unnormalised perplexity": r.get("unnormalised_perplexity"),
+                            "mean mass on valid states": r.get("valid_mass_mean")} for r in llm_rows])
+        parts += ["<h2>Titles vs numeric codes, and mass outside the state set</h2>",
+                  "<p>The renormalised figure divides by the probability the LLM gives to all valid state texts; "
+                  "the unnormalised one counts the mass spent on invalid text as loss.</p>", _table(ab.round(4))]
+    main_set = "test-llm-subset" if "test-llm-subset" in sets else "test"
+    main_rows = [r for r in results if r["events"] == main_set]
+    parts += ["<h2>Calibration</h2>", _img(plot_calibration(main_rows, plots / "calibration.png"))]
+    tasks = pd.DataFrame([{"model": r["model"], "events": r["events"], "move AUC": r["move"]["auc"],
+                           "move log loss": r["move"]["logloss"], "move rate observed": r["move"]["rate"],
+                           "move rate predicted": r["move"]["predicted_rate"], "working AUC": r["working"]["auc"],
+                           "working log loss": r["working"]["logloss"], "working rate observed": r["working"]["rate"],
+                           "working rate predicted": r["working"]["predicted_rate"]} for r in results])
+    parts += ["<h2>Derived tasks: change state, and working next year</h2>", _table(tasks.round(4))]
+    # representativeness on the full test set for the models scored there, else the subset
+    for set_name, ev in sets.items():
+        lps = {}
+        for r in results:
+            if r["events"] == set_name:
+                lps[r["model"]] = read_log_probs(out / "logprobs" / f"{r['model']}-{set_name}.parquet")[0]
+        if not lps or (set_name == "test-llm-subset" and len(ev) < 200):
+            continue
+        rep = representativeness(ev, lps)
+        rep.to_csv(out / f"representativeness-{set_name}.csv", index=False)
+        summary = rep.groupby("model").tv_distance.mean().rename("mean TV distance over subgroups").reset_index()
+        parts += [f"<h2>Representativeness by subgroup ({html.escape(set_name)})</h2>",
+                  "<p>For each group: total variation distance between the mean predicted and the observed "
+                  "distribution of next states, and predicted vs observed move rates.</p>",
+                  _table(summary.round(4)), _img(plot_representativeness(rep, plots / f"representativeness-{set_name}.png"))]
+    cheap = {name: load_model(out / "models" / name) for name, kind, _ in chosen
+             if kind not in ("llm", "icl") or profile == "full"}
+    if cheap:
+        traj = trajectories(events.test, cheap, seed)
+        traj.to_csv(out / "trajectories.csv", index=False)
+        parts += ["<h2>Simulated careers</h2>",
+                  f"<p>{SIM_PERSONS} test people, one sampled career each over {SIM_YEARS} years from their first "
+                  "observed year" + ("; LLM simulation is left to the full (GPU) profile" if profile != "full" else "")
+                  + ".</p>", _img(plot_trajectories(traj, plots / "trajectories.png"))]
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>laborllm report</title><style>
+body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
+table.t{{border-collapse:collapse;font-size:13px;margin:0.5em 0 1em}}
+table.t th,table.t td{{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}}
+table.t th:first-child,table.t td:first-child{{text-align:left}} img{{max-width:100%}} h2{{margin-top:1.6em}}
+</style></head><body>{''.join(parts)}</body></html>"""
+    return write_text_atomic(out / "report.html", page)
