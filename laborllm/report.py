@@ -137,9 +137,11 @@ def trajectories(events, models: dict, seed: int) -> pd.DataFrame:
 
 def plot_trajectories(t: pd.DataFrame, path: Path) -> Path:
     sources = list(dict.fromkeys(t.source))
+    counts = t[t.source == "observed"].age.value_counts()
+    t = t[t.age.isin(counts[counts >= 30].index)]  # ages with too few people are noise
     top = t[t.source == "observed"].group.value_counts().index[:6]
-    fig, axes = plt.subplots(1, len(top), figsize=(3.2 * len(top), 3), sharey=False, squeeze=False)
-    for ax, g in zip(axes[0], top):
+    fig, axes = plt.subplots(2, 3, figsize=(11, 6), squeeze=False)
+    for ax, g in zip(axes.ravel(), top):
         for s in sources:
             d = t[t.source == s]
             share = d.assign(hit=d.group == g).groupby("age").hit.mean()

@@ -27,7 +27,9 @@ FORMAT_VERSION = 1
 
 def is_main_process() -> bool:
     """False on the non-zero ranks of a torchrun/accelerate job (only rank 0 writes files)."""
-    return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+    if torch.distributed.is_initialized():
+        return torch.distributed.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 class Model(ABC):

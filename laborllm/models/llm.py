@@ -10,6 +10,7 @@ state set; the mass that fell outside the set is kept and reported.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -96,7 +97,7 @@ class LLM(Model):
         ckpt = out.parent / f".{out.name}.checkpoints"  # beside the model folder, removed once saved
         cuda = torch.cuda.is_available()
         bf16 = cuda and torch.cuda.is_bf16_supported()
-        world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+        world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun / accelerate launch
         steps = cfg["max_steps"] if cfg["max_steps"] > 0 else cfg["epochs"] * -(-len(train) // cfg["batch_size"])
         args = _training_args(
             TrainingArguments, warmup_steps=max(1, int(cfg["warmup_ratio"] * steps)),

@@ -82,7 +82,7 @@ class Logit(Model):
         t0 = time.time()
         self.states = list(events.states)
         x, self.vocab, last, K = design(events.train)
-        y = torch.as_tensor(events.train.frame.target.to_numpy())
+        y = torch.as_tensor(events.train.frame.target.to_numpy().copy())
         F = x.shape[1]
         self.W = torch.zeros(F, K, requires_grad=True)
         self.v = torch.zeros(F, 1, requires_grad=True)

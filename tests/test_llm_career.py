@@ -1,0 +1,146 @@
+"""Fine-tuned LLM, in-context LLM and CAREER on real NLSY97 people with tiny models."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from laborllm import api
+from laborllm.models.base import load_model
+from laborllm.models.career import Career
+from laborllm.models.markov import Markov
+
+
+@pytest.fixture(scope="module")
+def panel_csv(tmp_path_factory):
+    """150 real NLSY97 people as a canonical user CSV (titles scheme)."""
+    import laborllm as ll
+
+    p = ll.load_panel("nlsy97")
+    keep = sorted(p.frame.person_id.unique())[:150]
+    f = p.frame[p.frame.person_id.isin(keep)].assign(occupation=lambda d: d.state)
+    path = tmp_path_factory.mktemp("data") / "panel.csv"
+    f[["person_id", "year", "occupation", "gender", "race", "birth_year", "education", "region", "weight"]].to_csv(path, index=False)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory, panel_csv):
+    from laborllm.models.tiny import tiny_model_folder
+    from laborllm.text.templates import ResumeTemplate, state_codes
+
+    ev = api.events_for(api.data_spec(panel_csv, scheme="titles"))
+    codes = state_codes(ev.states, ev.panel.scheme)
+    texts = []
+    for variant in ("titles", "codes"):
+        tpl = ResumeTemplate(variant)
+        texts += ["".join(t for _, t in tpl.segments(g, codes)) for _, g in ev.panel.frame.groupby("person_id")]
+    return str(tiny_model_folder(tmp_path_factory.mktemp("tiny") / "lm", texts, vocab_size=500, hidden=48))
+
+
+LLM_QUICK = dict(max_train_persons=40, max_valid_persons=10, max_steps=8, batch_size=8, lr=3e-3, epochs=1)
+
+
+def test_llm_finetune_lowers_loss_and_scores_exactly(panel_csv, tiny_base, tmp_path):
+    spec = api.data_spec(panel_csv, scheme="titles")
+    events = api.events_for(spec)
+    m = api.fit("llm", panel_csv, tmp_path / "llm", "quick", scheme="titles", base=tiny_base, lora=False, **LLM_QUICK)
+    assert m.meta["train_persons"] == 40 and m.meta["tokens_per_second"] > 0
+    assert (tmp_path / "llm" / "hf" / "model.safetensors").exists()
+    assert not (tmp_path / ".llm.checkpoints").exists()  # training checkpoints are cleaned up once saved
+    test = events.test
+    few = type(test)(test.panel, test.frame.head(12), test.seed)
+    lp = m.log_probs(few)
+    np.testing.assert_allclose(np.exp(lp).sum(1), 1, atol=1e-6)
+    assert 0 < m.last_extra["valid_mass_mean"] <= 1
+    # the reloaded folder gives the same probabilities
+    np.testing.assert_allclose(load_model(tmp_path / "llm").log_probs(few), lp, atol=1e-5)
+    # the same events through `evaluate` carry the unnormalised figure, clearly labelled
+    r = api.evaluate([tmp_path / "llm"], "test", n_boot=20)[0]
+    assert r["normalization"].startswith("exact, renormalised") and r["unnormalised_perplexity"] >= r["perplexity"]
+
+
+def test_lora_codes_variant_and_icl(panel_csv, tiny_base, tmp_path):
+    m = api.fit("llm", panel_csv, tmp_path / "codes", "quick", scheme="titles", base=tiny_base, variant="codes",
+                lora=True, **LLM_QUICK)
+    assert (tmp_path / "codes" / "adapter" / "adapter_config.json").exists()
+    icl = api.fit("icl", panel_csv, tmp_path / "icl", "quick", scheme="titles", base=tiny_base, shots=2)
+    assert len(icl.prompt_ids) > 20
+    again = load_model(tmp_path / "icl")
+    assert again.prompt_ids == icl.prompt_ids
+    test = api.events_for(api.data_spec(panel_csv, scheme="titles")).test
+    few = type(test)(test.panel, test.frame.head(5), test.seed)
+    for model in (load_model(tmp_path / "codes"), again):
+        np.testing.assert_allclose(np.exp(model.log_probs(few)).sum(1), 1, atol=1e-6)
+
+
+def test_llm_training_resumes_from_checkpoint(panel_csv, tiny_base, tmp_path):
+    """A run killed after its first checkpoint resumes from it instead of starting over."""
+    out = tmp_path / "llm"
+    code = f"""
+import sys
+from transformers import TrainerCallback
+import laborllm.models.llm as L
+class Kill(TrainerCallback):
+    def on_save(self, args, state, control, **kw):
+        print("saved", state.global_step, flush=True); sys.exit(3)
+orig = L._TokensPerSecond.__init__
+def init(self): orig(self)
+L._TokensPerSecond.on_save = Kill.on_save
+from laborllm import api
+api.fit("llm", {panel_csv!r}, {str(out)!r}, "quick", scheme="titles", base={tiny_base!r}, lora=False, **{LLM_QUICK!r})
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 3, r.stderr[-2000:]
+    assert any((tmp_path / ".llm.checkpoints").glob("checkpoint-*"))
+    m = api.fit("llm", panel_csv, out, "quick", scheme="titles", base=tiny_base, lora=False, **LLM_QUICK)
+    assert m.meta["train_seconds"] >= 0 and (out / "hf").exists()
+
+
+def test_ddp_two_cpu_processes(panel_csv, tiny_base, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         "-m", "laborllm.cli", "fit", "llm", "--data", panel_csv, "--scheme", "titles", "--out", str(out),
+         "--set", f"base={tiny_base}", "--set", "lora=false", "--set", "max_steps=4", "--set", "batch_size=8",
+         "--set", "max_train_persons=32", "--set", "max_valid_persons=8"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["world_size"] == 2
+
+
+def test_career_two_stage_head_and_reload(small_events, tmp_path):
+    m = Career(layers=2, d=48, heads=3, ff=96, epochs=6, lr=3e-3, warmup_steps=10).fit(small_events)
+    test = small_events.test
+    lp = m.log_probs(test)
+    np.testing.assert_allclose(np.exp(lp).sum(1), 1, atol=1e-5)
+    y = test.frame.target.to_numpy()
+    ppl = float(np.exp(-lp[np.arange(len(y)), y].mean()))
+    markov = Markov().fit(small_events).log_probs(test)
+    assert ppl < 1.5 * float(np.exp(-markov[np.arange(len(y)), y].mean()))
+    # the stay probability is the largest single mass for most events (stays dominate careers)
+    last = test.frame["last"].to_numpy()
+    assert (lp.argmax(1) == last).mean() > 0.5
+    m.save(tmp_path / "career", {"data": "x"})
+    np.testing.assert_allclose(load_model(tmp_path / "career").log_probs(test), lp, atol=1e-6)
+
+
+def test_career_pretraining_on_another_panel(small_events):
+    m = Career(layers=1, d=48, heads=3, ff=96, epochs=2, pretrain_data="nlsy79-males", pretrain_epochs=1).fit(small_events)
+    assert len(m.states_all) > len(m.states)  # shared vocabulary includes the other panel's states
+    lp = m.log_probs(small_events.test)
+    np.testing.assert_allclose(np.exp(lp).sum(1), 1, atol=1e-5)
+
+
+def test_bad_base_model_is_a_clear_error(panel_csv, tmp_path):
+    from laborllm.errors import UserError
+
+    (tmp_path / "notamodel").mkdir()
+    with pytest.raises(UserError, match="not a Hugging Face model folder"):
+        api.fit("llm", panel_csv, tmp_path / "x", "quick", scheme="titles", base=str(tmp_path / "notamodel"))
+    with pytest.raises(UserError, match="no such GGUF file"):
+        api.fit("llm", panel_csv, tmp_path / "x", "quick", scheme="titles", base=str(tmp_path / "missing.gguf"))
