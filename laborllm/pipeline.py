@@ -40,7 +40,7 @@ MODELS = [
 LLM_KINDS = ("llm", "icl")
 # Exact LLM scoring costs seconds per event on a 2-core CPU, so the quick profile scores the LLMs
 # on a small common subset of test people, and every model is also compared on that subset.
-SUBSET_PERSONS = {"quick": 2, "full": None}
+SUBSET_PERSONS = {"quick": 1, "full": None}
 
 
 def versions() -> dict:

@@ -36,7 +36,7 @@ def plot_perplexity(results: list[dict], path: Path, title: str) -> Path:
     lo = np.array([r["perplexity_ci95"][0] for r in results])
     hi = np.array([r["perplexity_ci95"][1] for r in results])
     y = np.arange(len(results))[::-1]
-    ax.errorbar(ppl, y, xerr=[ppl - lo, hi - ppl], fmt="o", color="#1f4e79", capsize=4)
+    ax.errorbar(ppl, y, xerr=[np.maximum(ppl - lo, 0), np.maximum(hi - ppl, 0)], fmt="o", color="#1f4e79", capsize=4)
     ax.set_yticks(y, names)
     ax.set_xlabel("test perplexity (lower is better), 95% person-bootstrap interval")
     ax.set_title(title)

@@ -59,7 +59,7 @@ def reliability(conf: np.ndarray, correct: np.ndarray, w=None, n_bins: int = N_B
     curve, ece = [], 0.0
     for b in range(n_bins):
         m = bins == b
-        if not m.any():
+        if w[m].sum() <= 0:  # empty bin, or only zero-weight person-years
             continue
         acc, cf, wt = np.average(correct[m], weights=w[m]), np.average(conf[m], weights=w[m]), w[m].sum()
         ece += wt / w.sum() * abs(acc - cf)

@@ -35,7 +35,7 @@ class LLM(Model):
     profiles = {
         # CPU-sized: LoRA on a subset of training people, a few hundred steps at most
         "quick": {"lora": True, "max_train_persons": 48, "max_valid_persons": 16, "epochs": 1, "batch_size": 4,
-                  "lr": 1e-3, "max_steps": 12},
+                  "lr": 1e-3, "max_steps": 8},
         "full": {"lora": False, "epochs": 3, "batch_size": 32, "lr": 2e-4},
     }
 
@@ -44,7 +44,7 @@ class LLM(Model):
         return {"base": "smollm2", "variant": "titles", "birth_year": True, "lora": False, "lora_r": 16,
                 "lora_alpha": 32, "epochs": 3, "batch_size": 32, "lr": 2e-4, "warmup_ratio": 0.05,
                 "weight_decay": 0.0, "max_steps": -1, "max_train_persons": None, "max_valid_persons": None,
-                "score_max_tokens": 4096, "seed": 0, "shots": 0, "gradient_checkpointing": False}
+                "score_max_tokens": None, "seed": 0, "shots": 0, "gradient_checkpointing": False}
 
     @property
     def name(self) -> str:
@@ -179,7 +179,8 @@ class LLM(Model):
         lm.eval()
         if torch.cuda.is_available():
             lm = lm.to(torch.bfloat16)
-        scorer = ExactScorer(lm, enc.candidates, max_tokens=self.config["score_max_tokens"])
+        max_tokens = self.config["score_max_tokens"] or (8192 if torch.cuda.is_available() else None)
+        scorer = ExactScorer(lm, enc.candidates, max_tokens=max_tokens)
         prompt = list(getattr(self, "prompt_ids", []))
         f, ev = events.panel.frame, events.frame
         out = np.zeros((len(ev), len(self.states)))

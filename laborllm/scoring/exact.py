@@ -68,10 +68,12 @@ def _dtype(model) -> torch.dtype:
 class ExactScorer:
     """Raw log P(candidate | prefix) for all candidates at every requested prefix of a resume."""
 
-    def __init__(self, model, candidates: list[list[int]], max_tokens: int = 4096):
+    def __init__(self, model, candidates: list[list[int]], max_tokens: int | None = None):
+        """max_tokens bounds one packed sequence; None packs one event per pass (best on a CPU,
+        where the dense attention mask of long packed sequences costs more than it saves)."""
         self.model, self.trie, self.max_tokens = model, CandidateTrie(candidates), max_tokens
         self.device = next(model.parameters()).device
-        if self.trie.n >= max_tokens:
+        if max_tokens is not None and self.trie.n >= max_tokens:
             raise ValueError(f"max_tokens={max_tokens} is smaller than one event's candidate trie ({self.trie.n})")
 
     @torch.no_grad()
@@ -81,7 +83,7 @@ class ExactScorer:
         if not len(prefix_ends):
             return out
         t, dev = self.trie, self.device
-        per_chunk = max(1, (self.max_tokens - max(prefix_ends)) // max(t.n, 1))
+        per_chunk = 1 if self.max_tokens is None else max(1, (self.max_tokens - max(prefix_ends)) // max(t.n, 1))
         order = np.argsort(prefix_ends)
         for c0 in range(0, len(order), per_chunk):
             chunk = order[c0: c0 + per_chunk]

@@ -34,8 +34,8 @@ class ResumeTemplate:
             v = first.get(name)
             return default if v is None or pd.isna(v) else str(v)
 
-        who = " ".join(x for x in (get("gender", ""), get("race", "")) if x)
-        text = f"Work history of a {who + ' ' if who else ''}worker"
+        who = " ".join(x for x in (get("race", ""), get("gender", "") or "worker") if x)
+        text = f"Work history of a {who}"
         if "region" in first and not pd.isna(first.get("region")):
             text += f" residing in the {first['region']} region"
         text += "."
