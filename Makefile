@@ -18,6 +18,7 @@ setup: $(BIN)/laborllm
 
 run: setup
 	$(BIN)/laborllm data describe
+	$(BIN)/laborllm run --profile $(PROFILE) --out $(OUT)
 
 test: setup
 	$(BIN)/python -m pytest

@@ -33,12 +33,14 @@ def plot_perplexity(results: list[dict], path: Path, title: str) -> Path:
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(results) + 1.2))
     names = [r["model"] for r in results]
     ppl = np.array([r["perplexity"] for r in results])
-    lo = np.array([r["perplexity_ci95"][0] for r in results])
-    hi = np.array([r["perplexity_ci95"][1] for r in results])
+    lo = np.array([r["perplexity_ci95"][0] if r["perplexity_ci95"][0] is not None else r["perplexity"] for r in results])
+    hi = np.array([r["perplexity_ci95"][1] if r["perplexity_ci95"][1] is not None else r["perplexity"] for r in results])
     y = np.arange(len(results))[::-1]
     ax.errorbar(ppl, y, xerr=[np.maximum(ppl - lo, 0), np.maximum(hi - ppl, 0)], fmt="o", color="#1f4e79", capsize=4)
     ax.set_yticks(y, names)
     ax.set_xlabel("test perplexity (lower is better), 95% person-bootstrap interval")
+    if ppl.max() > 20 * ppl.min():
+        ax.set_xscale("log")
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, path)

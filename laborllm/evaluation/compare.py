@@ -30,8 +30,9 @@ def comparison_table(results: list[dict]) -> pd.DataFrame:
     rows = []
     for r in results:
         lo, hi = r["perplexity_ci95"]
+        ci = f"[{lo:.2f}, {hi:.2f}]" if lo is not None else "n/a (one person)"
         rows.append({
-            "model": r["model"], "n_events": r["n_events"], "perplexity": r["perplexity"], "ci": f"[{lo:.2f}, {hi:.2f}]",
+            "model": r["model"], "n_events": r["n_events"], "perplexity": r["perplexity"], "ci": ci,
             "top1": r["top1"], "top5": r["top5"], "move_auc": r["move"]["auc"], "move_logloss": r["move"]["logloss"],
             "working_auc": r["working"]["auc"], "working_logloss": r["working"]["logloss"], "ece": r["ece"],
             "weighted_perplexity": r.get("weighted", {}).get("perplexity"),

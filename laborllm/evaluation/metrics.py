@@ -27,9 +27,12 @@ def check_log_probs(lp: np.ndarray, events: Events) -> None:
 
 
 def bootstrap_perplexity_ci(nll: np.ndarray, persons: np.ndarray, weights: np.ndarray | None = None,
-                            n_boot: int = 500, seed: int = 0) -> tuple[float, float]:
-    """95% percentile interval of perplexity, resampling people with replacement."""
+                            n_boot: int = 500, seed: int = 0) -> tuple[float | None, float | None]:
+    """95% percentile interval of perplexity, resampling people with replacement (None for fewer
+    than two people: no interval can be estimated)."""
     codes, inv = np.unique(persons, return_inverse=True)
+    if len(codes) < 2:
+        return None, None
     w = np.ones_like(nll) if weights is None else weights
     s = np.bincount(inv, weights=nll * w, minlength=len(codes))
     c = np.bincount(inv, weights=w, minlength=len(codes))

@@ -70,7 +70,7 @@ class CareerNet(nn.Module):
 class Career(Model):
     kind = "career"
     profiles = {
-        "quick": {"layers": 4, "d": 192, "heads": 3, "ff": 768, "epochs": 4},
+        "quick": {"layers": 4, "d": 192, "heads": 3, "ff": 768, "epochs": 3},
         "full": {"layers": 12, "d": 192, "heads": 3, "ff": 768, "epochs": 60},
     }
 

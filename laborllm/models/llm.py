@@ -35,7 +35,7 @@ class LLM(Model):
     profiles = {
         # CPU-sized: LoRA on a subset of training people, a few hundred steps at most
         "quick": {"lora": True, "max_train_persons": 48, "max_valid_persons": 16, "epochs": 1, "batch_size": 4,
-                  "lr": 1e-3, "max_steps": 8},
+                  "lr": 1e-3, "max_steps": 6},
         "full": {"lora": False, "epochs": 3, "batch_size": 32, "lr": 2e-4},
     }
 
