@@ -101,8 +101,25 @@ def model_log_probs(model: Model, folder: Path | None, events: Events, split: st
     return lp, extra
 
 
-def evaluate(folders, split: str = "test", n_boot: int = 500) -> list[dict]:
-    """Metrics of each model folder on the same split; refuses different event sets in compare()."""
+UNNORMALISED = "unnormalised: log P(observed state text) only, not renormalised over the states"
+
+
+def evaluate_unnormalised(model: Model, events: Events, n_boot: int = 500) -> dict:
+    """The cheap LLM figure: perplexity of the observed state's text alone, one pass per person."""
+    from laborllm.evaluation.metrics import bootstrap_perplexity_ci
+
+    if not hasattr(model, "true_log_probs"):
+        raise UserError(f"{model.name}: the unnormalised mode applies to LLM models only")
+    nll = -model.true_log_probs(events)
+    return {"model": model.name, "split": events.frame.split.iloc[0], "n_events": len(events),
+            "perplexity": float(np.exp(nll.mean())),
+            "perplexity_ci95": list(bootstrap_perplexity_ci(nll, events.frame.person_id.to_numpy(), None, n_boot)),
+            "top1": None, "top5": None, "normalization": UNNORMALISED, "events_fingerprint": events.fingerprint()}
+
+
+def evaluate(folders, split: str = "test", n_boot: int = 500, unnormalised: bool = False) -> list[dict]:
+    """Metrics of each model folder on the same split; refuses different event sets in compare().
+    `unnormalised`: the cheap LLM mode (observed state only), labelled as such in every row."""
     results = []
     for folder in map(Path, folders):
         model = load_model(folder)
@@ -112,6 +129,9 @@ def evaluate(folders, split: str = "test", n_boot: int = 500) -> list[dict]:
         if list(model.states) != list(events.states):
             raise UserError(f"{folder}: the model's state set differs from the data's ({len(model.states)} vs "
                             f"{len(events.states)} states); was the panel changed after fitting?")
+        if unnormalised:
+            results.append(evaluate_unnormalised(model, events, n_boot) | {"kind": model.kind, "folder": str(folder)})
+            continue
         lp, extra = model_log_probs(model, folder, events, split)
         r = evaluate_log_probs(lp, events, model=model.name, split=split, normalization=model.normalization,
                                n_boot=n_boot)

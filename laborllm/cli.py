@@ -100,12 +100,21 @@ def fit(model: str = typer.Argument(..., help="markov, bag, logit, career, llm o
 @app.command()
 def evaluate(folders: list[Path] = typer.Argument(..., help="model folders"),
              split: str = typer.Option("test", "--split"), as_json: bool = typer.Option(False, "--json"),
-             table_dir: Optional[Path] = typer.Option(None, "--tables", help="also write CSV/Markdown/LaTeX tables here")):
+             table_dir: Optional[Path] = typer.Option(None, "--tables", help="also write CSV/Markdown/LaTeX tables here"),
+             unnormalised: bool = typer.Option(False, "--unnormalised", help="LLMs only: cheap perplexity of the observed state text, one pass per person, not renormalised")):
     """Evaluate model folders on the same events and print a comparison table."""
     from laborllm import api
     from laborllm.evaluation.compare import comparison_table, rich_table, write_tables
 
-    results = api.evaluate(folders, split)
+    results = api.evaluate(folders, split, unnormalised=unnormalised)
+    if unnormalised:
+        if as_json:
+            out.print_json(json.dumps(results, default=str))
+        else:
+            for r in results:
+                lo, hi = r["perplexity_ci95"]
+                out.print(f"{r['model']}: perplexity {r['perplexity']:.3f} [{lo}, {hi}] over {r['n_events']:,} events ({r['normalization']})")
+        return
     table = comparison_table(results)
     if table_dir:
         write_tables(table, table_dir)

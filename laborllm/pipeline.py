@@ -120,7 +120,8 @@ def run(profile: str = "quick", out: str | Path | None = None, seed: int = 0, da
 def _subset_note(model, set_name: str, ev: Events) -> str:
     notes = []
     if set_name != "test":
-        notes.append(f"scored on {ev.frame.person_id.nunique()} test people ({len(ev)} events)")
+        n = ev.frame.person_id.nunique()
+        notes.append(f"scored on {n} test {'person' if n == 1 else 'people'} ({len(ev)} events)")
     if model.meta.get("subset") == "yes":
         notes.append(f"fine-tuned on {model.meta.get('train_persons')} training people, LoRA, "
                      f"{model.config.get('max_steps')} steps")

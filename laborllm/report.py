@@ -178,7 +178,8 @@ def write_report(out: Path, results, events, sets, chosen, profile: str, seed: i
         rows = [r for r in results if r["events"] == set_name]
         if not rows:
             continue
-        desc = f"{set_name}: {ev.frame.person_id.nunique():,} test people, {len(ev):,} events"
+        n = ev.frame.person_id.nunique()
+        desc = f"{set_name}: {n:,} test {'person' if n == 1 else 'people'}, {len(ev):,} events"
         parts += [f"<h2>Comparison on {html.escape(desc)}</h2>", _table(_fmt(comparison_table(rows))),
                   _img(plot_perplexity(rows, plots / f"perplexity-{set_name}.png", desc))]
         notes = [f"<li><b>{html.escape(r['model'])}</b>: {html.escape(r['subset_note'])}</li>" for r in rows if r.get("subset_note")]
@@ -192,9 +193,10 @@ def write_report(out: Path, results, events, sets, chosen, profile: str, seed: i
         parts += ["<h2>Titles vs numeric codes, and mass outside the state set</h2>",
                   "<p>The renormalised figure divides by the probability the LLM gives to all valid state texts; "
                   "the unnormalised one counts the mass spent on invalid text as loss.</p>", _table(ab.round(4))]
-    main_set = "test-llm-subset" if "test-llm-subset" in sets else "test"
-    main_rows = [r for r in results if r["events"] == main_set]
-    parts += ["<h2>Calibration</h2>", _img(plot_calibration(main_rows, plots / "calibration.png"))]
+    # calibration needs many events: the full test set wherever models were scored on it
+    main_rows = [r for r in results if r["events"] == "test"] or results
+    parts += [f"<h2>Calibration ({html.escape(main_rows[0]['events'])})</h2>",
+              _img(plot_calibration(main_rows, plots / "calibration.png"))]
     tasks = pd.DataFrame([{"model": r["model"], "events": r["events"], "move AUC": r["move"]["auc"],
                            "move log loss": r["move"]["logloss"], "move rate observed": r["move"]["rate"],
                            "move rate predicted": r["move"]["predicted_rate"], "working AUC": r["working"]["auc"],

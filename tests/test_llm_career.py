@@ -144,3 +144,20 @@ def test_bad_base_model_is_a_clear_error(panel_csv, tmp_path):
         api.fit("llm", panel_csv, tmp_path / "x", "quick", scheme="titles", base=str(tmp_path / "notamodel"))
     with pytest.raises(UserError, match="no such GGUF file"):
         api.fit("llm", panel_csv, tmp_path / "x", "quick", scheme="titles", base=str(tmp_path / "missing.gguf"))
+
+
+def test_unnormalised_mode_is_labelled_and_matches_exact_true_state(panel_csv, tiny_base, tmp_path):
+    from typer.testing import CliRunner
+
+    from laborllm.cli import app
+
+    api.fit("icl", panel_csv, tmp_path / "icl", "quick", scheme="titles", base=tiny_base, shots=1)
+    m = load_model(tmp_path / "icl")
+    test = api.events_for(api.data_spec(panel_csv, scheme="titles")).test
+    few = type(test)(test.panel, test.frame.head(6), test.seed)
+    y = few.frame.target.to_numpy()
+    np.testing.assert_allclose(m.true_log_probs(few), m.raw_log_probs(few)[np.arange(6), y], atol=1e-4)
+    r = CliRunner().invoke(app, ["evaluate", str(tmp_path / "icl"), "--unnormalised", "--json"])
+    assert r.exit_code == 0, r.output
+    row = json.loads(r.stdout)[0]
+    assert row["normalization"].startswith("unnormalised") and row["top1"] is None

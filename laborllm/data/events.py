@@ -84,11 +84,6 @@ class Events:
     def __len__(self) -> int:
         return len(self.frame)
 
-    def persons(self, split: str | None = None) -> pd.DataFrame:
-        """Panel rows of the persons in this event set (whole histories, all years)."""
-        ids = set(self.frame.person_id)
-        return self.panel.frame[self.panel.frame.person_id.isin(ids)]
-
     def fingerprint(self) -> str:
         """Identifies the exact event set and state set; models are only compared on equal ones."""
         h = hashlib.sha256()

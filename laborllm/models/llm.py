@@ -44,7 +44,7 @@ class LLM(Model):
         return {"base": "smollm2", "variant": "titles", "birth_year": True, "lora": False, "lora_r": 16,
                 "lora_alpha": 32, "epochs": 3, "batch_size": 32, "lr": 2e-4, "warmup_ratio": 0.05,
                 "weight_decay": 0.0, "max_steps": -1, "max_train_persons": None, "max_valid_persons": None,
-                "score_max_tokens": None, "seed": 0, "shots": 0, "gradient_checkpointing": False}
+                "score_max_tokens": None, "seed": 0, "gradient_checkpointing": False}
 
     @property
     def name(self) -> str:
@@ -72,14 +72,14 @@ class LLM(Model):
     def fit(self, events: Events) -> "LLM":
         self.states = list(events.states)
         self._load_base()
-        if self.config["shots"] or self.config["epochs"] == 0:
-            self._prepare_prompt(events)
+        self._prepare_prompt(events)
         if self.config["epochs"] > 0:
             self._train(events)
         self.meta["base_dir"] = str(self.base_dir)
         return self
 
     def _prepare_prompt(self, events: Events) -> None:
+        """Tokens put before every resume: none for a fine-tuned model (ICL adds examples)."""
         self.prompt_ids: list[int] = []
 
     def _train(self, events: Events) -> None:
@@ -124,13 +124,11 @@ class LLM(Model):
             log.warning("resuming training from %s", ckpt)
         t0 = time.time()
         result = trainer.train(resume_from_checkpoint=resume or None)
-        n_tokens = sum(len(x) for x in train) * (cfg["epochs"] if cfg["max_steps"] < 0 else 1)
+        seen, seconds = trainer.state.num_input_tokens_seen, time.time() - t0
         self.meta.update(
-            train_persons=len(train), valid_persons=len(valid), train_seconds=round(time.time() - t0, 1),
-            train_loss=round(float(result.training_loss), 4), world_size=world,
-            tokens_per_second=round(trainer.state.num_input_tokens_seen / max(time.time() - t0, 1e-9), 1)
-            if trainer.state.num_input_tokens_seen else None,
-            train_tokens=n_tokens,
+            train_persons=len(train), valid_persons=len(valid), train_seconds=round(seconds, 1),
+            train_loss=round(float(result.training_loss), 4), world_size=world, train_tokens=seen,
+            tokens_per_second=round(seen / max(seconds, 1e-9), 1) if seen else None,
             best_eval_loss=trainer.state.best_metric, subset="yes" if cfg["max_train_persons"] else "no",
         )
         self._ckpt = ckpt
@@ -150,7 +148,7 @@ class LLM(Model):
             shutil.rmtree(self._ckpt, ignore_errors=True)
 
     def tensors(self):
-        return {"prompt_ids": torch.tensor(getattr(self, "prompt_ids", []) or [-1])}
+        return {"prompt_ids": torch.tensor(self.prompt_ids or [-1])}
 
     @classmethod
     def from_folder(cls, folder: Path, meta: dict) -> "LLM":
@@ -175,13 +173,14 @@ class LLM(Model):
     def raw_log_probs(self, events: Events) -> np.ndarray:
         """Unrenormalised log P(state text | history) for every event and state."""
         enc = self._encoder(events.panel)
-        lm = self.lm.merge_and_unload() if hasattr(self.lm, "merge_and_unload") else self.lm
-        lm.eval()
+        if hasattr(self.lm, "merge_and_unload"):  # LoRA: score with the merged weights (faster)
+            self.lm = self.lm.merge_and_unload()
+        lm = self.lm.eval()
         if torch.cuda.is_available():
             lm = lm.to(torch.bfloat16)
         max_tokens = self.config["score_max_tokens"] or (8192 if torch.cuda.is_available() else None)
         scorer = ExactScorer(lm, enc.candidates, max_tokens=max_tokens)
-        prompt = list(getattr(self, "prompt_ids", []))
+        prompt = list(self.prompt_ids)
         f, ev = events.panel.frame, events.frame
         out = np.zeros((len(ev), len(self.states)))
         groups = ev.groupby("person_id").indices
@@ -194,6 +193,25 @@ class LLM(Model):
             out[idx] = scorer.score(prompt + ids, ends)
             bar.update(len(idx))
         bar.close()
+        return out
+
+    def true_log_probs(self, events: Events) -> np.ndarray:
+        """The cheap unnormalised mode: log P(observed state text | history) only, every event of a
+        person from one forward pass; mass on invalid text is not renormalised away."""
+        enc = self._encoder(events.panel)
+        scorer = ExactScorer(self.lm.eval(), enc.candidates)
+        f, ev = events.panel.frame, events.frame
+        out = np.zeros(len(ev))
+        groups = ev.groupby("person_id").indices
+        for pid, rows in tqdm(f[f.person_id.isin(groups.keys())].groupby("person_id"), desc=f"scoring {self.name} (true state only)",
+                              unit="person", disable=not is_main_process()):
+            idx = groups[pid]
+            ids, starts = enc.person(rows)
+            spans = []
+            for p, y in zip(ev.pos.to_numpy()[idx], ev.target.to_numpy()[idx]):
+                a = len(self.prompt_ids) + int(starts[p])
+                spans.append((a, a + len(enc.candidates[y])))
+            out[idx] = scorer.true_only(self.prompt_ids + ids, spans)
         return out
 
     def log_probs(self, events: Events) -> np.ndarray:
