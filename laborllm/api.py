@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import time
-import tomllib
 from functools import lru_cache
 from pathlib import Path
 
@@ -46,10 +45,14 @@ def read_config(path: str | Path | None) -> dict:
     p = Path(path)
     try:
         text = p.read_text()
-        return tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
+        if p.suffix == ".toml":
+            import tomllib  # Python 3.11+; use a JSON config on 3.10
+
+            return tomllib.loads(text)
+        return json.loads(text)
     except FileNotFoundError:
         raise UserError(f"{p}: no such config file") from None
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+    except ValueError as e:  # TOMLDecodeError and JSONDecodeError are ValueErrors
         raise UserError(f"{p}: cannot parse config ({e})") from None
 
 

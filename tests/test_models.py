@@ -90,3 +90,30 @@ def test_model_folder_errors(tmp_path):
     with pytest.raises(UserError, match="refusing to overwrite"):
         Markov().save(user)
     assert (user / "notes.txt").read_text() == "precious"
+
+
+def test_fit_cli_with_config_file_and_bad_settings(tmp_path):
+    from typer.testing import CliRunner
+
+    from laborllm.cli import app
+
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('data = "nlsy79-males"\nseed = 3\n[model]\norder = 2\n')
+    r = CliRunner().invoke(app, ["fit", "markov", "--config", str(cfg), "--out", str(tmp_path / "m")])
+    assert r.exit_code == 0, r.output
+    meta = __import__("json").loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["config"]["order"] == 2 and meta["data"]["seed"] == 3 and meta["data"]["data"] == "nlsy79-males"
+    r = CliRunner().invoke(app, ["evaluate", str(tmp_path / "m"), "--json"])
+    assert r.exit_code == 0 and __import__("json").loads(r.stdout)[0]["n_events"] > 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text("data = [unclosed")
+    from laborllm.errors import UserError
+
+    with pytest.raises(UserError, match="cannot parse config"):
+        from laborllm.api import read_config
+
+        read_config(bad)
+    with pytest.raises(UserError, match="unknown setting"):
+        from laborllm.api import make_model
+
+        make_model("markov", "quick", orderr=2)
