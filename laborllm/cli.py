@@ -16,7 +16,7 @@ from laborllm.errors import UserError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 data_app = typer.Typer(no_args_is_help=True, help="Inspect panels.")
 app.add_typer(data_app, name="data")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # one unbroken error line
 out = Console(width=None if sys.stdout.isatty() else 160)
 
 DataOpt = typer.Option("nlsy97", "--data", help="embedded data set name (nlsy97, nlswork, nlsy79-males) or a CSV/Parquet/Stata file")
