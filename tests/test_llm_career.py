@@ -63,8 +63,8 @@ def test_llm_finetune_lowers_loss_and_scores_exactly(panel_csv, tiny_base, tmp_p
 
 
 def test_lora_codes_variant_and_icl(panel_csv, tiny_base, tmp_path):
-    m = api.fit("llm", panel_csv, tmp_path / "codes", "quick", scheme="titles", base=tiny_base, variant="codes",
-                lora=True, **LLM_QUICK)
+    api.fit("llm", panel_csv, tmp_path / "codes", "quick", scheme="titles", base=tiny_base, variant="codes",
+            lora=True, **LLM_QUICK)
     assert (tmp_path / "codes" / "adapter" / "adapter_config.json").exists()
     icl = api.fit("icl", panel_csv, tmp_path / "icl", "quick", scheme="titles", base=tiny_base, shots=2)
     assert len(icl.prompt_ids) > 20
@@ -81,14 +81,10 @@ def test_llm_training_resumes_from_checkpoint(panel_csv, tiny_base, tmp_path):
     out = tmp_path / "llm"
     code = f"""
 import sys
-from transformers import TrainerCallback
 import laborllm.models.llm as L
-class Kill(TrainerCallback):
-    def on_save(self, args, state, control, **kw):
-        print("saved", state.global_step, flush=True); sys.exit(3)
-orig = L._TokensPerSecond.__init__
-def init(self): orig(self)
-L._TokensPerSecond.on_save = Kill.on_save
+def kill(self, args, state, control, **kw):  # die right after the first checkpoint is written
+    sys.exit(3)
+L._TokensPerSecond.on_save = kill
 from laborllm import api
 api.fit("llm", {panel_csv!r}, {str(out)!r}, "quick", scheme="titles", base={tiny_base!r}, lora=False, **{LLM_QUICK!r})
 """
