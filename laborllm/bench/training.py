@@ -1,6 +1,6 @@
 """Benchmark: LLM fine-tuning throughput (training tokens/s and model FLOPs utilisation).
 
-python -m laborllm.bench.training [--model smollm2|FOLDER] [--steps N] [--batch-size B] [--lora] [--peak-tflops T]
+python -m laborllm.bench.training [--model smollm2|FOLDER] [--steps N] [--batch-size B] [--lora] [--pack-tokens T] [--peak-tflops T]
 Runs N optimiser steps of the real fine-tuning loop (Hugging Face Trainer, the collator and
 resume texts laborllm uses) on NLSY97 training people and prints tokens/s and MFU, where
 MFU = 6 * parameters * tokens/s / peak FLOP/s (peak: --peak-tflops, default 989 on H100/H200 bf16;
@@ -25,11 +25,12 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--persons", type=int, default=64)
     ap.add_argument("--lora", action="store_true")
+    ap.add_argument("--pack-tokens", type=int, default=0, help="pack resumes into rows of this many tokens")
     ap.add_argument("--peak-tflops", type=float, default=None)
     args = ap.parse_args()
     events = ll.make_events(ll.load_panel("nlsy97"))
     m = LLM(base=args.model, lora=args.lora, max_steps=args.steps, batch_size=args.batch_size, epochs=1,
-            max_train_persons=args.persons, max_valid_persons=8)
+            max_train_persons=args.persons, max_valid_persons=8, pack_tokens=args.pack_tokens)
     m.meta["out"] = "/tmp/laborllm-bench-training"
     t0 = time.time()
     m.fit(events)

@@ -36,7 +36,7 @@ class LLM(Model):
         # CPU-sized: LoRA on a subset of training people, a few hundred steps at most
         "quick": {"lora": True, "max_train_persons": 48, "max_valid_persons": 16, "epochs": 1, "batch_size": 4,
                   "lr": 1e-3, "max_steps": 6},
-        "full": {"lora": False, "epochs": 3, "batch_size": 32, "lr": 2e-4},
+        "full": {"lora": False, "epochs": 3, "batch_size": 32, "lr": 2e-4, "pack_tokens": 2048},
     }
 
     @classmethod
@@ -44,7 +44,8 @@ class LLM(Model):
         return {"base": "smollm2", "variant": "titles", "birth_year": True, "lora": False, "lora_r": 16,
                 "lora_alpha": 32, "epochs": 3, "batch_size": 32, "lr": 2e-4, "warmup_ratio": 0.05,
                 "weight_decay": 0.0, "max_steps": -1, "max_train_persons": None, "max_valid_persons": None,
-                "score_max_tokens": None, "seed": 0, "gradient_checkpointing": False}
+                "score_max_tokens": None, "seed": 0, "gradient_checkpointing": False,
+                "pack_tokens": 0}  # > 0: pack resumes into rows of this many tokens (no padding)
 
     @property
     def name(self) -> str:
@@ -116,8 +117,10 @@ class LLM(Model):
         )
         if cfg["gradient_checkpointing"]:
             self.lm.gradient_checkpointing_enable()
+        if cfg["pack_tokens"]:
+            train, valid = pack(train, cfg["pack_tokens"]), pack(valid, cfg["pack_tokens"])
         trainer = Trainer(model=self.lm, args=args, train_dataset=_Resumes(train), eval_dataset=_Resumes(valid),
-                          data_collator=_collate, callbacks=[speed := _TokensPerSecond()])
+                          data_collator=_collate_packed if cfg["pack_tokens"] else _collate, callbacks=[speed := _TokensPerSecond()])
         speed.trainer = trainer
         resume = any(ckpt.glob("checkpoint-*")) if ckpt.exists() else False
         if resume:
@@ -282,6 +285,43 @@ def _collate(batch: list[dict]) -> dict:
         x = torch.tensor(b["input_ids"])
         ids[i, : len(x)], att[i, : len(x)] = x, 1
     return {"input_ids": ids, "attention_mask": att, "labels": ids.masked_fill(att == 0, -100)}
+
+
+def pack(resumes: list[list[int]], max_tokens: int) -> list[list[list[int]]]:
+    """Greedy first-fit packing of resumes into rows of at most max_tokens (longest first)."""
+    rows: list[list[list[int]]] = []
+    room: list[int] = []
+    for r in sorted(resumes, key=len, reverse=True):
+        r = r[:max_tokens]
+        i = next((i for i, free in enumerate(room) if free >= len(r)), None)
+        if i is None:
+            rows.append([r])
+            room.append(max_tokens - len(r))
+        else:
+            rows[i].append(r)
+            room[i] -= len(r)
+    return rows
+
+
+def _collate_packed(batch: list[dict]) -> dict:
+    """Rows of several resumes: positions restart at each resume and a block-diagonal causal
+    mask keeps resumes from seeing each other, so the loss equals the unpacked one."""
+    n = max(sum(len(r) for r in b["input_ids"]) for b in batch)
+    ids = torch.zeros(len(batch), n, dtype=torch.long)
+    pos = torch.zeros(len(batch), n, dtype=torch.long)
+    labels = torch.full((len(batch), n), -100, dtype=torch.long)
+    mask = torch.zeros(len(batch), 1, n, n, dtype=torch.bool)
+    for i, b in enumerate(batch):
+        t = 0
+        for r in b["input_ids"]:
+            L = len(r)
+            ids[i, t: t + L] = torch.tensor(r)
+            pos[i, t: t + L] = torch.arange(L)
+            labels[i, t + 1: t + L] = ids[i, t + 1: t + L]  # a resume's first token is never a target
+            mask[i, 0, t: t + L, t: t + L] = torch.tril(torch.ones(L, L, dtype=torch.bool))
+            t += L
+        mask[i, 0, t:, t:] |= torch.eye(n - t, dtype=torch.bool)  # padding attends to itself only
+    return {"input_ids": ids, "position_ids": pos, "attention_mask": mask, "labels": labels}
 
 
 try:
