@@ -123,8 +123,10 @@ def _subset_note(model, set_name: str, ev: Events) -> str:
         n = ev.frame.person_id.nunique()
         notes.append(f"scored on {n} test {'person' if n == 1 else 'people'} ({len(ev)} events)")
     if model.meta.get("subset") == "yes":
-        notes.append(f"fine-tuned on {model.meta.get('train_persons')} training people, LoRA, "
-                     f"{model.config.get('max_steps')} steps")
+        how = "LoRA" if model.config.get("lora") else "full fine-tune"
+        steps = model.config.get("max_steps")
+        notes.append(f"fine-tuned on {model.meta.get('train_persons')} training people, {how}"
+                     + (f", {steps} steps" if steps and steps > 0 else ""))
     return "; ".join(notes)
 
 

@@ -129,7 +129,7 @@ def trajectories(events, models: dict, seed: int) -> pd.DataFrame:
     for name, model in models.items():
         sims = simulate(model, hist, years=SIM_YEARS, samples=1, seed=seed)
         sims["person_id"] = sims.person_id.astype(first.person_id.dtype)
-        start = hist.rename(columns={})[["person_id", "year", "occupation"]]
+        start = hist[["person_id", "year", "occupation"]]
         rows.append(pd.concat([start, sims[["person_id", "year", "occupation"]]]).assign(source=name))
     t = pd.concat(rows, ignore_index=True)
     t["age"] = t.year - t.person_id.map(born)
