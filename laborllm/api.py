@@ -88,11 +88,10 @@ def fit(kind: str, data="nlsy97", out: str | Path | None = None, profile: str = 
     return model
 
 
-def model_log_probs(model: Model, folder: Path | None, events: Events, split: str) -> tuple[np.ndarray, dict]:
+def model_log_probs(model: Model, cache: Path | None, events: Events) -> tuple[np.ndarray, dict]:
     """Log-probabilities on an event set and the model's extra figures (LLMs: unnormalised
-    perplexity, mass on the state set), cached in the model folder as Parquet and reused while
-    the event set is unchanged."""
-    cache = folder / f"logprobs-{split}.parquet" if folder else None
+    perplexity, mass on the state set), cached as Parquet at `cache` and reused while the event
+    set is unchanged."""
     if cache and cache.exists():
         lp, meta = read_log_probs(cache)
         if meta.get("events_fingerprint") == events.fingerprint() and lp.shape == (len(events), len(events.states)):
@@ -135,7 +134,7 @@ def evaluate(folders, split: str = "test", n_boot: int = 500, unnormalised: bool
         if unnormalised:
             results.append(evaluate_unnormalised(model, events, n_boot) | {"kind": model.kind, "folder": str(folder)})
             continue
-        lp, extra = model_log_probs(model, folder, events, split)
+        lp, extra = model_log_probs(model, folder / f"logprobs-{split}.parquet", events)
         r = evaluate_log_probs(lp, events, model=model.name, split=split, normalization=model.normalization,
                                n_boot=n_boot)
         r.update(extra, kind=model.kind, folder=str(folder))

@@ -150,21 +150,15 @@ def run(profile: str = typer.Option("quick", "--profile", help="quick (2-core CP
     out.print(f"report: {out_dir / 'report.html'}")
 
 
-def _history_arg(history: str):
-    from laborllm.forecast import read_history
-
-    return read_history(history)
-
-
 @app.command()
 def predict(folder: Path = typer.Argument(..., help="model folder"),
             history: str = typer.Option(..., "--history", help="JSON or CSV/Parquet/Stata file of person-years, or - for JSON on stdin"),
             top: int = typer.Option(10, "--top"), as_json: bool = typer.Option(False, "--json")):
     """Top-k next states with probabilities for each person in a history."""
-    from laborllm.forecast import predict as predict_next
+    from laborllm.forecast import predict as predict_next, read_history
     from laborllm.models.base import load_model
 
-    table = predict_next(load_model(folder), _history_arg(history), top)
+    table = predict_next(load_model(folder), read_history(history), top)
     if as_json:
         out.print_json(table.to_json(orient="records"))
         return
@@ -182,11 +176,11 @@ def simulate(folder: Path = typer.Argument(..., help="model folder"),
              years: int = typer.Option(5, "--years"), samples: int = typer.Option(10, "--samples"), seed: int = SeedOpt,
              out_file: Optional[Path] = typer.Option(None, "--out", help="write the sampled paths as CSV")):
     """Sampled futures: each sample extends each history year by year."""
-    from laborllm.forecast import simulate as simulate_paths
+    from laborllm.forecast import read_history, simulate as simulate_paths
     from laborllm.io import write_text_atomic
     from laborllm.models.base import load_model
 
-    sims = simulate_paths(load_model(folder), _history_arg(history), years, samples, seed)
+    sims = simulate_paths(load_model(folder), read_history(history), years, samples, seed)
     if out_file:
         write_text_atomic(out_file, sims.to_csv(index=False))
     share = sims.groupby(["year", "occupation"]).size().rename("n").reset_index()

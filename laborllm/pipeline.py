@@ -22,7 +22,7 @@ from laborllm import api
 from laborllm.data.events import Events
 from laborllm.evaluation.compare import comparison_table, write_tables
 from laborllm.evaluation.metrics import evaluate as evaluate_log_probs
-from laborllm.io import write_json_atomic, write_log_probs
+from laborllm.io import write_json_atomic
 from laborllm.models.base import load_model
 
 log = logging.getLogger(__name__)
@@ -95,8 +95,8 @@ def run(profile: str = "quick", out: str | Path | None = None, seed: int = 0, da
         for set_name, ev in sets.items():
             if kind in LLM_KINDS and set_name == "test" and "test-llm-subset" in sets:
                 continue  # the quick profile scores LLMs on the subset only
-            lp, extra = api.model_log_probs(model, folder, ev, set_name)
-            write_log_probs(out / "logprobs" / f"{name}-{set_name}.parquet", ev, lp, name, model.normalization, extra)
+            # the run's per-event file doubles as the cache a rerun reuses
+            lp, extra = api.model_log_probs(model, out / "logprobs" / f"{name}-{set_name}.parquet", ev)
             r = evaluate_log_probs(lp, ev, model=name, split="test", normalization=model.normalization)
             r.update(extra, kind=kind, events=set_name, profile=profile, fit_seconds=model.meta.get("fit_seconds"),
                      subset_note=_subset_note(model, set_name, ev))

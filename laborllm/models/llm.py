@@ -56,7 +56,7 @@ class LLM(Model):
         tpl = ResumeTemplate(self.config["variant"], self.config["birth_year"])
         return SegmentEncoder(self.tok, tpl, self.states, panel.scheme)
 
-    def _person_ids(self, events: Events, split: str, limit: int | None) -> list[list[int]]:
+    def _resume_ids(self, events: Events, split: str, limit: int | None) -> list[list[int]]:
         f = events.panel.frame
         ids = sorted(events.frame[events.frame.split == split].person_id.unique())
         if limit:
@@ -87,8 +87,8 @@ class LLM(Model):
         from transformers import Trainer, TrainingArguments
 
         cfg = self.config
-        train = self._person_ids(events, "train", cfg["max_train_persons"])
-        valid = self._person_ids(events, "valid", cfg["max_valid_persons"])
+        train = self._resume_ids(events, "train", cfg["max_train_persons"])
+        valid = self._resume_ids(events, "valid", cfg["max_valid_persons"])
         if cfg["lora"]:
             from peft import LoraConfig, get_peft_model
 
@@ -173,48 +173,47 @@ class LLM(Model):
         self.prompt_ids = [] if ids == [-1] else ids
 
     # -- scoring ----------------------------------------------------------------------------
-    def raw_log_probs(self, events: Events) -> np.ndarray:
-        """Unrenormalised log P(state text | history) for every event and state."""
+    def _scoring(self, events: Events, desc: str):
+        """The encoder, an exact scorer over the state texts, and per person of `events`: the event
+        rows, the token ids (prompt + resume) and the start of each year's state text."""
         enc = self._encoder(events.panel)
         if hasattr(self.lm, "merge_and_unload"):  # LoRA: score with the merged weights (faster)
             self.lm = self.lm.merge_and_unload()
-        lm = self.lm.eval()
+        self.lm.eval()
         if torch.cuda.is_available():
-            lm = lm.to(torch.bfloat16)
+            self.lm = self.lm.to(torch.bfloat16)
         max_tokens = self.config["score_max_tokens"] or (8192 if torch.cuda.is_available() else None)
-        scorer = ExactScorer(lm, enc.candidates, max_tokens=max_tokens)
-        prompt = list(self.prompt_ids)
+        scorer = ExactScorer(self.lm, enc.candidates, max_tokens=max_tokens)
         f, ev = events.panel.frame, events.frame
-        out = np.zeros((len(ev), len(self.states)))
         groups = ev.groupby("person_id").indices
-        rows_by_person = f[f.person_id.isin(groups.keys())].groupby("person_id")
-        bar = tqdm(total=len(ev), desc=f"scoring {self.name}", unit="event", disable=not is_main_process())
-        for pid, rows in rows_by_person:
-            idx = groups[pid]
-            ids, starts = enc.person(rows)
-            ends = [len(prompt) + int(starts[p]) for p in ev.pos.to_numpy()[idx]]
-            out[idx] = scorer.score(prompt + ids, ends)
-            bar.update(len(idx))
-        bar.close()
+        pos = ev.pos.to_numpy()
+
+        def people():
+            with tqdm(total=len(ev), desc=desc, unit="event", disable=not is_main_process()) as bar:
+                for pid, rows in f[f.person_id.isin(groups.keys())].groupby("person_id"):
+                    idx = groups[pid]
+                    ids, starts = enc.person(rows)
+                    yield idx, self.prompt_ids + ids, [len(self.prompt_ids) + int(starts[p]) for p in pos[idx]]
+                    bar.update(len(idx))
+
+        return enc, scorer, people()
+
+    def raw_log_probs(self, events: Events) -> np.ndarray:
+        """Unrenormalised log P(state text | history) for every event and state."""
+        _, scorer, people = self._scoring(events, f"scoring {self.name}")
+        out = np.zeros((len(events), len(self.states)))
+        for idx, ids, ends in people:
+            out[idx] = scorer.score(ids, ends)
         return out
 
     def true_log_probs(self, events: Events) -> np.ndarray:
         """The cheap unnormalised mode: log P(observed state text | history) only, every event of a
         person from one forward pass; mass on invalid text is not renormalised away."""
-        enc = self._encoder(events.panel)
-        scorer = ExactScorer(self.lm.eval(), enc.candidates)
-        f, ev = events.panel.frame, events.frame
-        out = np.zeros(len(ev))
-        groups = ev.groupby("person_id").indices
-        for pid, rows in tqdm(f[f.person_id.isin(groups.keys())].groupby("person_id"), desc=f"scoring {self.name} (true state only)",
-                              unit="person", disable=not is_main_process()):
-            idx = groups[pid]
-            ids, starts = enc.person(rows)
-            spans = []
-            for p, y in zip(ev.pos.to_numpy()[idx], ev.target.to_numpy()[idx]):
-                a = len(self.prompt_ids) + int(starts[p])
-                spans.append((a, a + len(enc.candidates[y])))
-            out[idx] = scorer.true_only(self.prompt_ids + ids, spans)
+        enc, scorer, people = self._scoring(events, f"scoring {self.name} (observed state only)")
+        y = events.frame.target.to_numpy()
+        out = np.zeros(len(events))
+        for idx, ids, ends in people:
+            out[idx] = scorer.true_only(ids, [(a, a + len(enc.candidates[k])) for a, k in zip(ends, y[idx])])
         return out
 
     def log_probs(self, events: Events) -> np.ndarray:
