@@ -40,7 +40,9 @@ def tiny_base(tmp_path_factory, panel_csv):
     return str(tiny_model_folder(tmp_path_factory.mktemp("tiny") / "lm", texts, vocab_size=500, hidden=48))
 
 
-LLM_QUICK = dict(max_train_persons=40, max_valid_persons=10, max_steps=8, batch_size=8, lr=3e-3, epochs=1)
+# fp32 whatever the CPU, so that the oracle comparisons below are exact (bf16 is tested apart)
+LLM_QUICK = dict(max_train_persons=40, max_valid_persons=10, max_steps=8, batch_size=8, lr=3e-3, epochs=1,
+                 precision="fp32")
 
 
 def test_llm_finetune_lowers_loss_and_scores_exactly(panel_csv, tiny_base, tmp_path):
@@ -147,12 +149,12 @@ def test_unnormalised_mode_is_labelled_and_matches_exact_true_state(panel_csv, t
 
     from laborllm.cli import app
 
-    api.fit("icl", panel_csv, tmp_path / "icl", "quick", scheme="titles", base=tiny_base, shots=1)
+    api.fit("icl", panel_csv, tmp_path / "icl", "quick", scheme="titles", base=tiny_base, shots=1, precision="fp32")
     m = load_model(tmp_path / "icl")
     test = api.events_for(api.data_spec(panel_csv, scheme="titles")).test
     few = type(test)(test.panel, test.frame.head(6), test.seed)
     y = few.frame.target.to_numpy()
-    np.testing.assert_allclose(m.true_log_probs(few), m.raw_log_probs(few)[np.arange(6), y], atol=1e-4)
+    np.testing.assert_allclose(m.true_log_probs(few), m.raw_log_probs(few)[np.arange(6), y], rtol=1e-5, atol=1e-4)
     r = CliRunner().invoke(app, ["evaluate", str(tmp_path / "icl"), "--unnormalised", "--json"])
     assert r.exit_code == 0, r.output
     row = json.loads(r.stdout)[0]
@@ -188,3 +190,28 @@ def test_packed_training_runs(panel_csv, tiny_base, tmp_path):
     m = api.fit("llm", panel_csv, tmp_path / "packed", "quick", scheme="titles", base=tiny_base, lora=False,
                 pack_tokens=512, **LLM_QUICK)
     assert m.meta["train_loss"] > 0 and (tmp_path / "packed" / "hf").exists()
+
+
+def test_packed_schedule_keeps_the_recipe_per_step(tiny_base):
+    """Packed training counts steps after packing and takes about as many tokens per step as the
+    unpacked recipe (batch_size resumes), so warm-up is warmup_ratio of the real steps."""
+    import laborllm as ll
+    from laborllm.models.llm import LLM, training_schedule
+    from laborllm.models.lm_loading import load_lm
+
+    _, tok = load_lm(tiny_base)
+    events = ll.make_events(ll.load_panel("nlsy97"), seed=0)
+    m = LLM()
+    m.tok = tok
+    lengths = [len(r) for r in m._resume_ids(events, "train", None)]
+    cfg = {**LLM.default_config(), **LLM.profiles["full"]}
+    assert cfg["pack_tokens"] == 2048 and cfg["batch_size"] == 32
+    plain = training_schedule(lengths, {**cfg, "pack_tokens": 0})
+    packed = training_schedule(lengths, cfg)
+    assert plain["steps"] == 3 * -(-len(lengths) // 32)
+    assert packed["items"] < len(lengths) / 5  # many resumes per row
+    assert 0.8 < packed["tokens_per_step"] / plain["tokens_per_step"] < 1.25
+    assert 0.8 < packed["steps"] / plain["steps"] < 1.25
+    assert packed["warmup_steps"] == round(0.05 * packed["steps"])
+    # two processes share a step's rows
+    assert training_schedule(lengths, cfg, world=2)["per_device"] == packed["per_device"] // 2

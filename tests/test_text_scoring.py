@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from laborllm.models.tiny import tiny_llama, train_tokenizer
-from laborllm.scoring import CandidateTrie, ExactScorer, naive_scores
+from laborllm.scoring import CandidateTrie, ExactScorer, naive_constrained, naive_scores
 from laborllm.text import ResumeTemplate, SegmentEncoder
 
 
@@ -48,6 +48,13 @@ def test_trie_shares_prefixes():
     t = CandidateTrie([[1, 2, 3], [1, 2, 4], [5]])
     assert t.n == 2  # nodes (1,) and (1,2); [5] needs none
     assert t.ancestors[1, 0] and not t.ancestors[0, 1]
+    # constrained mode: branching at the root (1 vs 5) and at (1, 2) (3 vs 4); node (1,) has one
+    # child but is an ancestor of a branching node, so it keeps its place
+    assert t.n_branching == 2 and t.layout("constrained").n == 2
+    # a chain after the last branch needs no position
+    assert CandidateTrie([[1, 2, 3, 4], [5, 6, 7]]).layout("constrained").n == 0
+    with pytest.raises(ValueError, match="prefix"):
+        CandidateTrie([[1, 2], [1, 2, 3]])
 
 
 def test_exact_scorer_matches_naive(enc_and_model):
@@ -67,3 +74,66 @@ def test_exact_scorer_matches_naive(enc_and_model):
     true = ExactScorer(model, enc.candidates).true_only(ids, spans)
     k = [enc.states.index(st) for st in rows.state.iloc[1:4]]
     assert np.abs(true - slow[np.arange(3), k]).max() < 1e-4
+
+
+def test_constrained_scorer_matches_its_definition(enc_and_model):
+    """The packed constrained scores equal the by-definition oracle, form a proper distribution
+    over the states, and need far fewer positions than the renormalised trie."""
+    enc, model, persons = enc_and_model
+    ids, starts = enc.person(persons[5])
+    ends = [int(s) for s in starts[1:4]]
+    scorer = ExactScorer(model, enc.candidates, mode="constrained")
+    fast = scorer.score(ids, ends)
+    slow = naive_constrained(model, ids, ends, enc.candidates)
+    assert np.abs(fast - slow).max() < 1e-4
+    np.testing.assert_allclose(np.exp(fast).sum(1), 1, atol=1e-6)
+    assert scorer.layout.n < scorer.trie.n / 2
+    # per-event passes give the same numbers as one packed pass
+    one = ExactScorer(model, enc.candidates, mode="constrained", max_tokens=max(ends) + scorer.layout.n).score(ids, ends)
+    assert np.abs(one - fast).max() < 1e-5
+
+
+def test_modes_agree_when_no_mass_leaves_the_states(enc_and_model):
+    """Where every node's next-token distribution stays on its children (no mass outside the state
+    texts), the constrained scores equal the renormalised ones: both read-outs fed such rows."""
+    import torch
+
+    enc, model, _ = enc_and_model
+    cands = enc.candidates
+    V = model.config.vocab_size
+
+    def row(prefix: tuple) -> torch.Tensor:  # a random distribution over the prefix's children only
+        kids = sorted({c[len(prefix)] for c in cands if tuple(c[: len(prefix)]) == prefix and len(c) > len(prefix)})
+        g = torch.Generator().manual_seed(hash(prefix) % 2**31)
+        logits = torch.full((V,), -torch.inf)
+        logits[kids] = torch.randn(len(kids), generator=g) * 2
+        return torch.log_softmax(logits, -1)
+
+    scores = {}
+    for mode in ("renormalised", "constrained"):
+        sc = ExactScorer(model, cands, mode=mode)
+        t, lay = sc.trie, sc.layout
+        lp = torch.zeros(1 + lay.n, V)
+        lp[0] = row(())
+        for i in torch.nonzero(lay.slot >= 0).flatten().tolist():
+            anc = torch.nonzero(t.ancestors[i]).flatten().tolist()
+            lp[1 + int(lay.slot[i])] = row(tuple(int(t.token[a]) for a in sorted(anc, key=lambda a: int(t.depth[a]))))
+        scores[mode] = sc._readout(lp, 0, 1).numpy()
+    np.testing.assert_allclose(np.exp(scores["renormalised"]).sum(), 1, atol=1e-6)
+    np.testing.assert_allclose(scores["constrained"], scores["renormalised"], atol=1e-6)
+
+
+def test_bf16_scores_stay_close_to_fp32(enc_and_model):
+    """bf16 weights (the CPU fast path on AVX512-BF16/AMX machines) move normalised log-probabilities
+    of likely states by little; the oracle checks above stay in fp32."""
+    import copy
+
+    import torch
+
+    enc, model, persons = enc_and_model
+    ids, starts = enc.person(persons[2])
+    ends = [int(s) for s in starts[1:4]]
+    lp32 = ExactScorer(model, enc.candidates, mode="constrained").score(ids, ends)
+    lp16 = ExactScorer(copy.deepcopy(model).to(torch.bfloat16), enc.candidates, mode="constrained").score(ids, ends)
+    likely = lp32 > np.log(1e-3)
+    assert np.abs(lp16 - lp32)[likely].max() < 0.1

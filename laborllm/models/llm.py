@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 
 from laborllm.data.events import Events
 from laborllm.models.base import Model, is_main_process
-from laborllm.models.lm_loading import load_lm, resolve_base
-from laborllm.scoring import ExactScorer
+from laborllm.models.lm_loading import load_lm, resolve_base, use_bf16
+from laborllm.scoring import MODES, ExactScorer
 from laborllm.text import ResumeTemplate, SegmentEncoder
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,6 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 class LLM(Model):
     kind = "llm"
-    normalization = "exact, renormalised over all states (mass outside the state set reported)"
     profiles = {
         # CPU-sized: LoRA on a subset of training people, a few hundred steps at most
         "quick": {"lora": True, "max_train_persons": 48, "max_valid_persons": 16, "epochs": 1, "batch_size": 4,
@@ -45,7 +44,23 @@ class LLM(Model):
                 "lora_alpha": 32, "epochs": 3, "batch_size": 32, "lr": 2e-4, "warmup_ratio": 0.05,
                 "weight_decay": 0.0, "max_steps": -1, "max_train_persons": None, "max_valid_persons": None,
                 "score_max_tokens": None, "seed": 0, "gradient_checkpointing": False,
-                "pack_tokens": 0}  # > 0: pack resumes into rows of this many tokens (no padding)
+                "pack_tokens": 0,  # > 0: pack resumes into rows of this many tokens (no padding)
+                "precision": "auto",  # auto: bf16 on GPUs and on CPUs with native bf16, else fp32
+                "scoring": "renormalised"}  # or "constrained" (see laborllm.scoring.exact)
+
+    def __init__(self, **config):
+        super().__init__(**config)
+        if self.config["scoring"] not in MODES:
+            from laborllm.errors import UserError
+
+            raise UserError(f"unknown scoring mode {self.config['scoring']!r}; choose {' or '.join(MODES)}")
+        use_bf16(self.config["precision"])  # refuses an unknown precision now, not after training
+
+    @property
+    def normalization(self) -> str:
+        if self.config["scoring"] == "constrained":
+            return "exact, constrained: next-token probabilities renormalised among the state texts' branches"
+        return "exact, renormalised over all states (mass outside the state set reported)"
 
     @property
     def name(self) -> str:
@@ -97,13 +112,15 @@ class LLM(Model):
         out = Path(self.meta.get("out") or Path.cwd() / "laborllm-llm")
         ckpt = out.parent / f".{out.name}.checkpoints"  # beside the model folder, removed once saved
         cuda = torch.cuda.is_available()
-        bf16 = cuda and torch.cuda.is_bf16_supported()
+        bf16 = use_bf16(cfg["precision"])
         world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun / accelerate launch
-        steps = cfg["max_steps"] if cfg["max_steps"] > 0 else cfg["epochs"] * -(-len(train) // cfg["batch_size"])
+        plan = training_schedule([len(r) for r in train], cfg, world)
+        if cfg["pack_tokens"]:
+            train, valid = pack(train, cfg["pack_tokens"]), pack(valid, cfg["pack_tokens"])
         args = _training_args(
-            TrainingArguments, warmup_steps=max(1, int(cfg["warmup_ratio"] * steps)),
+            TrainingArguments, warmup_steps=plan["warmup_steps"],
             output_dir=str(ckpt), num_train_epochs=cfg["epochs"], max_steps=cfg["max_steps"],
-            per_device_train_batch_size=max(1, cfg["batch_size"] // world), per_device_eval_batch_size=max(1, cfg["batch_size"] // world),
+            per_device_train_batch_size=plan["per_device"], per_device_eval_batch_size=plan["per_device"],
             learning_rate=cfg["lr"], weight_decay=cfg["weight_decay"],
             lr_scheduler_type="cosine", eval_strategy="epoch" if cfg["max_steps"] < 0 else "steps",
             save_strategy="epoch" if cfg["max_steps"] < 0 else "steps",
@@ -111,14 +128,12 @@ class LLM(Model):
             save_steps=max(1, cfg["max_steps"] // 2) if cfg["max_steps"] > 0 else None,
             load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
             save_total_limit=2, bf16=bf16, logging_steps=5, report_to="none", seed=cfg["seed"],
-            group_by_length=True, dataloader_num_workers=0, remove_unused_columns=False,
+            group_by_length=not cfg["pack_tokens"], dataloader_num_workers=0, remove_unused_columns=False,
             use_cpu=not cuda, ddp_find_unused_parameters=False, disable_tqdm=not is_main_process(),
             include_num_input_tokens_seen=True,
         )
         if cfg["gradient_checkpointing"]:
             self.lm.gradient_checkpointing_enable()
-        if cfg["pack_tokens"]:
-            train, valid = pack(train, cfg["pack_tokens"]), pack(valid, cfg["pack_tokens"])
         trainer = Trainer(model=self.lm, args=args, train_dataset=_Resumes(train), eval_dataset=_Resumes(valid),
                           data_collator=_collate_packed if cfg["pack_tokens"] else _collate, callbacks=[speed := _TokensPerSecond()])
         speed.trainer = trainer
@@ -133,6 +148,8 @@ class LLM(Model):
             train_loss=round(float(result.training_loss), 4), world_size=world, train_tokens=seen,
             tokens_per_second=round(seen / max(seconds, 1e-9), 1) if seen else None,
             best_eval_loss=trainer.state.best_metric, subset="yes" if cfg["max_train_persons"] else "no",
+            train_steps=trainer.state.global_step, planned_steps=plan["steps"], warmup_steps=plan["warmup_steps"],
+            tokens_per_step=plan["tokens_per_step"], precision="bf16" if bf16 else "fp32",
         )
         self._ckpt = ckpt
         self.lm.eval()
@@ -180,10 +197,10 @@ class LLM(Model):
         if hasattr(self.lm, "merge_and_unload"):  # LoRA: score with the merged weights (faster)
             self.lm = self.lm.merge_and_unload()
         self.lm.eval()
-        if torch.cuda.is_available():
+        if use_bf16(self.config["precision"]):
             self.lm = self.lm.to(torch.bfloat16)
-        max_tokens = self.config["score_max_tokens"] or (8192 if torch.cuda.is_available() else None)
-        scorer = ExactScorer(self.lm, enc.candidates, max_tokens=max_tokens)
+        scorer = ExactScorer(self.lm, enc.candidates, max_tokens=self.config["score_max_tokens"],
+                             mode=self.config["scoring"])
         f, ev = events.panel.frame, events.frame
         groups = ev.groupby("person_id").indices
         pos = ev.pos.to_numpy()
@@ -199,7 +216,8 @@ class LLM(Model):
         return enc, scorer, people()
 
     def raw_log_probs(self, events: Events) -> np.ndarray:
-        """Unrenormalised log P(state text | history) for every event and state."""
+        """The scorer's log-probabilities for every event and state: unrenormalised log P(state text |
+        history) in the renormalised mode, already normalised in the constrained mode."""
         _, scorer, people = self._scoring(events, f"scoring {self.name}")
         out = np.zeros((len(events), len(self.states)))
         for idx, ids, ends in people:
@@ -218,6 +236,9 @@ class LLM(Model):
 
     def log_probs(self, events: Events) -> np.ndarray:
         raw = self.raw_log_probs(events)
+        if self.config["scoring"] == "constrained":
+            self.last_extra = {}
+            return raw
         mass = np.logaddexp.reduce(raw, axis=1)
         y = events.frame.target.to_numpy()
         self.last_extra = {
@@ -261,6 +282,26 @@ def _training_args(cls, **kw):
     if dropped:
         log.debug("TrainingArguments without %s", dropped)
     return cls(**{k: v for k, v in kw.items() if k in known})
+
+
+def training_schedule(lengths: list[int], cfg: dict, world: int = 1) -> dict:
+    """Rows per device and step, optimiser steps and warm-up, counted on what the Trainer will see.
+
+    `batch_size` is in resumes. Packed rows of `pack_tokens` hold several resumes, so a step takes
+    as many rows as carry about `batch_size` resumes' tokens: the same tokens per step, and the same
+    learning rate per token, as the unpacked recipe; steps and warm-up are counted after packing."""
+    n_tokens = sum(lengths)
+    if cfg["pack_tokens"]:
+        n_items = len(pack([[0] * n for n in lengths], cfg["pack_tokens"]))
+        per_step = max(1, round(cfg["batch_size"] * n_tokens / max(len(lengths), 1) / cfg["pack_tokens"]))
+    else:
+        n_items, per_step = len(lengths), cfg["batch_size"]
+    per_device = max(1, per_step // world)
+    steps_per_epoch = -(-n_items // (per_device * world))
+    steps = cfg["max_steps"] if cfg["max_steps"] > 0 else cfg["epochs"] * steps_per_epoch
+    return {"items": n_items, "per_device": per_device, "steps": steps,
+            "warmup_steps": max(1, round(cfg["warmup_ratio"] * steps)),
+            "tokens_per_step": round(n_tokens / max(n_items, 1) * per_device * world)}
 
 
 class _Resumes(torch.utils.data.Dataset):

@@ -91,3 +91,31 @@ def load_lm(folder: Path, device: str | None = None, dtype: torch.dtype = torch.
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def native_bf16_cpu() -> bool:
+    """True on CPUs that compute bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and
+    slower than fp32."""
+    cpu = getattr(torch, "cpu", None)
+    try:
+        return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+    except AttributeError:  # older torch: read the flags
+        try:
+            flags = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+        return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def use_bf16(precision: str = "auto") -> bool:
+    """Whether to run an LM in bf16: "auto" means on GPUs that support it and on CPUs with native bf16."""
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision == "bf16"
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return native_bf16_cpu()

@@ -1,3 +1,3 @@
-from laborllm.scoring.exact import CandidateTrie, ExactScorer, naive_scores
+from laborllm.scoring.exact import MODES, CandidateTrie, ExactScorer, naive_constrained, naive_scores
 
-__all__ = ["CandidateTrie", "ExactScorer", "naive_scores"]
+__all__ = ["MODES", "CandidateTrie", "ExactScorer", "naive_constrained", "naive_scores"]

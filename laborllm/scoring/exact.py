@@ -1,26 +1,57 @@
 """Exact log-probabilities of every candidate state after a history, under a causal LM.
 
-For an event whose prefix ends with ``YEAR:``, the score of candidate k with tokens t0..t(n-1)
-(title plus line terminator) is log P(t0 | prefix) + sum_j log P(tj | prefix, t0..t(j-1)).
+For an event whose prefix ends with ``YEAR:``, candidate k has tokens t0..t(n-1) (title plus line
+terminator). Two exact normalisations are offered:
 
-Fast path (packing + a trie): the candidates' token sequences form a trie. The person's resume is
-run once; the first token of every candidate is read off the output at the prefix's last position.
-The internal trie nodes of each event are packed after the resume text in the same sequence, each
-attending to the event's prefix and to its own trie ancestors through a 4-D attention mask, with
-position ids continuing from the prefix. One forward pass thus scores all candidates of several
-events of a person, sharing the history and the candidates' common prefixes. `naive_scores` is the
-oracle: one forward pass per (event, candidate).
+- "renormalised": log P(t0 | prefix) + sum_j log P(tj | prefix, t0..t(j-1)), the raw probability of
+  the candidate's text, later renormalised over the states (mass outside the state texts is
+  reported). Needs one forward position per trie node.
+- "constrained": the product, over the trie nodes on the candidate's path that have two or more
+  children (the line terminator counts as a child), of the next-token probability renormalised
+  among that node's children. It is a proper distribution over the states -- the one constrained
+  decoding samples from -- and equals the renormalised one when the model puts no mass outside the
+  state texts. Nodes with one child contribute 1, so only branching nodes and their ancestors need
+  forward positions (about 100 instead of 1,759 for the 334 NLSY97 titles).
+
+Fast path (packing + a trie): the person's resume is run once; the root's children are read off the
+output at the prefix's last position. The trie nodes an event needs are packed after the resume
+text in the same sequence, each attending to the event's prefix and to its own trie ancestors
+through a 4-D attention mask, with position ids continuing from the prefix. One forward pass thus
+scores all candidates of several events of a person. `naive_scores` and `naive_constrained` are the
+oracles: one forward pass per (event, candidate) or per (event, branching node).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
+
+MODES = ("renormalised", "constrained")
+ROOT = -1  # the "node" of the prefix's last position
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Trie nodes placed in the packed sequence: token, depth, ancestor mask, and for each trie
+    node its slot in the layout (-1 when not placed)."""
+
+    token: torch.Tensor
+    depth: torch.Tensor
+    ancestors: torch.Tensor
+    slot: torch.Tensor
+
+    @property
+    def n(self) -> int:
+        return len(self.token)
 
 
 class CandidateTrie:
     """The trie of candidate token sequences (the first token of each is scored from the prefix)."""
 
     def __init__(self, candidates: list[list[int]]):
+        if len({tuple(c) for c in candidates}) != len(candidates):
+            raise ValueError("two candidates have the same tokens")
         nodes: dict[tuple, int] = {}
         parent, token, depth = [], [], []
         for c in candidates:
@@ -30,10 +61,13 @@ class CandidateTrie:
                 key = tuple(c[:d])
                 if key not in nodes:
                     nodes[key] = len(token)
-                    parent.append(nodes.get(tuple(c[: d - 1]), -1) if d > 1 else -1)
+                    parent.append(nodes.get(tuple(c[: d - 1]), ROOT) if d > 1 else ROOT)
                     token.append(c[d - 1])
                     depth.append(d)
-        self.n = len(token)
+        if any(tuple(c) in nodes for c in candidates):
+            raise ValueError("a candidate's tokens are a prefix of another's (missing line terminator?)")
+        self.n, self.k = len(token), len(candidates)
+        self.parent = parent
         self.token = torch.tensor(token, dtype=torch.long)
         self.depth = torch.tensor(depth, dtype=torch.long)
         anc = torch.eye(self.n, dtype=torch.bool)
@@ -42,13 +76,41 @@ class CandidateTrie:
                 anc[i] |= anc[p]
         self.ancestors = anc  # ancestors[i, j]: node i attends to node j
         self.first = torch.tensor([c[0] for c in candidates])
-        # for each candidate: (node index whose output predicts token j, token j) for j >= 1
-        steps = [(nodes[tuple(c[:d])], c[d]) for k, c in enumerate(candidates) for d in range(1, len(c))]
-        owner = [k for k, c in enumerate(candidates) for _ in range(1, len(c))]
-        self.step_node = torch.tensor([s[0] for s in steps], dtype=torch.long)
-        self.step_token = torch.tensor([s[1] for s in steps], dtype=torch.long)
-        self.step_owner = torch.tensor(owner, dtype=torch.long)
-        self.k = len(candidates)
+        # every step of every candidate: (source node, token, owner); source ROOT for the first token
+        src = [ROOT if d == 0 else nodes[tuple(c[:d])] for c in candidates for d in range(len(c))]
+        tok = [c[d] for c in candidates for d in range(len(c))]
+        own = [k for k, c in enumerate(candidates) for _ in c]
+        inner = [i for i, s in enumerate(src) if s != ROOT]
+        self.step_node = torch.tensor([src[i] for i in inner], dtype=torch.long)
+        self.step_token = torch.tensor([tok[i] for i in inner], dtype=torch.long)
+        self.step_owner = torch.tensor([own[i] for i in inner], dtype=torch.long)
+        # constrained mode: the distinct edges (source, token) out of branching sources
+        children: dict[int, set] = {}
+        for s, t in zip(src, tok):
+            children.setdefault(s, set()).add(t)
+        branching = sorted(s for s, ch in children.items() if len(ch) > 1)
+        edges = sorted({(s, t) for s, t in zip(src, tok) if s in set(branching)})
+        edge_id = {e: i for i, e in enumerate(edges)}
+        group_id = {s: i for i, s in enumerate(branching)}
+        self.edge_source = torch.tensor([s for s, _ in edges], dtype=torch.long)
+        self.edge_token = torch.tensor([t for _, t in edges], dtype=torch.long)
+        self.edge_group = torch.tensor([group_id[s] for s, _ in edges], dtype=torch.long)
+        path = [(edge_id[(s, t)], k) for s, t, k in zip(src, tok, own) if (s, t) in edge_id]
+        self.path_edge = torch.tensor([e for e, _ in path], dtype=torch.long)
+        self.path_owner = torch.tensor([k for _, k in path], dtype=torch.long)
+        self.n_branching = len(branching)
+
+    def layout(self, mode: str) -> _Layout:
+        """All nodes (renormalised), or only branching nodes and their ancestors (constrained)."""
+        if mode == "renormalised":
+            keep = torch.ones(self.n, dtype=torch.bool)
+        else:
+            src = self.edge_source[self.edge_source >= 0]
+            keep = self.ancestors[src].any(0) if len(src) else torch.zeros(self.n, dtype=torch.bool)
+        idx = keep.nonzero().flatten()
+        slot = torch.full((self.n,), -1, dtype=torch.long)
+        slot[idx] = torch.arange(len(idx))
+        return _Layout(self.token[idx], self.depth[idx], self.ancestors[idx][:, idx], slot)
 
 
 def _forward_logprobs(model, ids: torch.Tensor, mask: torch.Tensor | None, pos: torch.Tensor | None) -> torch.Tensor:
@@ -66,29 +128,34 @@ def _dtype(model) -> torch.dtype:
 
 
 class ExactScorer:
-    """Raw log P(candidate | prefix) for all candidates at every requested prefix of a resume."""
+    """Log P(candidate | prefix) for all candidates at every requested prefix of a resume: raw
+    (mode "renormalised", to be renormalised by the caller) or already normalised ("constrained")."""
 
-    def __init__(self, model, candidates: list[list[int]], max_tokens: int | None = None):
-        """max_tokens bounds one packed sequence; None packs one event per pass (best on a CPU,
-        where the dense attention mask of long packed sequences costs more than it saves)."""
-        self.model, self.trie, self.max_tokens = model, CandidateTrie(candidates), max_tokens
+    def __init__(self, model, candidates: list[list[int]], max_tokens: int | None = None, mode: str = "renormalised"):
+        """max_tokens bounds one packed sequence: as many events of a person as fit share a pass
+        (at least one). The default, 2048 on a CPU and 8192 on a GPU, packs the small tries of
+        coarse panels and the constrained mode, and one event per pass for a large renormalised
+        trie, where the dense mask of long sequences costs more than it saves on a CPU."""
+        if mode not in MODES:
+            raise ValueError(f"unknown scoring mode {mode!r}; choose {' or '.join(MODES)}")
+        self.model, self.trie, self.mode = model, CandidateTrie(candidates), mode
         self.device = next(model.parameters()).device
-        if max_tokens is not None and self.trie.n >= max_tokens:
-            raise ValueError(f"max_tokens={max_tokens} is smaller than one event's candidate trie ({self.trie.n})")
+        self.max_tokens = max_tokens or (8192 if self.device.type == "cuda" else 2048)
+        self.layout = self.trie.layout(mode)
 
     @torch.no_grad()
     def score(self, ids: list[int], prefix_ends: list[int]) -> np.ndarray:
-        """(len(prefix_ends), K) raw log-probabilities; prefix_ends[i] = number of prefix tokens."""
+        """(len(prefix_ends), K) log-probabilities; prefix_ends[i] = number of prefix tokens."""
         out = np.zeros((len(prefix_ends), self.trie.k))
         if not len(prefix_ends):
             return out
-        t, dev = self.trie, self.device
-        per_chunk = 1 if self.max_tokens is None else max(1, (self.max_tokens - max(prefix_ends)) // max(t.n, 1))
+        lay, dev = self.layout, self.device
+        per_chunk = max(1, (self.max_tokens - max(prefix_ends)) // max(lay.n, 1))
         order = np.argsort(prefix_ends)
         for c0 in range(0, len(order), per_chunk):
             chunk = order[c0: c0 + per_chunk]
             L = int(max(prefix_ends[i] for i in chunk))
-            n_tot = L + len(chunk) * t.n
+            n_tot = L + len(chunk) * lay.n
             seq = torch.empty(n_tot, dtype=torch.long)
             seq[:L] = torch.tensor(ids[:L])
             pos = torch.empty(n_tot, dtype=torch.long)
@@ -96,19 +163,30 @@ class ExactScorer:
             mask = torch.zeros(n_tot, n_tot, dtype=torch.bool)
             mask[:L, :L] = torch.tril(torch.ones(L, L, dtype=torch.bool))
             for b, e in enumerate(chunk):
-                P, s = int(prefix_ends[e]), L + b * t.n
-                seq[s: s + t.n] = t.token
-                pos[s: s + t.n] = P + t.depth - 1
-                mask[s: s + t.n, :P] = True
-                mask[s: s + t.n, s: s + t.n] = t.ancestors
+                P, s = int(prefix_ends[e]), L + b * lay.n
+                seq[s: s + lay.n] = lay.token
+                pos[s: s + lay.n] = P + lay.depth - 1
+                mask[s: s + lay.n, :P] = True
+                mask[s: s + lay.n, s: s + lay.n] = lay.ancestors
             lp = _forward_logprobs(self.model, seq.to(dev), mask.to(dev), pos.to(dev)).cpu()
             for b, e in enumerate(chunk):
-                P, s = int(prefix_ends[e]), L + b * t.n
-                score = lp[P - 1, t.first].double().clone()
-                steps = lp[s + t.step_node, t.step_token].double()
-                score.index_add_(0, t.step_owner, steps)
-                out[e] = score.numpy()
+                P, s = int(prefix_ends[e]), L + b * lay.n
+                out[e] = self._readout(lp, P - 1, s).numpy()
         return out
+
+    def _readout(self, lp: torch.Tensor, root: int, start: int) -> torch.Tensor:
+        """Candidate scores of one event from its rows of the pass (root row, nodes from start)."""
+        t, lay = self.trie, self.layout
+        if self.mode == "renormalised":
+            score = lp[root, t.first].double().clone()
+            score.index_add_(0, t.step_owner, lp[start + lay.slot[t.step_node], t.step_token].double())
+            return score
+        rows = torch.where(t.edge_source == ROOT, root, start + lay.slot[t.edge_source.clamp(min=0)])
+        v = lp[rows, t.edge_token].double()
+        g = t.edge_group
+        top = torch.full((t.n_branching,), -torch.inf, dtype=torch.float64).scatter_reduce(0, g, v, "amax")
+        lse = top + torch.log(torch.zeros(t.n_branching, dtype=torch.float64).index_add(0, g, torch.exp(v - top[g])))
+        return torch.zeros(t.k, dtype=torch.float64).index_add(0, t.path_owner, (v - lse[g])[t.path_edge])
 
     @torch.no_grad()
     def true_only(self, ids: list[int], segments: list[tuple[int, int]]) -> np.ndarray:
@@ -128,4 +206,23 @@ def naive_scores(model, ids: list[int], prefix_ends: list[int], candidates: list
             full = torch.tensor(list(ids[:P]) + list(c), device=dev)
             lp = _forward_logprobs(model, full, None, None)
             out[i, k] = float(lp[torch.arange(P - 1, P - 1 + len(c)), full[P:]].sum())
+    return out
+
+
+@torch.no_grad()
+def naive_constrained(model, ids: list[int], prefix_ends: list[int], candidates: list[list[int]]) -> np.ndarray:
+    """The constrained oracle, by definition: for each candidate, walk its tokens; wherever the
+    candidates sharing the path so far continue with two or more distinct tokens, run prefix + path
+    alone and renormalise the next-token probability among those tokens."""
+    dev = next(model.parameters()).device
+    out = np.zeros((len(prefix_ends), len(candidates)))
+    for i, P in enumerate(prefix_ends):
+        for k, c in enumerate(candidates):
+            for d in range(len(c)):
+                nxt = sorted({o[d] for o in candidates if len(o) > d and o[:d] == c[:d]})
+                if len(nxt) < 2:
+                    continue
+                lp = _forward_logprobs(model, torch.tensor(list(ids[:P]) + list(c[:d]), device=dev), None, None)[-1]
+                sub = lp[torch.tensor(nxt, device=dev)].double()
+                out[i, k] += float(sub[nxt.index(c[d])] - torch.logsumexp(sub, 0))
     return out
