@@ -128,25 +128,36 @@ def evaluate(folders: list[Path] = typer.Argument(..., help="model folders"),
 @app.command()
 def run(profile: str = typer.Option("quick", "--profile", help="quick (2-core CPU, ~15 min) or full (GPU)"),
         out_dir: Optional[Path] = typer.Option(None, "--out", help="run folder (default runs/PROFILE)"),
-        data: str = DataOpt, seed: int = SeedOpt,
+        data: Optional[str] = typer.Option(None, "--data", help="one panel (embedded name or file) with every model, "
+                                           "instead of the profile's panels (quick: nlsy79-males with every model, "
+                                           "nlsy97 with the baselines; full: nlsy97 with every model)"),
+        seed: int = SeedOpt,
         models: Optional[str] = typer.Option(None, "--models", help="comma-separated subset of: markov1, markov2, logit, career, llm-titles, llm-codes, icl"),
-        base: Optional[str] = typer.Option(None, "--base", help="pretrained LM for the LLM models: a folder or GGUF file (default SmolLM2-135M-Instruct)")):
+        base: Optional[str] = typer.Option(None, "--base", help="pretrained LM for the LLM models: a folder or GGUF file (default SmolLM2-135M-Instruct)"),
+        scheme: Optional[str] = SchemeOpt,
+        set_: list[str] = typer.Option([], "--set", help="MODEL.key=value: a setting of one model of the run, e.g. career.epochs=1 (repeatable)")):
     """The whole benchmark: fit every model, evaluate on the same test events, write metrics, tables, plots and report.html."""
     from laborllm.evaluation.compare import comparison_table, rich_table
-    from laborllm.pipeline import MODELS, run as run_benchmark
+    from laborllm.pipeline import ALL, REFERENCE, run as run_benchmark
 
     names = [m.strip() for m in models.split(",")] if models else None
-    unknown_models = set(names or []) - {m[0] for m in MODELS}
+    unknown_models = set(names or []) - set(ALL)
     if unknown_models:
-        raise UserError(f"unknown model(s) {', '.join(sorted(unknown_models))}; choose from {', '.join(m[0] for m in MODELS)}")
+        raise UserError(f"unknown model(s) {', '.join(sorted(unknown_models))}; choose from {', '.join(ALL)}")
+    overrides: dict = {}
+    for key, value in _parse_sets(set_).items():
+        name, _, setting = key.partition(".")
+        if not setting or name not in ALL:
+            raise UserError(f"--set {key}: expected MODEL.key=value with MODEL one of {', '.join(ALL)}")
+        overrides.setdefault(name, {})[setting] = value
     out_dir = out_dir or Path("runs") / profile
-    results = run_benchmark(profile, out_dir, seed, data, names, base=base)
-    for set_name in dict.fromkeys(r["events"] for r in results):
-        rows = [r for r in results if r["events"] == set_name]
-        out.print(rich_table(comparison_table(rows), f"{set_name}: {rows[0]['n_events']:,} events, {rows[0]['n_states']} states"))
+    extra = {"scheme": scheme} if scheme else {}
+    results = run_benchmark(profile, out_dir, seed, data, names, base=base, overrides=overrides, **extra)
+    for tag in dict.fromkeys(r["data"] for r in results):
+        rows = [r for r in results if r["data"] == tag]
+        out.print(rich_table(comparison_table(rows, REFERENCE), f"{tag}: {rows[0]['n_events']:,} test events, {rows[0]['n_states']} states"))
         for r in rows:
-            if r.get("subset_note"):
-                out.print(f"  note: {r['model']}: {r['subset_note']}")
+            out.print(f"  {r['label']}")
     out.print(f"report: {out_dir / 'report.html'}")
 
 
@@ -211,23 +222,80 @@ def text(person: str = typer.Option(..., "--person", help="person_id"), data: st
     print("".join(t for _, t in tpl.segments(rows, state_codes(panel.states, panel.scheme))))
 
 
+INTERRUPTED = ("interrupted: finished models, log-probabilities and training checkpoints are kept; "
+               "run the same command again to resume")
+
+
+def _usage_errors() -> tuple:
+    """Click's usage exceptions, and typer's bundled copies (not subclasses of click's)."""
+    import click
+
+    kinds = [click.exceptions.ClickException]
+    try:
+        from typer._click import exceptions as bundled
+
+        kinds.append(bundled.ClickException)
+    except ImportError:  # typer releases that use click itself
+        pass
+    return tuple(kinds)
+
+
+def _aborts() -> tuple:
+    import click
+
+    return (click.exceptions.Abort, typer.Abort, KeyboardInterrupt)
+
+
+def _internal_error(e: BaseException) -> Path | None:
+    """Write the traceback to a log file; the terminal gets one line pointing to it."""
+    import tempfile
+    import time
+    import traceback
+
+    from laborllm.models.lm_loading import cache_dir
+
+    for folder in (cache_dir() / "logs", Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"laborllm-error-{time.strftime('%Y%m%d-%H%M%S')}.log"
+            path.write_text("".join(traceback.format_exception(e)))
+            return path
+        except OSError:
+            continue
+    return None
+
+
 def main() -> None:
+    """Exit status: 0 done, 1 internal error (traceback in a log file), 2 bad input, 130 interrupted."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
     except UserError as e:
         console.print(f"[bold red]error:[/] {e}", highlight=False)
         sys.exit(2)
-    except (typer.Abort, KeyboardInterrupt):
-        console.print("interrupted")
+    except _aborts():
+        console.print(INTERRUPTED, highlight=False)
         sys.exit(130)
-    except Exception as e:
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
+    except _usage_errors() as e:
+        msg = e.format_message() if hasattr(e, "format_message") else str(e)
+        if not msg:  # no arguments at all: show the commands
+            app(["--help"], standalone_mode=False)
             sys.exit(2)
-        raise
+        console.print(f"[bold red]error:[/] {msg} (see laborllm --help)", highlight=False)
+        sys.exit(2)
+    except OSError as e:  # a file or folder the user named: missing, read-only, a folder for a file...
+        where = e.filename or ""
+        console.print(f"[bold red]error:[/] {where}: {e.strerror or e}", highlight=False)
+        sys.exit(2)
+    except Exception as e:
+        log_path = _internal_error(e)
+        console.print(f"[bold red]internal error:[/] {type(e).__name__}: {str(e)[:300]}"
+                      + (f" (traceback in {log_path})" if log_path else ""), highlight=False)
+        sys.exit(1)
+    if isinstance(rc, int) and rc:
+        if rc == 130:
+            console.print(INTERRUPTED, highlight=False)
+        sys.exit(rc)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,20 @@
-"""`laborllm run`: the whole benchmark on one panel, resumable, written to one run folder.
+"""`laborllm run`: the whole benchmark, resumable, written to one run folder.
+
+A profile is a list of benchmarks, each a panel and the models compared on its full test set:
+the quick profile runs every model, LLMs included, where the whole method fits on a 2-core CPU (the
+NLSY79 men panel), and the baselines on NLSY97; the full profile runs every model on NLSY97 (GPU).
 
 run/
-  config.json          profile, seed, data, models, package versions
-  models/NAME/         one model folder per model (skipped on rerun when already fitted)
-  metrics.json         the `evaluate --json` list, one row per (model, event set)
-  logprobs/            per-event log-probabilities (Parquet), one file per (model, event set)
-  comparison*.csv/md/tex, plots/*.png, report.html
+  config.json              profile, seed, benchmarks, package versions, timings
+  metrics.json             the `evaluate --json` list, one row per (panel, model), with paired ratios;
+                           rewritten after each model, so a run cut short keeps what it finished
+  report.html
+  PANEL/models/NAME/       one model folder per model (reused on rerun when already fitted)
+  PANEL/logprobs/          per-event log-probabilities (Parquet), the cache a rerun reuses
+  PANEL/comparison.*, PANEL/paired.*, PANEL/plots/
 """
 from __future__ import annotations
 
-import json
 import logging
 import platform
 import time
@@ -19,9 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from laborllm import api
-from laborllm.data.events import Events
-from laborllm.evaluation.compare import comparison_table, write_tables
-from laborllm.evaluation.metrics import evaluate as evaluate_log_probs
+from laborllm.evaluation.compare import comparison_table, paired_table, write_tables
+from laborllm.evaluation.metrics import evaluate as evaluate_log_probs, paired_comparisons
 from laborllm.io import write_json_atomic
 from laborllm.models.base import load_model
 
@@ -37,98 +41,125 @@ MODELS = [
     ("llm-codes", "llm", {"variant": "codes"}),
     ("icl", "icl", {"variant": "titles"}),
 ]
+ALL = tuple(m[0] for m in MODELS)
+BASELINES = ("markov1", "markov2", "logit", "career")
 LLM_KINDS = ("llm", "icl")
-# Exact LLM scoring costs seconds per event on a 2-core CPU, so the quick profile scores the LLMs
-# on a small common subset of test people, and every model is also compared on that subset.
-SUBSET_PERSONS = {"quick": 1, "full": None}
+BENCHMARKS = {
+    "quick": [("nlsy79-males", ALL), ("nlsy97", BASELINES)],
+    "full": [("nlsy97", ALL)],
+}
+REFERENCE = "logit"  # the model every other is set against in the tables' paired-ratio column
 
 
 def versions() -> dict:
-    out = {"python": platform.python_version(), "platform": platform.platform()}
+    out = {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu_name()}
     for pkg in ("laborllm", "torch", "transformers", "peft", "accelerate", "pandas", "numpy", "scikit-learn"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             pass
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            out["gpu"] = torch.cuda.get_device_name()
+    except Exception:  # pragma: no cover - no torch / no driver
+        pass
     return out
 
 
-def subset(events: Events, n_persons: int | None, seed: int) -> Events:
-    if not n_persons:
-        return events
-    ids = sorted(events.frame.person_id.unique())
-    keep = set(np.random.default_rng(seed).choice(ids, size=min(n_persons, len(ids)), replace=False).tolist())
-    return Events(events.panel, events.frame[events.frame.person_id.isin(keep)].reset_index(drop=True), events.seed)
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
-def run(profile: str = "quick", out: str | Path | None = None, seed: int = 0, data: str = "nlsy97",
-        models: list[str] | None = None, report: bool = True, base: str | None = None, **data_kw) -> list[dict]:
-    """Fit (or reuse) every model, evaluate all on the same test events, write the run folder.
-    `base` replaces the pretrained LM of the LLM models (a folder or GGUF file; default SmolLM2)."""
+def panel_tag(data: str) -> str:
+    """The run subfolder of a panel: its embedded name, or a user file's stem."""
+    return Path(str(data)).stem if Path(str(data)).suffix else str(data)
+
+
+def run(profile: str = "quick", out: str | Path | None = None, seed: int = 0, data: str | None = None,
+        models: list[str] | None = None, report: bool = True, base: str | None = None,
+        overrides: dict[str, dict] | None = None, **data_kw) -> list[dict]:
+    """Fit (or reuse) every model of each benchmark, evaluate all on the same test events, write the
+    run folder. `data` replaces the profile's panels by one panel with every model; `base` replaces
+    the pretrained LM of the LLM models (a folder or GGUF file; default SmolLM2); `overrides` maps a
+    model name to settings that replace the profile's (e.g. {"career": {"epochs": 1}})."""
     if profile not in api.PROFILES:
         from laborllm.errors import UserError
 
         raise UserError(f"unknown profile {profile!r}; choose quick or full")
     out = Path(out or f"runs/{profile}")
     out.mkdir(parents=True, exist_ok=True)
-    chosen = [m for m in MODELS if not models or m[0] in models]
-    spec = api.data_spec(data, seed=seed, **data_kw)
-    config = {"profile": profile, "seed": seed, "data": spec, "models": [m[0] for m in chosen],
-              "subset_persons": SUBSET_PERSONS[profile], "versions": versions()}
+    benches = [(data, ALL)] if data else BENCHMARKS[profile]
+    overrides = overrides or {}
+    plan = [(panel, [(n, k, {**s, **overrides.get(n, {})}) for n, k, s in MODELS if n in names and (not models or n in models)])
+            for panel, names in benches]
+    config = {"profile": profile, "seed": seed, "versions": versions(), "timings_seconds": {}, "overrides": overrides,
+              "benchmarks": [{"data": api.data_spec(panel, seed=seed, **data_kw), "folder": panel_tag(panel),
+                              "models": [m[0] for m in chosen]} for panel, chosen in plan]}
     write_json_atomic(out / "config.json", config)
-    events = api.events_for(spec)
-    test = events.test
-    sets = {"test": test}
-    if SUBSET_PERSONS[profile]:
-        sets["test-llm-subset"] = subset(test, SUBSET_PERSONS[profile], seed)
-    results, timings = [], {}
-    for name, kind, settings in chosen:
-        folder = out / "models" / name
-        t0 = time.time()
-        if (folder / "model.json").exists():
-            log.warning("%s: already fitted in %s, reusing it", name, folder)
-            model = load_model(folder)
-        else:
-            log.warning("fitting %s (%s, %s profile)", name, kind, profile)
-            extra = {"base": base} if base and kind in LLM_KINDS else {}
-            model = api.fit(kind, data, folder, profile, seed=seed, name=name, **data_kw, **settings, **extra)
-        for set_name, ev in sets.items():
-            if kind in LLM_KINDS and set_name == "test" and "test-llm-subset" in sets:
-                continue  # the quick profile scores LLMs on the subset only
-            # the run's per-event file doubles as the cache a rerun reuses
-            lp, extra = api.model_log_probs(model, out / "logprobs" / f"{name}-{set_name}.parquet", ev)
-            r = evaluate_log_probs(lp, ev, model=name, split="test", normalization=model.normalization)
-            r.update(extra, kind=kind, events=set_name, profile=profile, fit_seconds=model.meta.get("fit_seconds"),
-                     subset_note=_subset_note(model, set_name, ev))
-            results.append(r)
-        timings[name] = round(time.time() - t0, 1)
-    write_json_atomic(out / "metrics.json", [{k: v for k, v in r.items() if k != "reliability"} for r in results])
-    write_json_atomic(out / "calibration.json", {f"{r['model']}|{r['events']}": r["reliability"] for r in results})
-    for set_name in sets:
-        rows = [r for r in results if r["events"] == set_name]
-        if rows:
-            write_tables(comparison_table(rows), out, f"comparison-{set_name}")
-    config["timings_seconds"] = timings
-    write_json_atomic(out / "config.json", config)
-    if report:
+    results: list[dict] = []
+    sections = []
+    for panel, chosen in plan:
+        if not chosen:
+            continue
+        rows, fitted, events = _benchmark(out, panel, chosen, profile, seed, base, data_kw, results, config)
+        write_json_atomic(out / "config.json", config)
+        if report:
+            from laborllm.report import panel_section
+
+            sections.append(panel_section(out / panel_tag(panel), rows, events, fitted, profile, seed))
+    if report and sections:
         from laborllm.report import write_report
 
-        write_report(out, results, events, sets, chosen, profile, seed)
+        write_report(out, sections, profile)
     return results
 
 
-def _subset_note(model, set_name: str, ev: Events) -> str:
-    notes = []
-    if set_name != "test":
-        n = ev.frame.person_id.nunique()
-        notes.append(f"scored on {n} test {'person' if n == 1 else 'people'} ({len(ev)} events)")
-    if model.meta.get("subset") == "yes":
-        how = "LoRA" if model.config.get("lora") else "full fine-tune"
-        steps = model.config.get("max_steps")
-        notes.append(f"fine-tuned on {model.meta.get('train_persons')} training people, {how}"
-                     + (f", {steps} steps" if steps and steps > 0 else ""))
-    return "; ".join(notes)
+def _benchmark(out: Path, panel: str, chosen, profile: str, seed: int, base, data_kw: dict, results: list,
+               config: dict):
+    folder = out / panel_tag(panel)
+    spec = api.data_spec(panel, seed=seed, **data_kw)
+    events = api.events_for(spec)
+    test = events.test
+    y = test.frame.target.to_numpy()
+    rows, nll, fitted = [], {}, {}
+    for name, kind, settings in chosen:
+        mfolder = folder / "models" / name
+        t0 = time.time()
+        if (mfolder / "model.json").exists():
+            log.warning("%s/%s: already fitted in %s, reusing it", panel_tag(panel), name, mfolder)
+            model = load_model(mfolder)
+        else:
+            log.warning("fitting %s/%s (%s, %s profile)", panel_tag(panel), name, kind, profile)
+            extra = {"base": base} if base and kind in LLM_KINDS else {}
+            model = api.fit(kind, panel, mfolder, profile, seed=seed, name=name, **data_kw, **settings, **extra)
+        t1 = time.time()
+        lp, extra = api.model_log_probs(model, folder / "logprobs" / f"{name}-test.parquet", test)
+        r = evaluate_log_probs(lp, test, model=name, split="test", normalization=model.normalization)
+        r.update(extra, kind=kind, events="test", data=panel_tag(panel), profile=profile, label=model.describe(),
+                 fit_seconds=model.meta.get("fit_seconds"), score_seconds=round(time.time() - t1, 1))
+        rows.append(r)
+        nll[name] = -lp[np.arange(len(y)), y]
+        fitted[name] = model
+        config["timings_seconds"][f"{panel_tag(panel)}/{name}"] = round(time.time() - t0, 1)
+        _write(out, folder, results + rows, rows, nll, test)
+    results.extend(rows)
+    return rows, fitted, events
 
 
-def load_results(out: str | Path) -> list[dict]:
-    return json.loads((Path(out) / "metrics.json").read_text())
+def _write(out: Path, folder: Path, all_rows: list[dict], rows: list[dict], nll: dict, test) -> None:
+    """metrics.json of the whole run and this panel's tables, after each model."""
+    paired = paired_comparisons(nll, test.frame.person_id.to_numpy())
+    for r in rows:
+        r["paired"] = paired[r["model"]]
+    write_json_atomic(out / "metrics.json", [{k: v for k, v in r.items() if k != "reliability"} for r in all_rows])
+    write_json_atomic(folder / "calibration.json", {r["model"]: r["reliability"] for r in rows})
+    write_tables(comparison_table(rows, REFERENCE), folder, "comparison")
+    write_tables(paired_table(rows), folder, "paired")

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from laborllm.evaluation.compare import _fmt, comparison_table  # noqa: E402
+from laborllm.evaluation.compare import _fmt, comparison_table, paired_table  # noqa: E402
 from laborllm.evaluation.metrics import subgroup_column  # noqa: E402
 from laborllm.io import read_log_probs, write_text_atomic  # noqa: E402
 
@@ -166,71 +166,66 @@ def _table(df: pd.DataFrame) -> str:
     return df.to_html(index=False, border=0, classes="t", escape=True, na_rep="")
 
 
-def write_report(out: Path, results, events, sets, chosen, profile: str, seed: int) -> Path:
-    from laborllm.models.base import load_model
-
-    plots = out / "plots"
-    parts = [f"<h1>laborllm benchmark: {html.escape(events.panel.source)} ({profile} profile)</h1>",
-             f"<p>{events.panel.n_persons:,} people, {len(events.states)} states, split seed {seed}. "
-             "Perplexity is exp(mean negative log-likelihood per event) over the full state set; "
-             "intervals resample people. Every model in a table is scored on exactly the same events.</p>"]
-    for set_name, ev in sets.items():
-        rows = [r for r in results if r["events"] == set_name]
-        if not rows:
-            continue
-        n = ev.frame.person_id.nunique()
-        desc = f"{set_name}: {n:,} test {'person' if n == 1 else 'people'}, {len(ev):,} events"
-        parts += [f"<h2>Comparison on {html.escape(desc)}</h2>", _table(_fmt(comparison_table(rows))),
-                  _img(plot_perplexity(rows, plots / f"perplexity-{set_name}.png", desc))]
-        notes = [f"<li><b>{html.escape(r['model'])}</b>: {html.escape(r['subset_note'])}</li>" for r in rows if r.get("subset_note")]
-        if notes:
-            parts.append("<p>Notes:</p><ul>" + "".join(notes) + "</ul>")
+def panel_section(folder: Path, results: list[dict], events, models: dict, profile: str, seed: int) -> str:
+    """The report's part for one benchmark panel: comparison, paired ratios, LLM normalisation,
+    calibration, derived tasks, representativeness and simulated careers, fed what the run holds."""
+    test = events.test
+    plots = folder / "plots"
+    tag = folder.name
+    n = test.frame.person_id.nunique()
+    desc = f"{tag}: {n:,} test people, {len(test):,} events, {len(events.states)} states"
+    parts = [f"<h2>{html.escape(desc)}</h2>",
+             f"<p>{events.panel.n_persons:,} people in the panel ({html.escape(events.panel.source)}), split seed {seed}. "
+             "Every model below is scored on exactly the same test events.</p>",
+             _table(_fmt(comparison_table(results, "logit")).drop(columns=["What it is"], errors="ignore")),
+             "<p>What each row is:</p><ul>" + "".join(
+                 f"<li><b>{html.escape(r['model'])}</b>: {html.escape(r.get('label', r['model']))}</li>" for r in results) + "</ul>",
+             _img(plot_perplexity(results, plots / "perplexity.png", desc)),
+             "<h3>Paired perplexity ratios</h3><p>Each pair on the same events; the interval resamples the same "
+             "people for both models, so it is much tighter than the marginal intervals suggest.</p>",
+             _table(_fmt(paired_table(results)))]
     llm_rows = [r for r in results if r["kind"] in ("llm", "icl")]
     if llm_rows:
-        ab = pd.DataFrame([{"model": r["model"], "events": r["events"], "perplexity (renormalised)": r["perplexity"],
+        ab = pd.DataFrame([{"model": r["model"], "probabilities": r["normalization"], "perplexity": r["perplexity"],
                             "unnormalised perplexity": r.get("unnormalised_perplexity"),
                             "mean mass on valid states": r.get("valid_mass_mean")} for r in llm_rows])
-        parts += ["<h2>Titles vs numeric codes, and mass outside the state set</h2>",
+        parts += ["<h3>Titles vs numeric codes, and mass outside the state set</h3>",
                   "<p>The renormalised figure divides by the probability the LLM gives to all valid state texts; "
                   "the unnormalised one counts the mass spent on invalid text as loss.</p>", _table(ab.round(4))]
-    # calibration needs many events: the full test set wherever models were scored on it
-    main_rows = [r for r in results if r["events"] == "test"] or results
-    parts += [f"<h2>Calibration ({html.escape(main_rows[0]['events'])})</h2>",
-              _img(plot_calibration(main_rows, plots / "calibration.png"))]
-    tasks = pd.DataFrame([{"model": r["model"], "events": r["events"], "move AUC": r["move"]["auc"],
+    parts += ["<h3>Calibration</h3>", _img(plot_calibration(results, plots / "calibration.png"))]
+    tasks = pd.DataFrame([{"model": r["model"], "move AUC": r["move"]["auc"],
                            "move log loss": r["move"]["logloss"], "move rate observed": r["move"]["rate"],
                            "move rate predicted": r["move"]["predicted_rate"], "working AUC": r["working"]["auc"],
                            "working log loss": r["working"]["logloss"], "working rate observed": r["working"]["rate"],
                            "working rate predicted": r["working"]["predicted_rate"]} for r in results])
-    parts += ["<h2>Derived tasks: change state, and working next year</h2>", _table(tasks.round(4))]
-    # representativeness on the full test set for the models scored there, else the subset
-    for set_name, ev in sets.items():
-        lps = {}
-        for r in results:
-            if r["events"] == set_name:
-                lps[r["model"]] = read_log_probs(out / "logprobs" / f"{r['model']}-{set_name}.parquet")[0]
-        if not lps or (set_name == "test-llm-subset" and len(ev) < 200):
-            continue
-        rep = representativeness(ev, lps)
-        rep.to_csv(out / f"representativeness-{set_name}.csv", index=False)
+    parts += ["<h3>Derived tasks: change state, and working next year</h3>", _table(tasks.round(4))]
+    lps = {r["model"]: read_log_probs(folder / "logprobs" / f"{r['model']}-test.parquet")[0] for r in results}
+    rep = representativeness(test, lps)
+    if len(rep):
+        rep.to_csv(folder / "representativeness.csv", index=False)
         summary = rep.groupby("model").tv_distance.mean().rename("mean TV distance over subgroups").reset_index()
-        parts += [f"<h2>Representativeness by subgroup ({html.escape(set_name)})</h2>",
+        parts += ["<h3>Representativeness by subgroup</h3>",
                   "<p>For each group: total variation distance between the mean predicted and the observed "
                   "distribution of next states, and predicted vs observed move rates.</p>",
-                  _table(summary.round(4)), _img(plot_representativeness(rep, plots / f"representativeness-{set_name}.png"))]
-    cheap = {name: load_model(out / "models" / name) for name, kind, _ in chosen
-             if kind not in ("llm", "icl") or profile == "full"}
+                  _table(summary.round(4)), _img(plot_representativeness(rep, plots / "representativeness.png"))]
+    cheap = {name: m for name, m in models.items() if m.kind not in ("llm", "icl") or profile == "full"}
     if cheap:
-        traj = trajectories(events.test, cheap, seed)
-        traj.to_csv(out / "trajectories.csv", index=False)
-        parts += ["<h2>Simulated careers</h2>",
+        traj = trajectories(test, cheap, seed)
+        traj.to_csv(folder / "trajectories.csv", index=False)
+        parts += ["<h3>Simulated careers</h3>",
                   f"<p>{SIM_PERSONS} test people, one sampled career each over {SIM_YEARS} years from their first "
                   "observed year" + ("; LLM simulation is left to the full (GPU) profile" if profile != "full" else "")
                   + ".</p>", _img(plot_trajectories(traj, plots / "trajectories.png"))]
+    return "".join(parts)
+
+
+def write_report(out: Path, sections: list[str], profile: str) -> Path:
+    intro = (f"<h1>laborllm benchmark ({html.escape(profile)} profile)</h1><p>Perplexity is exp(mean negative "
+             "log-likelihood per event) over the full state set; intervals resample people (95%).</p>")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>laborllm report</title><style>
 body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
 table.t{{border-collapse:collapse;font-size:13px;margin:0.5em 0 1em}}
 table.t th,table.t td{{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}}
 table.t th:first-child,table.t td:first-child{{text-align:left}} img{{max-width:100%}} h2{{margin-top:1.6em}}
-</style></head><body>{''.join(parts)}</body></html>"""
+</style></head><body>{intro}{''.join(sections)}</body></html>"""
     return write_text_atomic(out / "report.html", page)

@@ -21,29 +21,38 @@ def run_dir(tmp_path_factory, panel_csv, tiny_base):  # noqa: F811
 def test_run_writes_every_output(run_dir):
     out, results = run_dir
     metrics = json.loads((out / "metrics.json").read_text())
-    names = {m["model"] for m in metrics}
-    assert names == {"markov1", "markov2", "logit", "career", "llm-titles", "llm-codes", "icl"}
+    names = [m["model"] for m in metrics]
+    assert names == ["markov1", "markov2", "logit", "career", "llm-titles", "llm-codes", "icl"]
+    assert len({m["events_fingerprint"] for m in metrics}) == 1  # every model on the same test events
     for m in metrics:
-        assert {"model", "split", "n_events", "perplexity", "perplexity_ci95", "top1", "top5"} <= set(m)
-    subset = [m for m in metrics if m["events"] == "test-llm-subset"]
-    assert len({m["events_fingerprint"] for m in subset}) == 1 and len(subset) == 7
-    assert all("LoRA" in m["subset_note"] for m in subset if m["model"].startswith("llm"))
+        assert {"model", "split", "n_events", "perplexity", "perplexity_ci95", "top1", "top5", "label"} <= set(m)
+        # paired ratios against every other model, consistent with the two perplexities
+        assert set(m["paired"]) == set(names) - {m["model"]}
+        for other, p in m["paired"].items():
+            ppl_other = next(x["perplexity"] for x in metrics if x["model"] == other)
+            assert p["ratio"] == pytest.approx(m["perplexity"] / ppl_other, rel=1e-6)
+            assert p["ci95"][0] <= p["ratio"] <= p["ci95"][1]
+    llm = next(m for m in metrics if m["model"] == "llm-titles")
+    n_train = llm["label"].split("training people")[0].split(",")[-1].strip()
+    assert int(n_train) == 105  # every training person of the 150 (70%)
     assert (out / "report.html").stat().st_size > 50_000  # plots are embedded
     html = (out / "report.html").read_text()
-    for section in ("Titles vs numeric codes", "Calibration", "Representativeness", "Simulated careers"):
+    for section in ("Paired perplexity ratios", "Titles vs numeric codes", "Calibration", "Representativeness",
+                    "Simulated careers"):
         assert section in html
-    for f in ("comparison-test.csv", "comparison-test.tex", "comparison-test-llm-subset.md", "config.json",
-              "logprobs/llm-titles-test-llm-subset.parquet", "logprobs/logit-test.parquet", "plots/calibration.png"):
-        assert (out / f).exists(), f
+    for f in ("comparison.csv", "comparison.tex", "comparison.md", "paired.md", "logprobs/llm-titles-test.parquet",
+              "logprobs/logit-test.parquet", "plots/calibration.png"):
+        assert (out / "panel" / f).exists(), f
+    assert "Ratio to ref." in (out / "panel" / "comparison.md").read_text()
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["seed"] == 0 and "torch" in cfg["versions"]
+    assert cfg["seed"] == 0 and "torch" in cfg["versions"] and set(cfg["timings_seconds"]) == {f"panel/{n}" for n in names}
 
 
 def test_rerun_resumes_and_reproduces(run_dir, panel_csv, tiny_base, caplog):  # noqa: F811
     out, results = run_dir
     again = run("quick", out, seed=0, data=panel_csv, base=tiny_base, scheme="titles", report=False)
     assert "already fitted" in caplog.text
-    key = lambda rs: {(r["model"], r["events"]): r["perplexity"] for r in rs}  # noqa: E731
+    key = lambda rs: {(r["data"], r["model"]): r["perplexity"] for r in rs}  # noqa: E731
     # cached log-probabilities are stored as float32, hence the relative tolerance
     assert key(again) == pytest.approx(key(results), rel=1e-5)
 
@@ -55,19 +64,19 @@ def test_predict_and_simulate_cli(run_dir, tmp_path):
                                            "education": "High school", "region": "South"},
                                 "history": [{"year": 2001, "occupation": "Cashiers"},
                                             {"year": 2002, "occupation": "Cashiers"}]}))
-    r = CliRunner().invoke(app, ["predict", str(out / "models" / "logit"), "--history", str(hist), "--json", "--top", "5"])
+    r = CliRunner().invoke(app, ["predict", str(out / "panel" / "models" / "logit"), "--history", str(hist), "--json", "--top", "5"])
     assert r.exit_code == 0, r.output
     rows = json.loads(r.output)
     assert len(rows) == 5 and rows[0]["year"] == 2003 and rows[0]["probability"] >= rows[-1]["probability"]
     csv = tmp_path / "paths.csv"
-    r = CliRunner().invoke(app, ["simulate", str(out / "models" / "career"), "--history", str(hist), "--years", "3",
+    r = CliRunner().invoke(app, ["simulate", str(out / "panel" / "models" / "career"), "--history", str(hist), "--years", "3",
                                  "--samples", "4", "--out", str(csv)])
     assert r.exit_code == 0, r.output
     paths = pd.read_csv(csv)
     assert len(paths) == 12 and sorted(paths.year.unique()) == [2003, 2004, 2005]
     bad = tmp_path / "bad.json"
     bad.write_text('[{"year": 2001, "occupation": "Astronaut of the moon"}]')
-    r = CliRunner().invoke(app, ["predict", str(out / "models" / "logit"), "--history", str(bad)])
+    r = CliRunner().invoke(app, ["predict", str(out / "panel" / "models" / "logit"), "--history", str(bad)])
     assert r.exit_code != 0
 
 

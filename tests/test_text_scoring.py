@@ -113,12 +113,12 @@ def test_modes_agree_when_no_mass_leaves_the_states(enc_and_model):
     for mode in ("renormalised", "constrained"):
         sc = ExactScorer(model, cands, mode=mode)
         t, lay = sc.trie, sc.layout
-        lp = torch.zeros(1 + lay.n, V)
+        lp = torch.zeros(1 + len(lay.kept), V)
         lp[0] = row(())
-        for i in torch.nonzero(lay.slot >= 0).flatten().tolist():
+        for i in torch.nonzero(lay.kslot >= 0).flatten().tolist():
             anc = torch.nonzero(t.ancestors[i]).flatten().tolist()
-            lp[1 + int(lay.slot[i])] = row(tuple(int(t.token[a]) for a in sorted(anc, key=lambda a: int(t.depth[a]))))
-        scores[mode] = sc._readout(lp, 0, 1).numpy()
+            lp[1 + int(lay.kslot[i])] = row(tuple(int(t.token[a]) for a in sorted(anc, key=lambda a: int(t.depth[a]))))
+        scores[mode] = sc._readout(lp).numpy()
     np.testing.assert_allclose(np.exp(scores["renormalised"]).sum(), 1, atol=1e-6)
     np.testing.assert_allclose(scores["constrained"], scores["renormalised"], atol=1e-6)
 

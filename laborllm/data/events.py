@@ -65,6 +65,25 @@ class Events:
             raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
         return Events(self.panel, self.frame[self.frame.split == split].reset_index(drop=True), self.seed)
 
+    def where(self, mask) -> "Events":
+        """The events where `mask` (a boolean array over the rows) holds."""
+        return Events(self.panel, self.frame[np.asarray(mask, dtype=bool)].reset_index(drop=True), self.seed)
+
+    def of_persons(self, ids) -> "Events":
+        return self.where(self.frame.person_id.isin(set(ids)).to_numpy())
+
+    def sample_persons(self, n: int | None, seed: int = 0) -> "Events":
+        """The events of n people drawn without replacement (seeded); all of them when n is None."""
+        ids = self.person_sample(n, seed)
+        return self if ids is None else self.of_persons(ids)
+
+    def person_sample(self, n: int | None, seed: int = 0) -> list | None:
+        """n person ids drawn without replacement from these events' people (None: no sampling)."""
+        if not n:
+            return None
+        ids = sorted(self.frame.person_id.unique())
+        return sorted(np.random.default_rng(seed).choice(ids, size=min(n, len(ids)), replace=False).tolist())
+
     @property
     def train(self) -> "Events":
         return self.subset("train")

@@ -12,10 +12,26 @@ from laborllm.errors import UserError
 from laborllm.io import write_text_atomic
 
 COLUMNS = {
-    "model": "Model", "n_events": "Events", "perplexity": "Perplexity", "ci": "95% CI", "top1": "Top-1",
+    "model": "Model", "n_events": "Events", "perplexity": "Perplexity", "ci": "95% CI", "ratio": "Ratio to ref. [paired 95% CI]",
+    "top1": "Top-1",
     "top5": "Top-5", "move_auc": "Move AUC", "move_logloss": "Move log loss", "working_auc": "Working AUC",
     "working_logloss": "Working log loss", "ece": "ECE", "weighted_perplexity": "Weighted ppl",
+    "probabilities": "Probabilities", "label": "What it is",
+    "vs": "vs", "ratio_ci": "Paired 95% CI",
 }
+TEXT = ("model", "ci", "ratio", "n_events", "probabilities", "label", "vs", "ratio_ci")
+
+
+def probabilities(normalization: str) -> str:
+    """The short name of how a row's probabilities were normalised (shown in every table row)."""
+    for key in ("constrained", "unnormalised", "renormalised"):
+        if normalization.startswith(key) or f", {key}" in normalization:
+            return key
+    return "exact"
+
+
+def _ci(lo, hi) -> str:
+    return f"[{lo:.3f}, {hi:.3f}]" if lo is not None else "n/a"
 
 
 def check_same_events(results: list[dict]) -> None:
@@ -25,40 +41,61 @@ def check_same_events(results: list[dict]) -> None:
         raise UserError(f"refusing to compare models evaluated on different event sets: {names}")
 
 
-def comparison_table(results: list[dict]) -> pd.DataFrame:
+def comparison_table(results: list[dict], reference: str | None = None) -> pd.DataFrame:
+    """One row per model; with `reference` (a model among the rows, with paired ratios), a column of
+    each model's perplexity ratio to it with the paired interval."""
     check_same_events(results)
     rows = []
     for r in results:
         lo, hi = r["perplexity_ci95"]
         ci = f"[{lo:.2f}, {hi:.2f}]" if lo is not None else "n/a (one person)"
-        rows.append({
-            "model": r["model"], "n_events": r["n_events"], "perplexity": r["perplexity"], "ci": ci,
+        row = {"model": r["model"], "n_events": r["n_events"], "perplexity": r["perplexity"], "ci": ci}
+        if reference and any(x["model"] == reference for x in results):
+            p = r.get("paired", {}).get(reference)
+            row["ratio"] = "1 (reference)" if r["model"] == reference else (
+                f"{p['ratio']:.3f} {_ci(*p['ci95'])}" if p else "")
+        rows.append(row | {
             "top1": r["top1"], "top5": r["top5"], "move_auc": r["move"]["auc"], "move_logloss": r["move"]["logloss"],
-            "working_auc": r["working"]["auc"], "working_logloss": r["working"]["logloss"], "ece": r["ece"],
+            "working_auc": r["working"]["auc"],
+            # undefined where every event is a working year (or none is): blank, as the AUC is
+            "working_logloss": r["working"]["logloss"] if r["working"]["auc"] is not None else None, "ece": r["ece"],
             "weighted_perplexity": r.get("weighted", {}).get("perplexity"),
+            "probabilities": probabilities(r.get("normalization", "exact")), "label": r.get("label", r["model"]),
         })
     return pd.DataFrame(rows)
+
+
+def paired_table(results: list[dict]) -> pd.DataFrame:
+    """Every pair of models (in table order): perplexity ratio and its paired person-bootstrap interval."""
+    check_same_events(results)
+    rows = []
+    for i, a in enumerate(results):
+        for b in results[i + 1:]:
+            p = a.get("paired", {}).get(b["model"])
+            if p:
+                rows.append({"model": a["model"], "vs": b["model"], "ratio": p["ratio"], "ratio_ci": _ci(*p["ci95"])})
+    return pd.DataFrame(rows, columns=["model", "vs", "ratio", "ratio_ci"])
 
 
 def _fmt(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     for c in out.columns:
-        if c in ("model", "ci", "n_events"):
+        if c in TEXT:
             out[c] = out[c].map(lambda v: f"{v:,}" if isinstance(v, int) else str(v))
         else:
-            out[c] = out[c].map(lambda v: "" if v is None or pd.isna(v) else f"{v:.3f}" if c != "perplexity" and c != "weighted_perplexity" else f"{v:.2f}")
+            out[c] = out[c].map(lambda v: "" if v is None or pd.isna(v) else f"{v:.3f}" if c not in ("perplexity", "weighted_perplexity") else f"{v:.2f}")
     return out.rename(columns=COLUMNS)
 
 
 def to_markdown(df: pd.DataFrame) -> str:
-    f = _fmt(df)
+    f = _fmt(df.drop(columns=["label"], errors="ignore"))
     lines = ["| " + " | ".join(f.columns) + " |", "|" + "|".join("---" for _ in f.columns) + "|"]
     lines += ["| " + " | ".join(map(str, row)) + " |" for row in f.itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
 
 def to_latex(df: pd.DataFrame, caption: str = "Next-state prediction on held-out people") -> str:
-    f = _fmt(df)
+    f = _fmt(df.drop(columns=["label"], errors="ignore"))
     body = f.to_latex(index=False, escape=True, column_format="l" + "r" * (f.shape[1] - 1))
     return ("% requires \\usepackage{booktabs}\n\\begin{table}[t]\n\\centering\n\\small\n" + body
             + f"\\caption{{{caption}}}\n\\end{{table}}\n")
@@ -75,7 +112,8 @@ def write_tables(df: pd.DataFrame, out: Path, stem: str = "comparison") -> list[
 def rich_table(df: pd.DataFrame, title: str = "Model comparison"):
     from rich.table import Table
 
-    f = _fmt(df[["model", "n_events", "perplexity", "ci", "top1", "top5", "move_auc", "working_auc", "ece"]])
+    cols = ["model", "n_events", "perplexity", "ci", "ratio", "top1", "top5", "move_auc", "working_auc", "ece", "probabilities"]
+    f = _fmt(df[[c for c in cols if c in df]])
     t = Table(title=title)
     for i, c in enumerate(f.columns):
         t.add_column(c, justify="left" if i == 0 else "right")

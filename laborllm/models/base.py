@@ -50,6 +50,10 @@ class Model(ABC):
     def name(self) -> str:
         return self.config.get("name") or self.kind
 
+    def describe(self) -> str:
+        """A short label saying what the model is and how it was trained (for tables)."""
+        return self.name
+
     @abstractmethod
     def fit(self, events: Events) -> "Model":
         """Fit on events.train, tuning on events.valid."""

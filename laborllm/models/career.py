@@ -70,15 +70,22 @@ class CareerNet(nn.Module):
 class Career(Model):
     kind = "career"
     profiles = {
-        "quick": {"layers": 4, "d": 192, "heads": 3, "ff": 768, "epochs": 3},
+        # at least 300 steps however small the panel (the men panel has 6 batches an epoch), early stopped
+        "quick": {"layers": 4, "d": 192, "heads": 3, "ff": 768, "epochs": 3, "min_steps": 300},
         "full": {"layers": 12, "d": 192, "heads": 3, "ff": 768, "epochs": 60},
     }
 
     @classmethod
     def default_config(cls) -> dict:
-        return {"layers": 12, "d": 192, "heads": 3, "ff": 768, "dropout": 0.1, "lr": 1e-3, "warmup_steps": 200,
+        return {"layers": 12, "d": 192, "heads": 3, "ff": 768, "dropout": 0.1, "lr": 1e-3, "warmup_steps": None,
                 "weight_decay": 0.01, "batch_size": 64, "epochs": 60, "patience": 3, "clip": 1.0, "seed": 0,
-                "pretrain_data": None, "pretrain_epochs": 10}
+                "pretrain_data": None, "pretrain_epochs": 10,
+                "min_steps": 0}  # more epochs on small panels: at least this many optimiser steps
+
+    def describe(self) -> str:
+        c, m = self.config, self.meta
+        data = f"pretrained on {c['pretrain_data']}" if c["pretrain_data"] else "survey data only"
+        return f"{self.name} ({c['layers']} layers, {m.get('fit_epochs', c['epochs'])} epochs, {data})"
 
     # -- tensors from a panel ---------------------------------------------------------------
     def _vocab(self, panels) -> None:
@@ -164,12 +171,17 @@ class Career(Model):
         opt = torch.optim.AdamW(self.net.parameters(), lr=c["lr"], betas=(0.9, 0.98), weight_decay=c["weight_decay"])
         n = len(data["prev"])
         steps_per_epoch = -(-n // c["batch_size"])
+        epochs = max(epochs, -(-c["min_steps"] // steps_per_epoch))
+        # warm-up scales with the run: 5% of its planned steps, at most 200 (the paper's 60-epoch run)
+        warm = c["warmup_steps"] or min(200, max(1, round(0.05 * epochs * steps_per_epoch)))
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: min(1.0, (s + 1) / c["warmup_steps"]) * min(1.0, math.sqrt(c["warmup_steps"] / (s + 1))))
+            opt, lambda s: min(1.0, (s + 1) / warm) * min(1.0, math.sqrt(warm / (s + 1))))
         bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
         best, best_state, bad = float("inf"), None, 0
         bar = tqdm(range(epochs), desc=f"career {desc}", unit="epoch")
+        done = 0
         for _ in bar:
+            done += 1
             self.net.train()
             for idx in torch.randperm(n).split(c["batch_size"]):
                 b = _batch(data, idx, dev)
@@ -195,7 +207,9 @@ class Career(Model):
         if best_state is not None:
             self.net.load_state_dict(best_state)
             self.meta["valid_perplexity"] = round(math.exp(best), 4)
-        self.meta[f"{desc}_steps"] = steps_per_epoch * bar.n
+        self.meta[f"{desc}_steps"] = steps_per_epoch * done
+        self.meta[f"{desc}_epochs"] = done
+        self.meta[f"{desc}_warmup_steps"] = warm
 
     # -- prediction -------------------------------------------------------------------------
     @torch.no_grad()

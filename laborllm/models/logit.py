@@ -71,6 +71,9 @@ class Logit(Model):
         # l2=None: penalty 30 / n_train, a fixed prior strength whatever the panel size
         return {"l2": None, "max_iter": 50, "stay_term": True, "markov_offset": True, "seed": 0}
 
+    def describe(self) -> str:
+        return f"{self.name} (multinomial logit, history features + stay term, shrunk to the Markov chain)"
+
     def _logits(self, x, last):
         z = torch.sparse.mm(x, self.W) + self.b + self.offset[last]
         if self.config["stay_term"]:

