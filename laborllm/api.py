@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
+from contextlib import nullcontext
 from functools import lru_cache
 from pathlib import Path
 
@@ -10,12 +12,13 @@ import numpy as np
 
 from laborllm.data import Events, load_panel, make_events
 from laborllm.errors import UserError
-from laborllm.evaluation.metrics import evaluate as evaluate_log_probs
+from laborllm.evaluation.metrics import evaluate as evaluate_log_probs, paired_comparisons
 from laborllm.io import read_log_probs, write_json_atomic, write_log_probs
-from laborllm.models.base import Model, is_main_process, load_model
-from laborllm.models.registry import MODELS
+from laborllm.models.base import Model, OutputLock, check_output_folder, is_main_process
+from laborllm.models.registry import MODELS, load_model
 
 PROFILES = ("quick", "full")
+log = logging.getLogger(__name__)
 
 
 def data_spec(data="nlsy97", columns=None, scheme=None, unknown="error", seed=0) -> dict:
@@ -48,12 +51,20 @@ def read_config(path: str | Path | None) -> dict:
         if p.suffix == ".toml":
             import tomllib  # Python 3.11+; use a JSON config on 3.10
 
-            return tomllib.loads(text)
-        return json.loads(text)
+            cfg = tomllib.loads(text)
+        else:
+            cfg = json.loads(text.lstrip("\ufeff"))
     except FileNotFoundError:
         raise UserError(f"{p}: no such config file") from None
+    except IsADirectoryError:
+        raise UserError(f"{p}: is a folder, not a config file") from None
     except ValueError as e:  # TOMLDecodeError and JSONDecodeError are ValueErrors
         raise UserError(f"{p}: cannot parse config ({e})") from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"{p}: the config must be a table of keys (data, columns, scheme, unknown, seed, [model])")
+    if not isinstance(cfg.get("model", {}), dict):
+        raise UserError(f"{p}: [model] must be a table of model settings")
+    return cfg
 
 
 def make_model(kind: str, profile: str = "quick", **overrides) -> Model:
@@ -71,20 +82,28 @@ def make_model(kind: str, profile: str = "quick", **overrides) -> Model:
 
 
 def fit(kind: str, data="nlsy97", out: str | Path | None = None, profile: str = "quick", *, columns=None,
-        scheme=None, unknown="error", seed: int = 0, **model_config) -> Model:
-    """Fit a model on the train split (valid for tuning) and save it to `out` if given."""
+        scheme=None, unknown="error", seed: int = 0, settings: dict | None = None, **model_config) -> Model:
+    """Fit a model on the train split (valid for tuning) and save it to `out` if given. `seed` is the
+    split's; model settings (a model's own `seed` among them) come as `settings` or keywords."""
     spec = data_spec(data, columns, scheme, unknown, seed)
+    model = make_model(kind, profile, **{**(settings or {}), **model_config})  # bad settings: refused now
+    if out is not None:
+        check_output_folder(Path(out))  # refused before the work, not after
     events = events_for(spec)
-    model = make_model(kind, profile, **model_config)
+    for split in ("train", "valid"):
+        if not (events.frame.split == split).any():
+            raise UserError(f"{spec['data']}: no {split} events (a person needs two or more observed years); "
+                            "the panel is too small to fit a model")
     model.meta.update(profile=profile, scheme=events.panel.scheme.name)
     if out is not None:
         model.meta["out"] = str(out)  # models that checkpoint during training resume from here
-    t0 = time.time()
-    model.fit(events)
-    model.meta.setdefault("fit_seconds", round(time.time() - t0, 1))
-    model.meta["events_fingerprint"] = events.fingerprint()
-    if out is not None and is_main_process():
-        model.save(out, spec)
+    with OutputLock(Path(out)) if out is not None and is_main_process() else nullcontext():
+        t0 = time.time()
+        model.fit(events)
+        model.meta.setdefault("fit_seconds", round(time.time() - t0, 1))
+        model.meta["events_fingerprint"] = events.fingerprint()
+        if out is not None and is_main_process():
+            model.save(out, spec)
     return model
 
 
@@ -93,13 +112,22 @@ def model_log_probs(model: Model, cache: Path | None, events: Events) -> tuple[n
     perplexity, mass on the state set), cached as Parquet at `cache` and reused while the event
     set is unchanged."""
     if cache and cache.exists():
-        lp, meta = read_log_probs(cache)
-        if meta.get("events_fingerprint") == events.fingerprint() and lp.shape == (len(events), len(events.states)):
-            return lp, json.loads(meta.get("extra", "{}"))
+        try:
+            lp, meta = read_log_probs(cache)
+            if (meta.get("events_fingerprint") == events.fingerprint() and lp.shape == (len(events), len(events.states))
+                    and np.isfinite(lp).all()):
+                return lp, json.loads(meta.get("extra", "{}"))
+        except Exception as e:  # a damaged cache is recomputed, never fatal
+            log.warning("%s: unreadable log-probability cache, recomputing (%s)", cache, type(e).__name__)
     lp = model.log_probs(events)
+    if not np.isfinite(lp).all():
+        raise UserError(f"{model.name}: the model gives non-finite log-probabilities (corrupt weights?)")
     extra = dict(getattr(model, "last_extra", {}) or {})
     if cache:
-        write_log_probs(cache, events, lp, model.name, model.normalization, extra)
+        try:
+            write_log_probs(cache, events, lp, model.name, model.normalization, extra)
+        except OSError as e:  # a read-only model folder: evaluate anyway, without the cache
+            log.warning("%s: cannot write the log-probability cache (%s)", cache, e.strerror or e)
     return lp, extra
 
 
@@ -110,7 +138,7 @@ def evaluate_unnormalised(model: Model, events: Events, n_boot: int = 500) -> di
     """The cheap LLM figure: perplexity of the observed state's text alone, one pass per person."""
     from laborllm.evaluation.metrics import bootstrap_perplexity_ci
 
-    if not hasattr(model, "true_log_probs"):
+    if not model.language_model:
         raise UserError(f"{model.name}: the unnormalised mode applies to LLM models only")
     nll = -model.true_log_probs(events)
     return {"model": model.name, "split": events.frame.split.iloc[0], "n_events": len(events),
@@ -122,7 +150,7 @@ def evaluate_unnormalised(model: Model, events: Events, n_boot: int = 500) -> di
 def evaluate(folders, split: str = "test", n_boot: int = 500, unnormalised: bool = False) -> list[dict]:
     """Metrics of each model folder on the same split; refuses different event sets in compare().
     `unnormalised`: the cheap LLM mode (observed state only), labelled as such in every row."""
-    results = []
+    results, nll = [], {}
     for folder in map(Path, folders):
         model = load_model(folder)
         if not model.meta.get("data"):
@@ -137,7 +165,15 @@ def evaluate(folders, split: str = "test", n_boot: int = 500, unnormalised: bool
         lp, extra = model_log_probs(model, folder / f"logprobs-{split}.parquet", events)
         r = evaluate_log_probs(lp, events, model=model.name, split=split, normalization=model.normalization,
                                n_boot=n_boot)
-        r.update(extra, kind=model.kind, folder=str(folder))
-        write_json_atomic(folder / f"metrics-{split}.json", r)
+        r.update(extra, kind=model.kind, folder=str(folder), label=model.describe())
+        nll[model.name] = -lp[np.arange(len(events)), events.frame.target.to_numpy()]
+        try:
+            write_json_atomic(folder / f"metrics-{split}.json", r)
+        except OSError as e:
+            log.warning("%s: cannot write metrics-%s.json (%s)", folder, split, e.strerror or e)
         results.append(r)
+    if len(results) > 1 and len({r["events_fingerprint"] for r in results}) == 1 and len(nll) == len(results):
+        paired = paired_comparisons(nll, events.frame.person_id.to_numpy(), n_boot)
+        for r in results:
+            r["paired"] = paired[r["model"]]
     return results

@@ -23,7 +23,7 @@ DataOpt = typer.Option("nlsy97", "--data", help="embedded data set name (nlsy97,
 ColumnsOpt = typer.Option(None, "--columns", help="map your column names: old=new,... (new in person_id, year, occupation, gender, race, birth_year, education, region, enrolled, weight)")
 SchemeOpt = typer.Option(None, "--scheme", help="occupation codes: occ1990dd, census (2002/2010 codes) or titles")
 UnknownOpt = typer.Option("error", "--unknown", help="unknown occupation codes: error, or missing (counted in a warning)")
-SeedOpt = typer.Option(0, "--seed", help="seed of the 70/15/15 person split")
+SeedOpt = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="seed of the 70/15/15 person split")
 
 
 def load_events(data: str, columns: Optional[str], scheme: Optional[str], unknown: str, seed: int):
@@ -81,7 +81,7 @@ def fit(model: str = typer.Argument(..., help="markov, bag, logit, career, llm o
         config: Optional[Path] = typer.Option(None, "--config", help="TOML/JSON: data keys and a [model] table"),
         columns: Optional[str] = ColumnsOpt, scheme: Optional[str] = SchemeOpt,
         unknown: Optional[str] = typer.Option(None, "--unknown", help="unknown codes: error (default) or missing"),
-        seed: Optional[int] = typer.Option(None, "--seed", help="split seed (default 0)"), set_: list[str] = typer.Option([], "--set", help="model setting key=value (repeatable)")):
+        seed: Optional[int] = typer.Option(None, "--seed", min=0, max=2**32 - 1, help="split seed (default 0)"), set_: list[str] = typer.Option([], "--set", help="model setting key=value (repeatable)")):
     """Fit a model on the train split (valid for tuning) and save it as a model folder."""
     from laborllm import api
 
@@ -91,7 +91,7 @@ def fit(model: str = typer.Argument(..., help="markov, bag, logit, career, llm o
     pick = lambda name, value, default: value if value is not None else cfg.get(name, default)  # noqa: E731
     m = api.fit(model, pick("data", data, "nlsy97"), out_dir, pick("profile", profile, "quick"),
                 columns=pick("columns", columns, None), scheme=pick("scheme", scheme, None),
-                unknown=pick("unknown", unknown, "error"), seed=pick("seed", seed, 0), **model_cfg)
+                unknown=pick("unknown", unknown, "error"), seed=pick("seed", seed, 0), settings=model_cfg)
     valid = m.meta.get("valid_perplexity")
     out.print(f"fitted {m.name} in {m.meta.get('fit_seconds', 0):.1f}s"
               + (f", valid perplexity {valid:.3f}" if valid else "") + f" -> {out_dir}")
@@ -106,6 +106,8 @@ def evaluate(folders: list[Path] = typer.Argument(..., help="model folders"),
     from laborllm import api
     from laborllm.evaluation.compare import comparison_table, rich_table, write_tables
 
+    if table_dir is not None and table_dir.exists() and not table_dir.is_dir():
+        raise UserError(f"{table_dir}: is a file; --tables takes a folder")
     results = api.evaluate(folders, split, unnormalised=unnormalised)
     if unnormalised:
         if as_json:
@@ -161,19 +163,25 @@ def run(profile: str = typer.Option("quick", "--profile", help="quick (2-core CP
     out.print(f"report: {out_dir / 'report.html'}")
 
 
+def _source(history: str) -> str:
+    return "<stdin>" if history == "-" else history
+
+
 @app.command()
 def predict(folder: Path = typer.Argument(..., help="model folder"),
             history: str = typer.Option(..., "--history", help="JSON or CSV/Parquet/Stata file of person-years, or - for JSON on stdin"),
             top: int = typer.Option(10, "--top"), as_json: bool = typer.Option(False, "--json")):
     """Top-k next states with probabilities for each person in a history."""
-    from laborllm.forecast import predict as predict_next, read_history
-    from laborllm.models.base import load_model
+    from laborllm.forecast import forecast_mode, predict as predict_next, read_history
+    from laborllm.models.registry import load_model
 
-    table = predict_next(load_model(folder), read_history(history), top)
+    model = load_model(folder)
+    mode = forecast_mode(model)
+    table = predict_next(model, read_history(history), top, source=_source(history))
     if as_json:
         out.print_json(table.to_json(orient="records"))
         return
-    t = Table(title="Next-year prediction")
+    t = Table(title="Next-year prediction", caption=f"probabilities: {mode}")
     for c in ("person_id", "year", "rank", "state", "probability"):
         t.add_column(c, justify="left" if c == "state" else "right")
     for r in table.itertuples(index=False):
@@ -184,19 +192,24 @@ def predict(folder: Path = typer.Argument(..., help="model folder"),
 @app.command()
 def simulate(folder: Path = typer.Argument(..., help="model folder"),
              history: str = typer.Option(..., "--history", help="JSON or table file of person-years, or - for JSON on stdin"),
-             years: int = typer.Option(5, "--years"), samples: int = typer.Option(10, "--samples"), seed: int = SeedOpt,
+             years: int = typer.Option(5, "--years", min=1, max=100, help="years ahead (1-100)"),
+             samples: int = typer.Option(10, "--samples", min=1, help="sampled futures per person"), seed: int = SeedOpt,
              out_file: Optional[Path] = typer.Option(None, "--out", help="write the sampled paths as CSV")):
     """Sampled futures: each sample extends each history year by year."""
-    from laborllm.forecast import read_history, simulate as simulate_paths
+    from laborllm.forecast import forecast_mode, read_history, simulate as simulate_paths
     from laborllm.io import write_text_atomic
-    from laborllm.models.base import load_model
+    from laborllm.models.registry import load_model
 
-    sims = simulate_paths(load_model(folder), read_history(history), years, samples, seed)
+    if out_file is not None and out_file.is_dir():
+        raise UserError(f"{out_file}: is a folder; --out takes a CSV file name")
+    model = load_model(folder)
+    mode = forecast_mode(model)
+    sims = simulate_paths(model, read_history(history), years, samples, seed, source=_source(history))
     if out_file:
         write_text_atomic(out_file, sims.to_csv(index=False))
     share = sims.groupby(["year", "occupation"]).size().rename("n").reset_index()
     share["share"] = share.n / share.groupby("year").n.transform("sum")
-    t = Table(title=f"{samples} sampled futures: most common state each year")
+    t = Table(title=f"{samples} sampled futures: most common state each year", caption=f"probabilities: {mode}")
     for c in ("year", "state", "share"):
         t.add_column(c)
     for year, g in share.sort_values("share", ascending=False).groupby("year"):

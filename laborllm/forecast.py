@@ -17,8 +17,20 @@ import pandas as pd
 from laborllm.data.events import Events
 from laborllm.data.panel import Panel, read_table
 from laborllm.data.schemes import MISSING, Scheme
-from laborllm.errors import DataError
+from laborllm.errors import DataError, UserError
 from laborllm.models.base import Model
+
+
+MAX_YEARS, MAX_PATHS = 100, 1_000_000  # simulate: years ahead, and sampled person-years in all
+
+
+def forecast_mode(model: Model) -> str:
+    """LLMs forecast with the constrained normalisation: exact, a proper distribution over the
+    states, and within 1 s per history on a CPU (the renormalised scorer takes seconds per NLSY97
+    event). Returns how the model's probabilities are normalised, to be shown with the forecast."""
+    if "scoring" in model.config:
+        model.config["scoring"] = "constrained"
+    return model.normalization
 
 
 def read_history(source: str | Path) -> pd.DataFrame:
@@ -28,9 +40,9 @@ def read_history(source: str | Path) -> pd.DataFrame:
         return _from_json(sys.stdin.read(), "<stdin>")
     p = Path(source)
     if p.suffix.lower() == ".json":
-        if not p.exists():
+        if not p.is_file():
             raise DataError(f"{p}: no such file")
-        return _from_json(p.read_text(), str(p))
+        return _from_json(p.read_text(encoding="utf-8-sig"), str(p))
     return read_table(p)
 
 
@@ -40,14 +52,20 @@ def _from_json(text: str, source: str) -> pd.DataFrame:
     except json.JSONDecodeError as e:
         raise DataError(f"{source}: not valid JSON ({e})") from None
     if isinstance(obj, dict):
-        rows = [{**obj.get("person", {}), **r} for r in obj.get("history", [])]
+        person, rows = obj.get("person", {}), obj.get("history", [])
+        if not isinstance(person, dict):
+            raise DataError(f"{source}: \"person\" must be an object of covariates, e.g. {{\"gender\": \"woman\"}}")
     elif isinstance(obj, list):
-        rows = obj
+        person, rows = {}, obj
     else:
-        rows = []
-    if not rows:
+        person, rows = {}, []
+    if not isinstance(rows, list) or not rows:
         raise DataError(f"{source}: no history rows (expected a list of {{year, occupation}} objects)")
-    return pd.DataFrame(rows)
+    bad = [i for i, r in enumerate(rows) if not isinstance(r, dict)]
+    if bad:
+        raise DataError(f"{source}: history row {bad[0] + 1} is not an object with year and occupation "
+                        f"(got {json.dumps(rows[bad[0]])[:40]})")
+    return pd.DataFrame([{**person, **r} for r in rows])
 
 
 def _scheme(model: Model) -> str:
@@ -59,7 +77,8 @@ def history_events(model: Model, history: pd.DataFrame, source: str = "history")
     h = history.copy()
     if "person_id" not in h:
         h["person_id"] = 1
-    base = Panel.from_frame(h, source=source, scheme=_scheme(model))
+    base = Panel.from_frame(h, source=source, scheme=_scheme(model),
+                            unknown_hint=f"; use the states the model knows ({len(model.states)}, listed in its model.json)")
     f = base.frame
     bad = set(f.state) - set(model.states) - {MISSING}
     if bad:
@@ -75,8 +94,8 @@ def history_events(model: Model, history: pd.DataFrame, source: str = "history")
     return ev
 
 
-def predict(model: Model, history: pd.DataFrame, top: int = 10) -> pd.DataFrame:
-    ev = history_events(model, history)
+def predict(model: Model, history: pd.DataFrame, top: int = 10, source: str = "history") -> pd.DataFrame:
+    ev = history_events(model, history, source)
     p = np.exp(model.log_probs(ev))
     rows = []
     for i, r in ev.frame.iterrows():
@@ -86,12 +105,20 @@ def predict(model: Model, history: pd.DataFrame, top: int = 10) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def simulate(model: Model, history: pd.DataFrame, years: int = 5, samples: int = 10, seed: int = 0) -> pd.DataFrame:
+def simulate(model: Model, history: pd.DataFrame, years: int = 5, samples: int = 10, seed: int = 0,
+             source: str = "history") -> pd.DataFrame:
     """Sampled futures: each sample is a copy of each person's history extended year by year."""
-    rng = np.random.default_rng(seed)
+    from tqdm.auto import tqdm
+
     h = history.copy()
     if "person_id" not in h:
         h["person_id"] = 1
+    if not 1 <= years <= MAX_YEARS:
+        raise UserError(f"--years must be between 1 and {MAX_YEARS}, got {years}")
+    if samples < 1 or samples * years * h.person_id.nunique() > MAX_PATHS:
+        raise UserError(f"--samples must be at least 1, and samples x years x people at most {MAX_PATHS:,} "
+                        f"(got {samples} x {years} x {h.person_id.nunique()})")
+    rng = np.random.default_rng(seed)
     copies = []
     for s in range(samples):
         c = h.copy()
@@ -100,8 +127,8 @@ def simulate(model: Model, history: pd.DataFrame, years: int = 5, samples: int =
         copies.append(c)
     cur = pd.concat(copies, ignore_index=True)
     out = []
-    for _ in range(years):
-        ev = history_events(model, cur.drop(columns="sample"))
+    for _ in tqdm(range(years), desc="simulating", unit="year", disable=years < 3):
+        ev = history_events(model, cur.drop(columns="sample"), source)
         p = np.exp(model.log_probs(ev))
         p /= p.sum(1, keepdims=True)
         pick = [model.states[rng.choice(len(model.states), p=row)] for row in p]

@@ -27,7 +27,7 @@ from laborllm import api
 from laborllm.evaluation.compare import comparison_table, paired_table, write_tables
 from laborllm.evaluation.metrics import evaluate as evaluate_log_probs, paired_comparisons
 from laborllm.io import write_json_atomic
-from laborllm.models.base import load_model
+from laborllm.models.registry import MODELS as MODEL_KINDS, load_model
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,6 @@ MODELS = [
 ]
 ALL = tuple(m[0] for m in MODELS)
 BASELINES = ("markov1", "markov2", "logit", "career")
-LLM_KINDS = ("llm", "icl")
 BENCHMARKS = {
     "quick": [("nlsy79-males", ALL), ("nlsy97", BASELINES)],
     "full": [("nlsy97", ALL)],
@@ -138,7 +137,7 @@ def _benchmark(out: Path, panel: str, chosen, profile: str, seed: int, base, dat
             model = load_model(mfolder)
         else:
             log.warning("fitting %s/%s (%s, %s profile)", panel_tag(panel), name, kind, profile)
-            extra = {"base": base} if base and kind in LLM_KINDS else {}
+            extra = {"base": base} if base and MODEL_KINDS[kind].language_model else {}
             model = api.fit(kind, panel, mfolder, profile, seed=seed, name=name, **data_kw, **settings, **extra)
         t1 = time.time()
         lp, extra = api.model_log_probs(model, folder / "logprobs" / f"{name}-test.parquet", test)

@@ -116,10 +116,9 @@ def trajectories(events, models: dict, seed: int) -> pd.DataFrame:
     from laborllm.forecast import simulate
 
     f = events.panel.frame
-    test_ids = sorted(events.frame.person_id.unique())
-    ids = np.random.default_rng(seed).choice(test_ids, size=min(SIM_PERSONS, len(test_ids)), replace=False)
+    ids = events.person_sample(SIM_PERSONS, seed)
     scheme = events.panel.scheme
-    people = f[f.person_id.isin(set(ids.tolist()))]
+    people = f[f.person_id.isin(set(ids))]
     first = people.groupby("person_id").head(1)
     real = people[people.year <= people.groupby("person_id").year.transform("min") + SIM_YEARS]
     born = first.set_index("person_id").birth_year
@@ -184,7 +183,7 @@ def panel_section(folder: Path, results: list[dict], events, models: dict, profi
              "<h3>Paired perplexity ratios</h3><p>Each pair on the same events; the interval resamples the same "
              "people for both models, so it is much tighter than the marginal intervals suggest.</p>",
              _table(_fmt(paired_table(results)))]
-    llm_rows = [r for r in results if r["kind"] in ("llm", "icl")]
+    llm_rows = [r for r in results if models[r["model"]].language_model]
     if llm_rows:
         ab = pd.DataFrame([{"model": r["model"], "probabilities": r["normalization"], "perplexity": r["perplexity"],
                             "unnormalised perplexity": r.get("unnormalised_perplexity"),
@@ -208,7 +207,7 @@ def panel_section(folder: Path, results: list[dict], events, models: dict, profi
                   "<p>For each group: total variation distance between the mean predicted and the observed "
                   "distribution of next states, and predicted vs observed move rates.</p>",
                   _table(summary.round(4)), _img(plot_representativeness(rep, plots / "representativeness.png"))]
-    cheap = {name: m for name, m in models.items() if m.kind not in ("llm", "icl") or profile == "full"}
+    cheap = {name: m for name, m in models.items() if not m.language_model or profile == "full"}
     if cheap:
         traj = trajectories(test, cheap, seed)
         traj.to_csv(folder / "trajectories.csv", index=False)

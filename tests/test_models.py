@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from laborllm.models.base import load_model
+from laborllm.models.registry import load_model
 from laborllm.models.logit import Logit, design
 from laborllm.models.markov import BagOfJobs, Markov
 
@@ -24,7 +24,7 @@ def test_markov_orders_normalise_and_reload(small_events, tmp_path):
     lp1, lp2 = m1.log_probs(test), m2.log_probs(test)
     _check_distribution(lp1, test), _check_distribution(lp2, test)
     # a huge back-off weight makes the second-order chain the first-order one
-    far = m2._log_probs(__import__("laborllm.models.features", fromlist=["x"]).history_features(test), m2.config["alpha"], 1e9)
+    far = m2._log_probs(__import__("laborllm.models.features", fromlist=["x"]).history_features(test), m2.alpha_, 1e9)
     np.testing.assert_allclose(far, lp1, atol=1e-6)
     # both beat the unconditional distribution by a wide margin on real careers
     assert _ppl(lp1, test) < 0.5 * len(test.states)

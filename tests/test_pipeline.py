@@ -18,7 +18,7 @@ def run_dir(tmp_path_factory, panel_csv, tiny_base):  # noqa: F811
     return out, results
 
 
-def test_run_writes_every_output(run_dir):
+def test_run_writes_every_output(run_dir, panel_csv):  # noqa: F811
     out, results = run_dir
     metrics = json.loads((out / "metrics.json").read_text())
     names = [m["model"] for m in metrics]
@@ -34,7 +34,10 @@ def test_run_writes_every_output(run_dir):
             assert p["ci95"][0] <= p["ratio"] <= p["ci95"][1]
     llm = next(m for m in metrics if m["model"] == "llm-titles")
     n_train = llm["label"].split("training people")[0].split(",")[-1].strip()
-    assert int(n_train) == 105  # every training person of the 150 (70%)
+    from laborllm import api
+
+    train = api.events_for(api.data_spec(panel_csv, scheme="titles")).train
+    assert int(n_train) == train.frame.person_id.nunique()  # every training person, not a subset
     assert (out / "report.html").stat().st_size > 50_000  # plots are embedded
     html = (out / "report.html").read_text()
     for section in ("Paired perplexity ratios", "Titles vs numeric codes", "Calibration", "Representativeness",

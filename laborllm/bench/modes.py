@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from laborllm import api
-from laborllm.models.base import load_model
+from laborllm.models.registry import load_model
 from laborllm.models.llm import LLM
 
 

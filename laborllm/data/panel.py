@@ -66,6 +66,7 @@ class Panel:
         scheme: str = "occ1990dd",
         unknown: str = "error",
         min_age: int | None = None,
+        unknown_hint: str = "; pass --unknown missing to treat them as Missing",
     ) -> "Panel":
         """Validate a raw table and build the panel; every failure raises DataError naming rows."""
         if unknown not in UNKNOWN_POLICIES:
@@ -76,6 +77,10 @@ class Panel:
             if absent:
                 raise DataError(f"{source}: column mapping names column(s) {absent} that the file lacks "
                                 f"(it has: {', '.join(map(str, df.columns))})")
+            clash = [new for old, new in columns.items() if new in df.columns and new != old and new not in columns]
+            if clash:
+                raise DataError(f"{source}: --columns maps onto column(s) {clash} that the file already has; "
+                                "rename or drop those first")
             df = df.rename(columns=columns)
         missing = [c for c in REQUIRED if c not in df.columns]
         if missing:
@@ -103,7 +108,7 @@ class Panel:
             msg = (f"{source}: {int(bad.sum())} occupation value(s) unknown to scheme '{scheme}' "
                    f"(e.g. {', '.join(codes)}) in {_rows(bad)}")
             if unknown == "error":
-                raise DataError(msg + "; pass --unknown missing to treat them as Missing")
+                raise DataError(msg + unknown_hint)
             log.warning(msg + "; counted as Missing")
         out["state"] = titles.fillna(MISSING)
         for c in OPTIONAL:
@@ -148,8 +153,12 @@ class Panel:
 
 
 def _all_int(s: pd.Series) -> bool:
+    """Integer ids that fit in int64 exactly (longer ids, like 20-digit ones, stay strings)."""
     v = pd.to_numeric(s, errors="coerce")
-    return bool(v.notna().all() and (v == v.round()).all())
+    return bool(v.notna().all() and (v == v.round()).all() and (v.abs() < 2**53).all())
+
+
+YEARS = (1900, 2100)  # plausible calendar years (of events and of births)
 
 
 def _integer_column(s: pd.Series, name: str, source: str, allow_missing: bool = False) -> pd.Series:
@@ -157,6 +166,12 @@ def _integer_column(s: pd.Series, name: str, source: str, allow_missing: bool = 
     bad = (v.isna() & (s.notna() if allow_missing else True)) | (v.notna() & (v != v.round()))
     if bad.any():
         raise DataError(f"{source}: {name} must be an integer in {_rows(bad)} (e.g. {s[bad].iloc[0]!r})")
+    lo, hi = YEARS
+    out = v.notna() & ((v < lo) | (v > hi))
+    if out.any():
+        hint = " (two-digit years? write them in full, e.g. 1970)" if (v[out].abs() < 100).all() else ""
+        raise DataError(f"{source}: {name} must be a calendar year between {lo} and {hi} in {_rows(out)} "
+                        f"(e.g. {s[out].iloc[0]!r}){hint}")
     return v.astype("Int64")
 
 

@@ -150,8 +150,7 @@ def evaluate(lp: np.ndarray, events: Events, model: str = "model", split: str | 
             mask = (col == level).to_numpy()
             if mask.sum() < 20:
                 continue
-            sub = Events(events.panel, ev[mask].reset_index(drop=True), events.seed)
-            r = core_metrics(lp[mask], sub, None, n_boot=100)
+            r = core_metrics(lp[mask], events.where(mask), None, n_boot=100)
             m["subgroups"][g][str(level)] = {k: r[k] for k in ("n_events", "perplexity", "perplexity_ci95", "top1", "ece")} | {
                 "move_auc": r["move"]["auc"], "working_auc": r["working"]["auc"]}
     return m

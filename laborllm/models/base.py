@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
 from abc import ABC, abstractmethod
@@ -36,6 +37,8 @@ class Model(ABC):
     kind: ClassVar[str]
     #: what the log-probabilities mean; every model here is renormalised over the state set
     normalization: str = "exact, over all states"
+    #: a causal language model over resume texts (takes a pretrained `base`, has the LLM scoring modes)
+    language_model: ClassVar[bool] = False
 
     def __init__(self, **config):
         self.config = {**self.default_config(), **config}
@@ -70,21 +73,25 @@ class Model(ABC):
         pass
 
     def save(self, out: str | Path, data_spec: dict | None = None) -> Path:
-        """Write the model folder atomically: a temp folder renamed into place."""
+        """Write the model folder atomically: a temp folder swapped into place. Over an existing model
+        folder, files that are not ours are kept; any other non-empty folder is refused."""
         out = Path(out)
-        if out.exists() and not (out / "model.json").exists() and (out.is_file() or any(out.iterdir())):
-            raise UserError(f"{out}: exists and is not a laborllm model folder; refusing to overwrite it")
+        check_output_folder(out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        meta = {"format": FORMAT_VERSION, "kind": self.kind, "name": self.name, "config": self.config,
-                "states": self.states, "normalization": self.normalization, "data": data_spec or {},
-                "saved": time.strftime("%Y-%m-%dT%H:%M:%S"), **{k: v for k, v in self.meta.items() if k != "data"}}
-        self.save_extra(tmp)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.tensors().items()} or {"_": torch.zeros(1)},
-                  str(tmp / "weights.safetensors"))
-        (tmp / "model.json").write_text(json.dumps(meta, indent=2, default=str))
-        (tmp / "README.md").write_text(model_card(meta))
-        _replace_dir(tmp, out)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        try:
+            meta = {"format": FORMAT_VERSION, "kind": self.kind, "name": self.name, "config": self.config,
+                    "states": self.states, "normalization": self.normalization, "data": data_spec or {},
+                    "saved": time.strftime("%Y-%m-%dT%H:%M:%S"), **{k: v for k, v in self.meta.items() if k != "data"}}
+            self.save_extra(tmp)
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.tensors().items()} or {"_": torch.zeros(1)},
+                      str(tmp / "weights.safetensors"))
+            (tmp / "model.json").write_text(json.dumps(meta, indent=2, default=str))
+            (tmp / "README.md").write_text(model_card(meta))
+            _replace_dir(tmp, out)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
         return out
 
     def save_extra(self, folder: Path) -> None:
@@ -98,16 +105,112 @@ class Model(ABC):
         return m
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        import shutil
+# what a model folder of ours holds (anything else in it is the user's and is kept)
+OURS = ("model.json", "weights.safetensors", "README.md", "hf", "adapter", "logprobs-*.parquet", "metrics-*.json")
 
-        shutil.rmtree(old, ignore_errors=True)
-    else:
+
+def is_model_folder(folder: Path) -> bool:
+    """A folder counts as ours only when its model.json is one of ours: a JSON object with our
+    format, a known kind, and the weights beside it."""
+    try:
+        meta = json.loads((folder / "model.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(meta, dict) and meta.get("format") == FORMAT_VERSION and isinstance(meta.get("kind"), str)
+            and (folder / "weights.safetensors").is_file())
+
+
+def check_output_folder(out: Path) -> None:
+    """Refuse, before any work, an output path that is a file or a non-empty folder not ours."""
+    recover(out)
+    if out.is_file():
+        raise UserError(f"{out}: is a file; give a folder for the model")
+    if out.is_dir() and any(out.iterdir()) and not is_model_folder(out):
+        raise UserError(f"{out}: exists and is not a laborllm model folder; refusing to overwrite it")
+
+
+def _aside(out: Path) -> Path:
+    return out.with_name(f".{out.name}.old")
+
+
+def recover(out: Path) -> None:
+    """Put back a model folder left aside by a replacement that was killed between its two renames."""
+    old = _aside(out)
+    if old.is_dir() and not out.exists():
+        os.replace(old, out)
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Swap `tmp` into `out`. The user's files in an old `out` are hard-linked (copied where links
+    are impossible) into `tmp` first; the old folder waits aside until the swap is done, and
+    `recover` puts it back if the process dies in between."""
+    if not out.exists():
         os.replace(tmp, out)
+        return
+    for entry in out.iterdir():
+        if not any(entry.match(p) for p in OURS) and not (tmp / entry.name).exists():
+            if entry.is_dir():
+                shutil.copytree(entry, tmp / entry.name, copy_function=_link_or_copy)
+            else:
+                _link_or_copy(entry, tmp / entry.name)
+    old = _aside(out)
+    if old.exists():
+        shutil.rmtree(old)
+    os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _link_or_copy(src, dst) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+class OutputLock:
+    """An exclusive lock on an output path (a `.NAME.lock` file beside it holding the owner's pid),
+    so two processes never write one folder; a lock whose process is gone is taken over."""
+
+    def __init__(self, out: Path):
+        self.path = Path(out).with_name(f".{Path(out).name}.lock")
+
+    def __enter__(self) -> "OutputLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                pid = self._owner()
+                if pid and _alive(pid):
+                    raise UserError(f"{self.path.with_name(self.path.name[1:-5])}: being written by process {pid} "
+                                    f"(lock {self.path}); wait for it or stop it") from None
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            return self
+        raise UserError(f"{self.path}: cannot take the output lock")
+
+    def _owner(self) -> int | None:
+        try:
+            return int(self.path.read_text().strip() or 0)
+        except (OSError, ValueError):
+            return None
+
+    def __exit__(self, *exc) -> None:
+        if self._owner() == os.getpid():
+            self.path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def model_card(meta: dict) -> str:
@@ -125,25 +228,3 @@ def model_card(meta: dict) -> str:
             lines.append(f"- {k.replace('_', ' ')}: {meta[k]}")
     lines += ["", "Data terms: NLSY microdata are public-use (BLS); check your own panel's licence before sharing."]
     return "\n".join(lines) + "\n"
-
-
-def load_model(folder: str | Path) -> Model:
-    from laborllm.models.registry import MODELS
-
-    folder = Path(folder)
-    meta_path = folder / "model.json"
-    if not meta_path.exists():
-        raise UserError(f"{folder}: not a laborllm model folder (no model.json)")
-    try:
-        meta = json.loads(meta_path.read_text())
-        kind = meta["kind"]
-    except (json.JSONDecodeError, KeyError) as e:
-        raise UserError(f"{meta_path}: corrupt model description ({e})") from None
-    if kind not in MODELS:
-        raise UserError(f"{meta_path}: unknown model kind {kind!r}")
-    try:
-        return MODELS[kind].from_folder(folder, meta)
-    except UserError:
-        raise
-    except Exception as e:
-        raise UserError(f"{folder}: cannot load the model ({type(e).__name__}: {str(e)[:200]})") from None

@@ -158,15 +158,15 @@ class Career(Model):
         t0 = time.time()
         if pre is not None:
             data = self._sequences(pre)
-            self._train(data, None, None, self.config["pretrain_epochs"], allowed=None, desc="pretrain")
+            self._train(data, None, self.config["pretrain_epochs"], allowed=None, desc="pretrain")
         train_ids = events.frame[events.frame.split == "train"].person_id.unique()
         data = self._sequences(events.panel, set(train_ids))
-        self._train(data, events.valid, self._allowed(dev), self.config["epochs"], allowed=self._allowed(dev), desc="fit")
+        self._train(data, events.valid, self.config["epochs"], allowed=self._allowed(dev), desc="fit")
         self.meta.update(fit_seconds=round(time.time() - t0, 1), train_persons=len(train_ids),
                          parameters=sum(p.numel() for p in self.net.parameters()), device=dev)
         return self
 
-    def _train(self, data, valid: Events | None, allowed_eval, epochs, allowed, desc):
+    def _train(self, data, valid: Events | None, epochs, allowed, desc):
         c, dev = self.config, next(self.net.parameters()).device
         opt = torch.optim.AdamW(self.net.parameters(), lr=c["lr"], betas=(0.9, 0.98), weight_decay=c["weight_decay"])
         n = len(data["prev"])

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+from transformers import TrainerCallback
 
 from laborllm.data.events import Events
 from laborllm.io import write_json_atomic
@@ -33,6 +34,7 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 class LLM(Model):
     kind = "llm"
+    language_model = True
     profiles = {
         # CPU-sized (the men panel's 382 training people in about 4 minutes on 2 cores, bf16 where native):
         # LoRA, one epoch, every training person
@@ -85,9 +87,7 @@ class LLM(Model):
 
     def _resume_ids(self, events: Events, split: str, limit: int | None) -> list[list[int]]:
         f = events.panel.frame
-        ids = sorted(events.frame[events.frame.split == split].person_id.unique())
-        if limit:
-            ids = list(np.random.default_rng(self.config["seed"]).choice(ids, size=min(limit, len(ids)), replace=False))
+        ids = events.subset(split).sample_persons(limit, self.config["seed"]).frame.person_id.unique()
         enc = self._encoder(events.panel)
         rows = f[f.person_id.isin(set(ids))]
         return [enc.person(g)[0] for _, g in rows.groupby("person_id")]
@@ -135,11 +135,8 @@ class LLM(Model):
             output_dir=str(ckpt), num_train_epochs=cfg["epochs"], max_steps=cfg["max_steps"],
             per_device_train_batch_size=plan["per_device"], per_device_eval_batch_size=plan["per_device"],
             learning_rate=cfg["lr"], weight_decay=cfg["weight_decay"],
-            lr_scheduler_type="cosine", eval_strategy="epoch" if cfg["max_steps"] < 0 else "steps",
-            save_strategy="epoch" if cfg["max_steps"] < 0 else "steps",
-            eval_steps=max(1, cfg["max_steps"] // 2) if cfg["max_steps"] > 0 else None,
-            save_steps=max(1, cfg["max_steps"] // 2) if cfg["max_steps"] > 0 else None,
-            load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
+            lr_scheduler_type="cosine", **_checkpointing(cfg, plan["steps"]),
+            metric_for_best_model="eval_loss", greater_is_better=False,
             save_total_limit=2, bf16=bf16, logging_steps=5, report_to="none", seed=cfg["seed"],
             group_by_length=not cfg["pack_tokens"], dataloader_num_workers=0, remove_unused_columns=False,
             use_cpu=not cuda, ddp_find_unused_parameters=False, disable_tqdm=not is_main_process(),
@@ -160,7 +157,7 @@ class LLM(Model):
             train_loss=round(float(result.training_loss), 4), world_size=world, train_tokens=speed.tokens,
             tokens_per_second=round(speed.rate, 1) if speed.rate else None,
             best_eval_loss=trainer.state.best_metric, subset="yes" if cfg["max_train_persons"] else "no",
-            train_steps=trainer.state.global_step, planned_steps=plan["steps"], warmup_steps=plan["warmup_steps"],
+            train_steps=trainer.state.global_step, steps_this_run=speed.steps, planned_steps=plan["steps"], warmup_steps=plan["warmup_steps"],
             tokens_per_step=plan["tokens_per_step"], precision="bf16" if bf16 else "fp32",
         )
         self._ckpt = ckpt
@@ -193,9 +190,18 @@ class LLM(Model):
             if (folder / "adapter").exists():
                 from peft import PeftModel
 
+                cls._check_adapter(folder / "adapter")
                 m.lm = PeftModel.from_pretrained(m.lm, folder / "adapter").merge_and_unload()
         m.lm.eval()
         return m
+
+    @staticmethod
+    def _check_adapter(folder: Path) -> None:
+        """Adapters load from safetensors only: a pickled adapter_model.bin is refused, never read."""
+        if not (folder / "adapter_model.safetensors").is_file():
+            from laborllm.errors import UserError
+
+            raise UserError(f"{folder}: no adapter_model.safetensors (pickled .bin adapters are never loaded)")
 
     def load_tensors(self, t):
         ids = t["prompt_ids"].tolist()
@@ -277,9 +283,7 @@ class ICL(LLM):
 
     def _prepare_prompt(self, events: Events) -> None:
         f = events.panel.frame
-        train = events.frame[events.frame.split == "train"].person_id.unique()
-        rng = np.random.default_rng(self.config["seed"])
-        shots = rng.choice(train, size=min(self.config["shots"], len(train)), replace=False)
+        shots = events.train.person_sample(self.config["shots"], self.config["seed"]) or []
         enc = self._encoder(events.panel)
         intro = enc.encode("Below are work histories of survey respondents, one year per line.\n\n")
         ids = list(intro)
@@ -298,6 +302,15 @@ def _training_args(cls, **kw):
     if dropped:
         log.debug("TrainingArguments without %s", dropped)
     return cls(**{k: v for k, v in kw.items() if k in known})
+
+
+def _checkpointing(cfg: dict, steps: int) -> dict:
+    """When to evaluate and save. Several epochs: each epoch, keeping the best. One epoch (or a step
+    budget): a checkpoint halfway, so a killed run resumes, and no evaluation (nothing to choose)."""
+    if cfg["max_steps"] < 0 and cfg["epochs"] > 1:
+        return {"eval_strategy": "epoch", "save_strategy": "epoch", "load_best_model_at_end": True}
+    return {"eval_strategy": "no", "save_strategy": "steps", "save_steps": max(1, steps // 2),
+            "load_best_model_at_end": False}
 
 
 def _resumable(ckpt: Path, run: dict) -> bool:
@@ -396,11 +409,6 @@ def _collate_packed(batch: list[dict]) -> dict:
         mask[i, 0, t:, t:] |= torch.eye(n - t, dtype=torch.bool)  # padding attends to itself only
     return {"input_ids": ids, "position_ids": pos, "attention_mask": mask, "labels": labels}
 
-
-try:
-    from transformers import TrainerCallback
-except ImportError:  # pragma: no cover
-    TrainerCallback = object
 
 
 class _TokensPerSecond(TrainerCallback):

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from laborllm.data.events import Events
+from laborllm.errors import UserError
 from laborllm.models.base import Model
 from laborllm.models.features import history_features
 
@@ -30,6 +31,11 @@ class Markov(Model):
     def name(self) -> str:
         return self.config.get("name") or f"markov{self.config['order']}"
 
+    def __init__(self, **config):
+        super().__init__(**config)
+        if self.config["order"] not in (1, 2):
+            raise UserError(f"markov: order must be 1 or 2, got {self.config['order']!r}")
+
     def describe(self) -> str:
         how = "add-alpha smoothing" + (", Witten-Bell back-off" if self.config["order"] == 2 else "")
         return f"{self.name} (order {self.config['order']}, {how} tuned on valid)"
@@ -46,11 +52,14 @@ class Markov(Model):
         keep = tr.last2.to_numpy() >= 0
         self.c2_keys, self.c2_vals = np.unique(ctx2[keep] * K + y[keep], return_counts=True)
         va, yv = history_features(events.valid), events.valid.frame.target.to_numpy()
-        if self.config["alpha"] is None:
-            self.config["alpha"] = min(ALPHAS, key=lambda a: self._nll(va, yv, a, None))
-        if self.config["order"] == 2 and self.config["beta"] is None:
-            self.config["beta"] = min(BETAS, key=lambda b: self._nll(va, yv, self.config["alpha"], b))
-        self.meta["valid_perplexity"] = round(float(np.exp(self._nll(va, yv, self.config["alpha"], self.config["beta"]))), 4)
+        # tuned values are learned state (alpha_, beta_): the settings stay as given, so a refit retunes
+        self.alpha_ = self.config["alpha"]
+        if self.alpha_ is None:
+            self.alpha_ = min(ALPHAS, key=lambda a: self._nll(va, yv, a, None))
+        self.beta_ = self.config["beta"] if self.config["order"] == 2 else None
+        if self.config["order"] == 2 and self.beta_ is None:
+            self.beta_ = min(BETAS, key=lambda b: self._nll(va, yv, self.alpha_, b))
+        self.meta["valid_perplexity"] = round(float(np.exp(self._nll(va, yv, self.alpha_, self.beta_))), 4)
         return self
 
     def _nll(self, feats, y, alpha, beta) -> float:
@@ -80,15 +89,22 @@ class Markov(Model):
         return np.log(p)
 
     def log_probs(self, events: Events) -> np.ndarray:
-        return self._log_probs(history_features(events), self.config["alpha"], self.config["beta"])
+        return self._log_probs(history_features(events), self.alpha_, self.beta_)
 
     def tensors(self):
         return {"unigram": torch.tensor(self.unigram), "c1": torch.tensor(self.c1),
-                "c2_keys": torch.tensor(self.c2_keys), "c2_vals": torch.tensor(self.c2_vals)}
+                "c2_keys": torch.tensor(self.c2_keys), "c2_vals": torch.tensor(self.c2_vals),
+                "alpha": torch.tensor([self.alpha_], dtype=torch.float64),
+                "beta": torch.tensor([np.nan if self.beta_ is None else self.beta_], dtype=torch.float64)}
 
     def load_tensors(self, t):
         self.unigram, self.c1 = t["unigram"].numpy(), t["c1"].numpy()
         self.c2_keys, self.c2_vals = t["c2_keys"].numpy(), t["c2_vals"].numpy()
+        if "alpha" not in t:
+            raise UserError("markov: the weights file lacks the tuned smoothing (saved by an older laborllm); refit it")
+        self.alpha_ = float(t["alpha"][0])
+        beta = float(t["beta"][0])
+        self.beta_ = None if np.isnan(beta) else beta
 
 
 class BagOfJobs(Model):

@@ -1,9 +1,37 @@
-"""Model kinds by name (the MODEL argument of `laborllm fit`)."""
+"""Model kinds by name (the MODEL argument of `laborllm fit`), and loading a model folder of any kind."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+from laborllm.errors import UserError
+from laborllm.models.base import Model, recover
 from laborllm.models.career import Career
 from laborllm.models.llm import ICL, LLM
 from laborllm.models.logit import Logit
 from laborllm.models.markov import BagOfJobs, Markov
 
 MODELS = {"markov": Markov, "bag": BagOfJobs, "logit": Logit, "career": Career, "llm": LLM, "icl": ICL}
+
+
+def load_model(folder: str | Path) -> Model:
+    folder = Path(folder)
+    recover(folder)
+    meta_path = folder / "model.json"
+    if not meta_path.exists():
+        raise UserError(f"{folder}: not a laborllm model folder (no model.json)")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8-sig"))
+        kind = meta["kind"]
+        if not isinstance(meta.get("config"), dict) or not isinstance(meta.get("states"), list):
+            raise KeyError("config/states")
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{meta_path}: not a laborllm model description ({type(e).__name__}: {e})") from None
+    if kind not in MODELS:
+        raise UserError(f"{meta_path}: unknown model kind {kind!r}")
+    try:
+        return MODELS[kind].from_folder(folder, meta)
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"{folder}: cannot load the model ({type(e).__name__}: {str(e)[:200]})") from None

@@ -1,0 +1,232 @@
+"""Bad inputs and faults through the real entry point (`laborllm.cli.main`): each exits with the
+status it promises (2 bad input, 130 interrupted, 1 internal error with a log) and one clear line,
+never a traceback; nothing a user wrote is lost."""
+import json
+import os
+import sys
+
+import pandas as pd
+import pytest
+
+from laborllm import cli
+
+
+@pytest.fixture(scope="module")
+def panel(tmp_path_factory):
+    """60 real NLSY97 people as a user CSV (titles)."""
+    import laborllm as ll
+
+    p = ll.load_panel("nlsy97")
+    keep = sorted(p.frame.person_id.unique())[:60]
+    f = p.frame[p.frame.person_id.isin(keep)].assign(occupation=lambda d: d.state)
+    path = tmp_path_factory.mktemp("data") / "panel.csv"
+    f[["person_id", "year", "occupation", "gender", "race", "birth_year", "education", "region"]].to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def markov(panel, tmp_path_factory):
+    out = tmp_path_factory.mktemp("m") / "markov"
+    assert call(["fit", "markov", "--data", str(panel), "--scheme", "titles", "--out", str(out)])[0] == 0
+    return out
+
+
+def call(args, monkeypatch=None):
+    """Run the CLI's main() in-process; (exit status, stderr + stdout)."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    err, out = io.StringIO(), io.StringIO()
+    old = sys.argv
+    sys.argv = ["laborllm", *map(str, args)]
+    try:
+        with redirect_stderr(err), redirect_stdout(out):
+            try:
+                cli.main()
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = old
+    return code, err.getvalue() + out.getvalue()
+
+
+def variant(panel, tmp_path, name, **edit):
+    f = pd.read_csv(panel)
+    for col, (row, value) in edit.items():
+        f[col] = f[col].astype(object)
+        f.loc[row, col] = value
+    path = tmp_path / f"{name}.csv"
+    f.to_csv(path, index=False)
+    return path
+
+
+def assert_bad(code, text, *words):
+    assert code == 2, text
+    assert "Traceback" not in text
+    for w in words:
+        assert w in text, text
+
+
+@pytest.mark.parametrize("args, words", [
+    ([], ["Usage"]),
+    (["bogus"], ["No such command"]),
+    (["fit"], ["Missing argument"]),
+    (["fit", "markov", "--bogus"], ["No such option"]),
+    (["data", "describe", "--seed", "-1"], ["--seed"]),
+    (["data", "describe", "--seed", "x"], ["--seed"]),
+    (["run", "--models", "nope"], ["unknown model"]),
+    (["run", "--set", "career.epochs"], ["key=value"]),
+])
+def test_usage_errors_exit_2_in_one_line(args, words):
+    assert_bad(*call(args), *words)
+
+
+def test_bad_panels_name_file_and_rows(panel, tmp_path):
+    for name, edit, words in [
+        ("huge-year", {"year": (3, "1e23")}, ["year", "row"]),
+        ("minus-year", {"year": (4, -5)}, ["calendar year", "row"]),
+        ("future-year", {"year": (5, 3000)}, ["calendar year"]),
+        ("two-digit", {"year": (6, 70)}, ["two-digit"]),
+    ]:
+        path = variant(panel, tmp_path, name, **edit)
+        assert_bad(*call(["data", "describe", "--data", path, "--scheme", "titles"]), path.name, *words)
+    assert_bad(*call(["data", "describe", "--data", panel, "--scheme", "titles", "--columns", "race=gender"]),
+               "already has")
+    # a 20-digit person id is an id, not an overflow
+    f = pd.read_csv(panel)
+    f["person_id"] = f.person_id.map(lambda i: f"{i:020d}")
+    long_ids = tmp_path / "long-ids.csv"
+    f.to_csv(long_ids, index=False)
+    code, text = call(["data", "describe", "--data", long_ids, "--scheme", "titles", "--json"])
+    assert code == 0, text
+
+
+def test_model_settings_and_configs(panel, tmp_path):
+    d = ["--data", panel, "--scheme", "titles"]
+    assert_bad(*call(["fit", "markov", *d, "--out", tmp_path / "m3", "--set", "order=3"]), "order must be 1 or 2")
+    assert not (tmp_path / "m3").exists()
+    for name, text in [("list.json", "[1, 2]"), ("model-list.json", '{"model": [1]}')]:
+        (tmp_path / name).write_text(text)
+        assert_bad(*call(["fit", "markov", *d, "--out", tmp_path / "x", "--config", tmp_path / name]), name)
+    # a model's own seed is a setting like any other (the split's is --seed)
+    code, text = call(["fit", "logit", *d, "--out", tmp_path / "lg", "--set", "seed=1", "--set", "max_iter=3"])
+    assert code == 0, text
+    assert json.loads((tmp_path / "lg" / "model.json").read_text())["config"]["seed"] == 1
+    # a panel with no events (one year per person) is refused before fitting
+    f = pd.read_csv(panel).groupby("person_id").head(1)
+    one = tmp_path / "one-year.csv"
+    f.to_csv(one, index=False)
+    assert_bad(*call(["fit", "markov", "--data", one, "--scheme", "titles", "--out", tmp_path / "none"]), "no train events")
+
+
+def test_user_folders_are_never_lost(panel, tmp_path, markov):
+    d = ["--data", panel, "--scheme", "titles"]
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "model.json").write_text('{"my": "notes"}')
+    (user / "data.csv").write_text("precious")
+    assert_bad(*call(["fit", "markov", *d, "--out", user]), "not a laborllm model folder")
+    assert (user / "data.csv").read_text() == "precious" and (user / "model.json").read_text() == '{"my": "notes"}'
+    # refitting over our own model folder keeps the user's files in it
+    import shutil
+
+    mine = tmp_path / "refit"
+    shutil.copytree(markov, mine)
+    (mine / "notes.txt").write_text("keep me")
+    code, text = call(["fit", "markov", *d, "--out", mine, "--set", "order=2"])
+    assert code == 0, text
+    assert (mine / "notes.txt").read_text() == "keep me"
+    assert json.loads((mine / "model.json").read_text())["config"]["order"] == 2
+    # a replacement killed between its two renames is recovered on the next use
+    os.replace(mine, mine.with_name(".refit.old"))
+    code, text = call(["predict", mine, "--history", history(tmp_path)])
+    assert code == 0, text
+    assert (mine / "notes.txt").exists()
+    # a second writer is refused while the first holds the lock, and says who holds it
+    lock = tmp_path / ".busy.lock"
+    lock.write_text(str(os.getppid()))  # a live process
+    assert_bad(*call(["fit", "markov", *d, "--out", tmp_path / "busy"]), "being written by process")
+    lock.write_text("999999999")  # a dead one: taken over
+    assert call(["fit", "markov", *d, "--out", tmp_path / "busy"])[0] == 0
+    assert not lock.exists()
+
+
+def history(tmp_path, **person):
+    h = tmp_path / "h.json"
+    h.write_text(json.dumps({"person": person or {"gender": "woman", "birth_year": 1982},
+                             "history": [{"year": 2001, "occupation": "Cashiers"}, {"year": 2002, "occupation": "Cashiers"}]}))
+    return h
+
+
+def test_forecast_inputs(tmp_path, markov):
+    h = history(tmp_path)
+    for args, words in [
+        (["--years", "0"], ["--years"]), (["--years", "-3"], ["--years"]), (["--samples", "0"], ["--samples"]),
+        (["--samples", "-2"], ["--samples"]), (["--years", "1000000"], ["--years"]), (["--out", tmp_path], ["is a folder"]),
+    ]:
+        assert_bad(*call(["simulate", markov, "--history", h, *args]), *words)
+    bad_person = tmp_path / "p.json"
+    bad_person.write_text('{"person": "x", "history": [{"year": 2001, "occupation": "Cashiers"}]}')
+    assert_bad(*call(["predict", markov, "--history", bad_person]), "p.json", "person")
+    numbers = tmp_path / "n.json"
+    numbers.write_text("[1, 2, 3]")
+    assert_bad(*call(["predict", markov, "--history", numbers]), "n.json", "row 1")
+    unknown = tmp_path / "u.json"
+    unknown.write_text('[{"year": 2001, "occupation": "Astronaut of the moon"}]')
+    code, text = call(["predict", markov, "--history", unknown])
+    assert_bad(code, text, "u.json", "states the model knows")
+    assert "--unknown missing" not in text
+    bom = tmp_path / "bom.json"
+    bom.write_bytes(b"\xef\xbb\xbf" + history(tmp_path).read_bytes())
+    assert call(["predict", markov, "--history", bom])[0] == 0
+
+
+def test_damaged_model_folders(tmp_path, markov, panel):
+    import shutil
+
+    lst = tmp_path / "list"
+    shutil.copytree(markov, lst)
+    (lst / "model.json").write_text("[]")
+    assert_bad(*call(["evaluate", lst]), "model.json")
+    # a corrupt log-probability cache is recomputed, not fatal
+    cached = tmp_path / "cached"
+    shutil.copytree(markov, cached)
+    assert call(["evaluate", cached])[0] == 0
+    (cached / "logprobs-test.parquet").write_bytes(b"not parquet")
+    code, text = call(["evaluate", cached, "--json"])
+    assert code == 0, text
+    # --tables naming a file
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    assert_bad(*call(["evaluate", markov, "--tables", f]), "file.txt")
+    # an LLM adapter saved as a pickle is refused, never unpickled
+    from laborllm.models.llm import LLM
+
+    ad = tmp_path / "pickled"
+    (ad / "adapter").mkdir(parents=True)
+    (ad / "adapter" / "adapter_config.json").write_text("{}")
+    (ad / "adapter" / "adapter_model.bin").write_bytes(b"\x80\x04not really")
+    with pytest.raises(Exception, match="safetensors"):
+        LLM._check_adapter(ad / "adapter")
+
+
+def test_interrupt_and_internal_error(monkeypatch, panel, tmp_path):
+    from laborllm import api
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "fit", interrupted)
+    code, text = call(["fit", "markov", "--data", panel, "--scheme", "titles", "--out", tmp_path / "i"])
+    assert code == 130 and "interrupted" in text and "resume" in text
+
+    def broken(*a, **k):
+        raise RuntimeError("something we did not foresee")
+
+    monkeypatch.setattr(api, "fit", broken)
+    monkeypatch.setenv("LABORLLM_CACHE", str(tmp_path / "cache"))
+    code, text = call(["fit", "markov", "--data", panel, "--scheme", "titles", "--out", tmp_path / "j"])
+    assert code == 1 and "internal error" in text and "Traceback" not in text
+    logs = list((tmp_path / "cache" / "logs").glob("laborllm-error-*.log"))
+    assert len(logs) == 1 and "something we did not foresee" in logs[0].read_text()
