@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -77,6 +78,52 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+@contextmanager
+def run_log(path: Path):
+    """Library warnings and the trainer's raw figures go to the run folder's log file; the console
+    keeps laborllm's own messages and one progress bar per stage."""
+    import warnings
+
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    root, pywarn = logging.getLogger(), logging.getLogger("py.warnings")
+    libs = [logging.getLogger(n) for n in ("transformers", "peft", "accelerate", "torch")]
+    saved = (root.level, pywarn.propagate, [(lg.propagate, lg.handlers[:]) for lg in libs])
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_default_handler()
+    except ImportError:  # pragma: no cover
+        hf_logging = None
+    root.addHandler(handler)
+    root.setLevel(min(root.level, logging.INFO))
+    logging.getLogger("laborllm.models.llm").setLevel(logging.INFO)
+    for h in root.handlers:  # the console shows warnings and errors only
+        if h is not handler and h.level == logging.NOTSET:
+            h.setLevel(logging.WARNING)
+    logging.captureWarnings(True)
+    pywarn.propagate = False
+    pywarn.addHandler(handler)
+    for lg in libs:
+        lg.propagate = False
+        lg.handlers = [handler]
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        try:
+            yield
+        finally:
+            logging.captureWarnings(False)
+            root.removeHandler(handler)
+            pywarn.removeHandler(handler)
+            root.setLevel(saved[0])
+            pywarn.propagate = saved[1]
+            for lg, (prop, handlers) in zip(libs, saved[2]):
+                lg.propagate, lg.handlers = prop, handlers
+            if hf_logging is not None:
+                hf_logging.enable_default_handler()
+            handler.close()
+
+
 def panel_tag(data: str) -> str:
     """The run subfolder of a panel: its embedded name, or a user file's stem."""
     return Path(str(data)).stem if Path(str(data)).suffix else str(data)
@@ -105,6 +152,12 @@ def run(profile: str = "quick", out: str | Path | None = None, seed: int = 0, da
     write_json_atomic(out / "config.json", config)
     results: list[dict] = []
     sections = []
+    with run_log(out / "run.log"):
+        _run_plan(out, plan, profile, seed, base, data_kw, results, config, sections, report)
+    return results
+
+
+def _run_plan(out, plan, profile, seed, base, data_kw, results, config, sections, report) -> None:
     for panel, chosen in plan:
         if not chosen:
             continue
@@ -118,7 +171,6 @@ def run(profile: str = "quick", out: str | Path | None = None, seed: int = 0, da
         from laborllm.report import write_report
 
         write_report(out, sections, profile)
-    return results
 
 
 def _benchmark(out: Path, panel: str, chosen, profile: str, seed: int, base, data_kw: dict, results: list,

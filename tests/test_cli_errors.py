@@ -175,7 +175,7 @@ def test_forecast_inputs(tmp_path, markov):
     unknown = tmp_path / "u.json"
     unknown.write_text('[{"year": 2001, "occupation": "Astronaut of the moon"}]')
     code, text = call(["predict", markov, "--history", unknown])
-    assert_bad(code, text, "u.json", "states the model knows")
+    assert_bad(code, text, "u.json", "unknown to the model")
     assert "--unknown missing" not in text
     bom = tmp_path / "bom.json"
     bom.write_bytes(b"\xef\xbb\xbf" + history(tmp_path).read_bytes())

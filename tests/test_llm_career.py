@@ -48,7 +48,8 @@ LLM_QUICK = dict(max_train_persons=40, max_valid_persons=10, max_steps=8, batch_
 def test_llm_finetune_lowers_loss_and_scores_exactly(panel_csv, tiny_base, tmp_path):
     spec = api.data_spec(panel_csv, scheme="titles")
     events = api.events_for(spec)
-    m = api.fit("llm", panel_csv, tmp_path / "llm", "quick", scheme="titles", base=tiny_base, lora=False, **LLM_QUICK)
+    m = api.fit("llm", panel_csv, tmp_path / "llm", "quick", scheme="titles", base=tiny_base, lora=False,
+                scoring="renormalised", **LLM_QUICK)
     assert m.meta["train_persons"] == 40 and m.meta["tokens_per_second"] > 0
     assert (tmp_path / "llm" / "hf" / "model.safetensors").exists()
     assert not (tmp_path / ".llm.checkpoints").exists()  # training checkpoints are cleaned up once saved
@@ -91,7 +92,7 @@ import sys
 import laborllm.models.llm as L
 def kill(self, args, state, control, **kw):  # die right after the first checkpoint is written
     sys.exit(3)
-L._TokensPerSecond.on_save = kill
+L._Progress.on_save = kill
 from laborllm import api
 api.fit("llm", {panel_csv!r}, {str(out)!r}, "quick", scheme="titles", base={tiny_base!r}, lora=False, **{LLM_QUICK!r})
 """

@@ -82,7 +82,7 @@ def test_model_folder_errors(tmp_path):
     with pytest.raises(UserError, match="not a laborllm model folder"):
         load_model(tmp_path)
     (tmp_path / "model.json").write_text("{not json")
-    with pytest.raises(UserError, match="corrupt"):
+    with pytest.raises(UserError, match="not a laborllm model description"):
         load_model(tmp_path)
     user = tmp_path / "mine"
     user.mkdir()

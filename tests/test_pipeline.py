@@ -87,3 +87,25 @@ def test_text_command_prints_a_resume():
     r = CliRunner().invoke(app, ["text", "--person", "1", "--data", "nlsy97"])
     assert r.exit_code == 0, r.output
     assert "Work history of a White woman" in r.output and "2002: Student" in r.output
+
+
+def test_readme_tables_are_generated_from_the_run(run_dir, tmp_path):
+    """scripts/results_tables.py fills the README's and benchmarks' marked blocks from the run files."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out, results = run_dir
+    readme, bench = tmp_path / "README.md", tmp_path / "benchmarks.md"
+    readme.write_text("intro\n<!-- results:quick begin -->\nold\n<!-- results:quick end -->\nrest\n")
+    bench.write_text("<!-- timings:quick begin -->\n<!-- timings:quick end -->\n")
+    script = Path(__file__).parents[1] / "scripts" / "results_tables.py"
+    r = subprocess.run([sys.executable, str(script), str(out), "--name", "quick", "--readme", str(readme),
+                        "--benchmarks", str(bench)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    text = readme.read_text()
+    assert "old" not in text and text.startswith("intro\n") and text.endswith("rest\n")
+    for m in results:
+        assert f"| {m['model']} |" in text and f"{m['perplexity']:.2f}" in text
+    assert "Ratio to ref." in text and "1 (reference)" in text
+    assert all(f"panel/{m['model']}" in bench.read_text() for m in results)

@@ -89,6 +89,7 @@ def _fmt(df: pd.DataFrame) -> pd.DataFrame:
 
 def to_markdown(df: pd.DataFrame) -> str:
     f = _fmt(df.drop(columns=["label"], errors="ignore"))
+    f = f.loc[:, [(f[c] != "").any() for c in f.columns]]  # no all-blank columns (e.g. no weights)
     lines = ["| " + " | ".join(f.columns) + " |", "|" + "|".join("---" for _ in f.columns) + "|"]
     lines += ["| " + " | ".join(map(str, row)) + " |" for row in f.itertuples(index=False)]
     return "\n".join(lines) + "\n"
