@@ -78,7 +78,7 @@ def fit(model: str = typer.Argument(..., help="markov, bag, logit, career, llm o
         data: Optional[str] = typer.Option(None, "--data", help="embedded data set name or a panel file (default nlsy97)"),
         out_dir: Path = typer.Option(..., "--out", help="model folder to write"),
         profile: Optional[str] = typer.Option(None, "--profile", help="quick (CPU-sized, default) or full (GPU-sized)"),
-        config: Optional[Path] = typer.Option(None, "--config", help="TOML/JSON: data keys and a [model] table"),
+        config: Optional[Path] = typer.Option(None, "--config", help="TOML/JSON: data keys and a \\[model] table"),
         columns: Optional[str] = ColumnsOpt, scheme: Optional[str] = SchemeOpt,
         unknown: Optional[str] = typer.Option(None, "--unknown", help="unknown codes: error (default) or missing"),
         seed: Optional[int] = typer.Option(None, "--seed", min=0, max=2**32 - 1, help="split seed (default 0)"), set_: list[str] = typer.Option([], "--set", help="model setting key=value (repeatable)")):

@@ -127,7 +127,7 @@ def simulate(model: Model, history: pd.DataFrame, years: int = 5, samples: int =
         copies.append(c)
     cur = pd.concat(copies, ignore_index=True)
     out = []
-    for _ in tqdm(range(years), desc="simulating", unit="year", disable=years < 3):
+    for _ in tqdm(range(years), desc="simulating", unit="year", disable=years < 3, leave=False):
         ev = history_events(model, cur.drop(columns="sample"), source)
         p = np.exp(model.log_probs(ev))
         p /= p.sum(1, keepdims=True)

@@ -161,12 +161,12 @@ def _run_plan(out, plan, profile, seed, base, data_kw, results, config, sections
     for panel, chosen in plan:
         if not chosen:
             continue
-        rows, fitted, events = _benchmark(out, panel, chosen, profile, seed, base, data_kw, results, config)
+        rows, fitted, lps, events = _benchmark(out, panel, chosen, profile, seed, base, data_kw, results, config)
         write_json_atomic(out / "config.json", config)
         if report:
             from laborllm.report import panel_section
 
-            sections.append(panel_section(out / panel_tag(panel), rows, events, fitted, profile, seed))
+            sections.append(panel_section(out / panel_tag(panel), rows, events, fitted, lps, profile, seed))
     if report and sections:
         from laborllm.report import write_report
 
@@ -180,7 +180,7 @@ def _benchmark(out: Path, panel: str, chosen, profile: str, seed: int, base, dat
     events = api.events_for(spec)
     test = events.test
     y = test.frame.target.to_numpy()
-    rows, nll, fitted = [], {}, {}
+    rows, nll, fitted, lps = [], {}, {}, {}
     for name, kind, settings in chosen:
         mfolder = folder / "models" / name
         t0 = time.time()
@@ -198,11 +198,11 @@ def _benchmark(out: Path, panel: str, chosen, profile: str, seed: int, base, dat
                  fit_seconds=model.meta.get("fit_seconds"), score_seconds=round(time.time() - t1, 1))
         rows.append(r)
         nll[name] = -lp[np.arange(len(y)), y]
-        fitted[name] = model
+        fitted[name], lps[name] = model, lp
         config["timings_seconds"][f"{panel_tag(panel)}/{name}"] = round(time.time() - t0, 1)
         _write(out, folder, results + rows, rows, nll, test)
     results.extend(rows)
-    return rows, fitted, events
+    return rows, fitted, lps, events
 
 
 def _write(out: Path, folder: Path, all_rows: list[dict], rows: list[dict], nll: dict, test) -> None:

@@ -15,7 +15,7 @@ import pandas as pd  # noqa: E402
 
 from laborllm.evaluation.compare import _fmt, comparison_table, paired_table  # noqa: E402
 from laborllm.evaluation.metrics import subgroup_column  # noqa: E402
-from laborllm.io import read_log_probs, write_text_atomic  # noqa: E402
+from laborllm.io import write_text_atomic  # noqa: E402
 
 log = logging.getLogger(__name__)
 GROUPS = ("gender", "race", "education", "cohort")
@@ -165,7 +165,7 @@ def _table(df: pd.DataFrame) -> str:
     return df.to_html(index=False, border=0, classes="t", escape=True, na_rep="")
 
 
-def panel_section(folder: Path, results: list[dict], events, models: dict, profile: str, seed: int) -> str:
+def panel_section(folder: Path, results: list[dict], events, models: dict, lps: dict, profile: str, seed: int) -> str:
     """The report's part for one benchmark panel: comparison, paired ratios, LLM normalisation,
     calibration, derived tasks, representativeness and simulated careers, fed what the run holds."""
     test = events.test
@@ -198,7 +198,6 @@ def panel_section(folder: Path, results: list[dict], events, models: dict, profi
                            "working log loss": r["working"]["logloss"], "working rate observed": r["working"]["rate"],
                            "working rate predicted": r["working"]["predicted_rate"]} for r in results])
     parts += ["<h3>Derived tasks: change state, and working next year</h3>", _table(tasks.round(4))]
-    lps = {r["model"]: read_log_probs(folder / "logprobs" / f"{r['model']}-test.parquet")[0] for r in results}
     rep = representativeness(test, lps)
     if len(rep):
         rep.to_csv(folder / "representativeness.csv", index=False)
