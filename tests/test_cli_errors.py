@@ -189,6 +189,24 @@ def test_damaged_model_folders(tmp_path, markov, panel):
     shutil.copytree(markov, lst)
     (lst / "model.json").write_text("[]")
     assert_bad(*call(["evaluate", lst]), "model.json")
+    # the right keys with the wrong shapes
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shapes = tmp_path / "shapes"
+    shutil.copytree(markov, shapes)
+    w = load_file(str(shapes / "weights.safetensors"))
+    w["c1"] = torch.zeros(3, 3, dtype=w["c1"].dtype)
+    save_file(w, str(shapes / "weights.safetensors"))
+    assert_bad(*call(["evaluate", shapes]), "do not fit")
+    # NaN weights: refused with a message, not NaN metrics (and no NaN cache is written)
+    nan = tmp_path / "nan"
+    shutil.copytree(markov, nan)
+    w = load_file(str(nan / "weights.safetensors"))
+    w["c1"] = torch.full_like(w["c1"], float("nan"))
+    save_file(w, str(nan / "weights.safetensors"))
+    assert_bad(*call(["evaluate", nan]), "non-finite")
+    assert not (nan / "logprobs-test.parquet").exists()
     # a corrupt log-probability cache is recomputed, not fatal
     cached = tmp_path / "cached"
     shutil.copytree(markov, cached)

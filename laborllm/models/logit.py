@@ -127,6 +127,12 @@ class Logit(Model):
     def load_tensors(self, t):
         self.W, self.b, self.v, self.offset = t["W"], t["b"], t["v"], t["offset"]
         self.vocab = self.meta["vocab"]
+        K = len(self.states)
+        if self.W.ndim != 2 or self.W.shape[1] != K or self.b.shape != (K,) or self.offset.shape[-1] != K:
+            from laborllm.errors import UserError
+
+            raise UserError(f"logit: weights of shapes {tuple(self.W.shape)}, {tuple(self.b.shape)} do not fit the "
+                            f"{K} states of model.json")
 
     def save(self, out, data_spec=None):
         self.meta["vocab"] = self.vocab

@@ -100,6 +100,10 @@ class Markov(Model):
     def load_tensors(self, t):
         self.unigram, self.c1 = t["unigram"].numpy(), t["c1"].numpy()
         self.c2_keys, self.c2_vals = t["c2_keys"].numpy(), t["c2_vals"].numpy()
+        K = len(self.states)
+        if self.unigram.shape != (K,) or self.c1.shape != (K, K) or self.c2_keys.shape != self.c2_vals.shape:
+            raise UserError(f"markov: weights of shapes {tuple(self.unigram.shape)}, {tuple(self.c1.shape)} do not fit "
+                            f"the {K} states of model.json")
         if "alpha" not in t:
             raise UserError("markov: the weights file lacks the tuned smoothing (saved by an older laborllm); refit it")
         self.alpha_ = float(t["alpha"][0])
