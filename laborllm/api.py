@@ -74,10 +74,6 @@ def make_model(kind: str, profile: str = "quick", **overrides) -> Model:
         raise UserError(f"unknown profile {profile!r}; choose quick or full")
     cls = MODELS[kind]
     preset = getattr(cls, "profiles", {}).get(profile, {})
-    unknown = set(overrides) - set(cls.default_config()) - {"name"}
-    if unknown:
-        raise UserError(f"unknown setting(s) for {kind}: {', '.join(sorted(unknown))}; "
-                        f"known: {', '.join(sorted(cls.default_config()))}")
     return cls(**{**preset, **overrides})
 
 
@@ -119,10 +115,12 @@ def model_log_probs(model: Model, cache: Path | None, events: Events) -> tuple[n
                 return lp, json.loads(meta.get("extra", "{}"))
         except Exception as e:  # a damaged cache is recomputed, never fatal
             log.warning("%s: unreadable log-probability cache, recomputing (%s)", cache, type(e).__name__)
+    t0 = time.time()
     lp = model.log_probs(events)
     if not np.isfinite(lp).all():
         raise UserError(f"{model.name}: the model gives non-finite log-probabilities (corrupt weights?)")
-    extra = dict(getattr(model, "last_extra", {}) or {})
+    # the scoring time travels with the cache, so a resumed run still reports it
+    extra = dict(getattr(model, "last_extra", {}) or {}) | {"score_seconds": round(time.time() - t0, 1)}
     if cache:
         try:
             write_log_probs(cache, events, lp, model.name, model.normalization, extra)

@@ -191,11 +191,10 @@ def _benchmark(out: Path, panel: str, chosen, profile: str, seed: int, base, dat
             log.warning("fitting %s/%s (%s, %s profile)", panel_tag(panel), name, kind, profile)
             extra = {"base": base} if base and MODEL_KINDS[kind].language_model else {}
             model = api.fit(kind, panel, mfolder, profile, seed=seed, name=name, **data_kw, **settings, **extra)
-        t1 = time.time()
         lp, extra = api.model_log_probs(model, folder / "logprobs" / f"{name}-test.parquet", test)
         r = evaluate_log_probs(lp, test, model=name, split="test", normalization=model.normalization)
         r.update(extra, kind=kind, events="test", data=panel_tag(panel), profile=profile, label=model.describe(),
-                 fit_seconds=model.meta.get("fit_seconds"), score_seconds=round(time.time() - t1, 1))
+                 fit_seconds=model.meta.get("fit_seconds"))
         rows.append(r)
         nll[name] = -lp[np.arange(len(y)), y]
         fitted[name], lps[name] = model, lp

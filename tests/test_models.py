@@ -4,7 +4,8 @@ import torch
 
 from laborllm.models.registry import load_model
 from laborllm.models.logit import Logit, design
-from laborllm.models.markov import BagOfJobs, Markov
+from laborllm.models.bag import BagOfJobs
+from laborllm.models.markov import Markov
 
 
 def _ppl(lp, ev):

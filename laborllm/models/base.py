@@ -41,6 +41,10 @@ class Model(ABC):
     language_model: ClassVar[bool] = False
 
     def __init__(self, **config):
+        unknown = set(config) - set(self.default_config()) - {"name"}
+        if unknown:  # checked here, so every way of building a model refuses a misspelt setting
+            raise UserError(f"unknown setting(s) for {self.kind}: {', '.join(sorted(unknown))}; "
+                            f"known: {', '.join(sorted(self.default_config()))}")
         self.config = {**self.default_config(), **config}
         self.states: list[str] = []
         self.meta: dict = {}

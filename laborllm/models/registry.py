@@ -9,7 +9,8 @@ from laborllm.models.base import Model, recover
 from laborllm.models.career import Career
 from laborllm.models.llm import ICL, LLM
 from laborllm.models.logit import Logit
-from laborllm.models.markov import BagOfJobs, Markov
+from laborllm.models.bag import BagOfJobs
+from laborllm.models.markov import Markov
 
 MODELS = {"markov": Markov, "bag": BagOfJobs, "logit": Logit, "career": Career, "llm": LLM, "icl": ICL}
 
