@@ -5,6 +5,7 @@ import torch
 from laborllm.models.registry import load_model
 from laborllm.models.logit import Logit, design
 from laborllm.models.bag import BagOfJobs
+from laborllm.models.career import Career
 from laborllm.models.markov import Markov
 
 
@@ -118,3 +119,50 @@ def test_fit_cli_with_config_file_and_bad_settings(tmp_path):
         from laborllm.api import make_model
 
         make_model("markov", "quick", orderr=2)
+
+
+def test_predictions_do_not_look_ahead(small_events):
+    """A prediction for year t is unchanged when the person's later years change (no leakage)."""
+    import laborllm as ll
+
+    panel = small_events.panel
+    f = panel.frame.copy()
+    ev = small_events
+    person = ev.test.frame.person_id.value_counts().index[0]
+    rows = f.index[f.person_id == person]
+    cut = rows[len(rows) // 2]
+    changed = f.copy()
+    other = [s for s in panel.states if s not in set(f.state[rows])][0]
+    changed.loc[(changed.person_id == person) & (changed.index > cut), "state"] = other
+    ev2 = ll.make_events(ll.load_panel(changed.assign(occupation=changed.state), scheme="titles"), seed=0)
+    early = lambda e: e.test.where((e.test.frame.person_id == person).to_numpy() & (e.test.frame.row <= cut).to_numpy())  # noqa: E731
+    for model in (Markov(order=2).fit(ev), Logit(max_iter=5).fit(ev), Career(layers=1, d=24, heads=2, ff=48, epochs=1).fit(ev)):
+        a, b = model.log_probs(early(ev)), model.log_probs(early(ev2))
+        assert len(a) >= 2
+        np.testing.assert_allclose(a, b, atol=1e-5, err_msg=model.name)
+
+
+def test_career_two_stage_head_formula():
+    """P(stay) = sigmoid(a); every other state gets (1 - sigmoid(a)) x softmax of its logit among the
+    states other than the last one; with no last state, a plain softmax."""
+    import torch
+
+    from laborllm.models.career import CareerNet
+
+    torch.manual_seed(0)
+    net = CareerNet(n_tokens=7, n_states=5, cov_sizes={}, d=12, layers=1, heads=2, ff=24, dropout=0.0).eval()
+    prev = torch.tensor([[5, 1, 2]])
+    last = torch.tensor([[-1, 1, 2]])
+    with torch.no_grad():
+        lp = net(prev, {}, last)[0]
+        x = net.tok(prev) * net.d ** 0.5 + net.pe[:3]
+        causal = torch.triu(torch.ones(3, 3, dtype=torch.bool), 1)
+        out = net.head(net.norm(net.blocks(x, mask=causal, is_causal=True)))[0]
+    z, a = out[:, :-1], out[:, -1]
+    np.testing.assert_allclose(lp[0].exp().numpy(), torch.softmax(z[0], -1).numpy(), atol=1e-5)
+    for t in (1, 2):
+        k = int(last[0, t])
+        stay = torch.sigmoid(a[t])
+        others = torch.softmax(torch.cat([z[t, :k], z[t, k + 1:]]), -1) * (1 - stay)
+        np.testing.assert_allclose(float(lp[t, k].exp()), float(stay), atol=1e-5)
+        np.testing.assert_allclose(torch.cat([lp[t, :k], lp[t, k + 1:]]).exp().numpy(), others.numpy(), atol=1e-5)
