@@ -81,12 +81,17 @@ def fit(model: str = typer.Argument(..., help="markov, bag, logit, career, llm o
         config: Optional[Path] = typer.Option(None, "--config", help="TOML/JSON: data keys and a \\[model] table"),
         columns: Optional[str] = ColumnsOpt, scheme: Optional[str] = SchemeOpt,
         unknown: Optional[str] = typer.Option(None, "--unknown", help="unknown codes: error (default) or missing"),
-        seed: Optional[int] = typer.Option(None, "--seed", min=0, max=2**32 - 1, help="split seed (default 0)"), set_: list[str] = typer.Option([], "--set", help="model setting key=value (repeatable)")):
+        seed: Optional[int] = typer.Option(None, "--seed", min=0, max=2**32 - 1, help="split seed (default 0)"),
+        pool: Optional[str] = typer.Option(None, "--pool", help="llm: also train on every person of these panels, comma-separated "
+                                           "(embedded names or files), each in its own words; --set pool_mode=sequential trains on them first"),
+        set_: list[str] = typer.Option([], "--set", help="model setting key=value (repeatable)")):
     """Fit a model on the train split (valid for tuning) and save it as a model folder."""
     from laborllm import api
 
     cfg = api.read_config(config)
     model_cfg = {**cfg.get("model", {}), **_parse_sets(set_)}
+    if pool:
+        model_cfg["pool"] = [p.strip() for p in pool.split(",") if p.strip()]
     # command-line values win over the config file, which wins over the defaults
     pick = lambda name, value, default: value if value is not None else cfg.get(name, default)  # noqa: E731
     m = api.fit(model, pick("data", data, "nlsy97"), out_dir, pick("profile", profile, "quick"),

@@ -227,3 +227,29 @@ def test_packed_schedule_keeps_the_recipe_per_step(tiny_base):
     assert packed["warmup_steps"] == round(0.05 * packed["steps"])
     # two processes share a step's rows
     assert training_schedule(lengths, cfg, world=2)["per_device"] == packed["per_device"] // 2
+
+
+def test_pooling_other_panels_into_llm_training(panel_csv, tiny_base, tmp_path):
+    """--pool adds every person of another panel, in its own words, jointly or first; a bad or
+    self-pooled panel is refused before anything is trained."""
+    from typer.testing import CliRunner
+
+    from laborllm.cli import app
+    from laborllm.errors import UserError
+
+    quick = {**LLM_QUICK, "max_steps": 4}
+    joint = api.fit("llm", panel_csv, tmp_path / "joint", "quick", scheme="titles", base=tiny_base, lora=False,
+                    pool=["nlsy79-males"], **quick)
+    assert joint.meta["pool_persons"] == 545 and joint.meta["train_persons"] == 40
+    assert "545 pooled from nlsy79-males (joint)" in joint.describe()
+    seq = api.fit("llm", panel_csv, tmp_path / "seq", "quick", scheme="titles", base=tiny_base, lora=False,
+                  pool="nlsy79-males", pool_mode="sequential", **quick)
+    assert seq.meta["pool_stage"]["train_steps"] == 4 and seq.meta["train_steps"] == 4
+    assert not list(tmp_path.glob(".seq.checkpoints*"))  # both stages' checkpoints cleaned up
+    with pytest.raises(UserError, match="pool 'no-such-panel'"):
+        api.fit("llm", panel_csv, tmp_path / "bad", "quick", scheme="titles", base=tiny_base, pool=["no-such-panel"], **quick)
+    with pytest.raises(UserError, match="target panel itself"):
+        api.fit("llm", panel_csv, tmp_path / "self", "quick", scheme="titles", base=tiny_base, pool=[panel_csv], **quick)
+    r = CliRunner().invoke(app, ["fit", "llm", "--data", panel_csv, "--scheme", "titles", "--out", str(tmp_path / "c"),
+                                 "--pool", "nope.csv", "--set", f"base={tiny_base}"])
+    assert r.exit_code != 0 and "nope.csv" in str(r.exception or r.output)

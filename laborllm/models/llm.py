@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
 from laborllm.data.events import Events
+from laborllm.errors import UserError
 from laborllm.io import write_json_atomic
 from laborllm.models.base import Model, is_main_process
 from laborllm.models.lm_loading import load_lm, resolve_base, use_bf16
@@ -29,6 +30,7 @@ from laborllm.scoring import MODES, ExactScorer
 from laborllm.text import ResumeTemplate, SegmentEncoder
 
 log = logging.getLogger(__name__)
+POOL_MODES = ("joint", "sequential")
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -51,15 +53,19 @@ class LLM(Model):
                 "score_max_tokens": None, "seed": 0, "gradient_checkpointing": False,
                 "pack_tokens": 0,  # > 0: pack resumes into rows of this many tokens (no padding)
                 "precision": "auto",  # auto: bf16 on GPUs and on CPUs with native bf16, else fp32
-                "scoring": "renormalised"}  # or "constrained" (see laborllm.scoring.exact)
+                "scoring": "renormalised",  # or "constrained" (see laborllm.scoring.exact)
+                # other panels whose people all join the training, each career in its own panel's words
+                "pool": None, "pool_mode": "joint"}  # joint: one training; sequential: the pool, then the target
 
     def __init__(self, **config):
         super().__init__(**config)
         if self.config["scoring"] not in MODES:
-            from laborllm.errors import UserError
-
             raise UserError(f"unknown scoring mode {self.config['scoring']!r}; choose {' or '.join(MODES)}")
         use_bf16(self.config["precision"])  # refuses an unknown precision now, not after training
+        if isinstance(self.config["pool"], str):  # --set pool=a,b
+            self.config["pool"] = [p.strip() for p in self.config["pool"].split(",") if p.strip()]
+        if self.config["pool_mode"] not in POOL_MODES:
+            raise UserError(f"unknown pool_mode {self.config['pool_mode']!r}; choose {' or '.join(POOL_MODES)}")
 
     @property
     def normalization(self) -> str:
@@ -79,8 +85,10 @@ class LLM(Model):
         c, m = self.config, self.meta
         how = (f"LoRA r{c['lora_r']}" + (f" on the top {c['lora_layers']} layers" if c["lora_layers"] else "")
                if c["lora"] else "full fine-tune")
-        return (f"{self.name} ({self.base_label()}, {how}, {c['variant']}, {m.get('train_persons', '?')} training people, "
-                f"{m.get('train_steps', '?')} steps, {m.get('precision', '?')}, {c['scoring']})")
+        pool = (f" + {m.get('pool_persons', '?')} pooled from {', '.join(map(str, c['pool']))} ({c['pool_mode']})"
+                if c["pool"] else "")
+        return (f"{self.name} ({self.base_label()}, {how}, {c['variant']}, {m.get('train_persons', '?')} training people"
+                f"{pool}, {m.get('train_steps', '?')} steps, {m.get('precision', '?')}, {c['scoring']})")
 
     # -- text -------------------------------------------------------------------------------
     def _encoder(self, panel) -> SegmentEncoder:
@@ -101,23 +109,47 @@ class LLM(Model):
 
     def fit(self, events: Events) -> "LLM":
         self.states = list(events.states)
+        pools = self._pool_panels(events)  # a bad pooled panel is refused before any model is loaded
         self._load_base()
         self._prepare_prompt(events)
         if self.config["epochs"] > 0:
-            self._train(events)
+            self._train(events, pools)
         self.meta["base_dir"] = str(self.base_dir)
         return self
+
+    def _pool_panels(self, events: Events) -> list:
+        from laborllm.data.loaders import load_panel
+
+        panels = []
+        for name in self.config["pool"] or []:
+            try:
+                p = load_panel(name)
+            except UserError as e:
+                raise UserError(f"pool {name!r}: {e}") from None
+            if p.source == events.panel.source:
+                raise UserError(f"pool {name!r} is the target panel itself: its validation and test people "
+                                "would enter training")
+            panels.append(p)
+        return panels
+
+    def _pooled_resumes(self, panels: list) -> list[list[int]]:
+        """Every person of each pooled panel, in that panel's own states and words."""
+        tpl = ResumeTemplate(self.config["variant"], self.config["birth_year"])
+        out = []
+        for p in panels:
+            enc = SegmentEncoder(self.tok, tpl, p.states, p.scheme)
+            out += [enc.person(g)[0] for _, g in p.frame.groupby("person_id")]
+        return out
 
     def _prepare_prompt(self, events: Events) -> None:
         """Tokens put before every resume: none for a fine-tuned model (ICL adds examples)."""
         self.prompt_ids: list[int] = []
 
-    def _train(self, events: Events) -> None:
-        from transformers import Trainer, TrainingArguments
-
+    def _train(self, events: Events, pools: list) -> None:
         cfg = self.config
         train = self._resume_ids(events, "train", cfg["max_train_persons"])
         valid = self._resume_ids(events, "valid", cfg["max_valid_persons"])
+        pooled = self._pooled_resumes(pools)
         if cfg["lora"]:
             from peft import LoraConfig, get_peft_model
 
@@ -128,11 +160,27 @@ class LLM(Model):
                                                          target_modules=LORA_TARGETS, task_type="CAUSAL_LM", **top))
         out = Path(self.meta.get("out") or Path.cwd() / "laborllm-llm")
         ckpt = out.parent / f".{out.name}.checkpoints"  # beside the model folder, removed once saved
+        self._ckpts = [ckpt]
+        run = {"config": cfg, "data": events.fingerprint()}
+        if pooled and cfg["pool_mode"] == "sequential":  # first the pooled careers, then the target's
+            self._ckpts.append(ckpt.with_name(ckpt.name + "-pool"))
+            self.meta["pool_stage"] = self._run_trainer(pooled, valid, self._ckpts[-1], run | {"stage": "pool"})
+            stage = train
+        else:
+            stage = train + pooled
+        self.meta.update(self._run_trainer(stage, valid, ckpt, run), train_persons=len(train), valid_persons=len(valid),
+                         pool_persons=len(pooled), subset="yes" if cfg["max_train_persons"] else "no")
+        self.lm.eval()
+
+    def _run_trainer(self, train: list[list[int]], valid: list[list[int]], ckpt: Path, run: dict) -> dict:
+        """One Hugging Face Trainer run over these resumes; its figures for the model card."""
+        from transformers import Trainer, TrainingArguments
+
+        cfg = self.config
         cuda = torch.cuda.is_available()
         bf16 = use_bf16(cfg["precision"])
         world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun / accelerate launch
         plan = training_schedule([len(r) for r in train], cfg, world)
-        n_train, n_valid = len(train), len(valid)
         if cfg["pack_tokens"]:
             train, valid = pack(train, cfg["pack_tokens"]), pack(valid, cfg["pack_tokens"])
         args = _training_args(
@@ -149,28 +197,25 @@ class LLM(Model):
         if cfg["gradient_checkpointing"]:
             self.lm.gradient_checkpointing_enable()
         trainer = Trainer(model=self.lm, args=args, train_dataset=_Resumes(train), eval_dataset=_Resumes(valid),
-                          data_collator=_collate_packed if cfg["pack_tokens"] else _collate, callbacks=[speed := _Progress(plan["tokens_per_step"], self.name)])
+                          data_collator=_collate_packed if cfg["pack_tokens"] else _collate,
+                          callbacks=[speed := _Progress(plan["tokens_per_step"], self.name)])
         # our one progress bar (loss, tokens/s) replaces the Trainer's, which prints raw log dicts
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
         trainer.remove_callback(ProgressCallback)
         trainer.remove_callback(PrinterCallback)
-        resume = _resumable(ckpt, {"config": cfg, "data": events.fingerprint(), "world": world})
+        resume = _resumable(ckpt, run | {"world": world})
         if resume:
             log.warning("resuming training from %s", ckpt)
         t0 = time.time()
         result = trainer.train(resume_from_checkpoint=resume or None)
-        seconds = time.time() - t0
-        self.meta.update(
-            train_persons=n_train, valid_persons=n_valid, train_seconds=round(seconds, 1),
-            train_loss=round(float(result.training_loss), 4), world_size=world, train_tokens=speed.tokens,
-            tokens_per_second=round(speed.rate, 1) if speed.rate else None,
-            best_eval_loss=trainer.state.best_metric, subset="yes" if cfg["max_train_persons"] else "no",
-            train_steps=trainer.state.global_step, steps_this_run=speed.steps, planned_steps=plan["steps"], warmup_steps=plan["warmup_steps"],
+        return dict(
+            train_seconds=round(time.time() - t0, 1), train_loss=round(float(result.training_loss), 4),
+            world_size=world, train_tokens=speed.tokens, tokens_per_second=round(speed.rate, 1) if speed.rate else None,
+            best_eval_loss=trainer.state.best_metric, train_steps=trainer.state.global_step,
+            steps_this_run=speed.steps, planned_steps=plan["steps"], warmup_steps=plan["warmup_steps"],
             tokens_per_step=plan["tokens_per_step"], precision="bf16" if bf16 else "fp32",
         )
-        self._ckpt = ckpt
-        self.lm.eval()
 
     # -- persistence ------------------------------------------------------------------------
     def save_extra(self, folder: Path) -> None:
@@ -182,8 +227,8 @@ class LLM(Model):
         elif self.config["epochs"] > 0:
             lm.save_pretrained(folder / "hf")
             self.tok.save_pretrained(folder / "hf")
-        if getattr(self, "_ckpt", None) is not None:
-            shutil.rmtree(self._ckpt, ignore_errors=True)
+        for ckpt in getattr(self, "_ckpts", []):
+            shutil.rmtree(ckpt, ignore_errors=True)
 
     def tensors(self):
         return {"prompt_ids": torch.tensor(self.prompt_ids or [-1])}
@@ -208,8 +253,6 @@ class LLM(Model):
     def _check_adapter(folder: Path) -> None:
         """Adapters load from safetensors only: a pickled adapter_model.bin is refused, never read."""
         if not (folder / "adapter_model.safetensors").is_file():
-            from laborllm.errors import UserError
-
             raise UserError(f"{folder}: no adapter_model.safetensors (pickled .bin adapters are never loaded)")
 
     def load_tensors(self, t):
