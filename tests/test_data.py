@@ -153,3 +153,51 @@ def test_cli_exit_status_2_on_bad_file(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2
     assert "missing required column(s) year" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_codebook_brings_a_users_own_coding(tmp_path):
+    """The raw NLS Young Women file in its 1-digit codes loads with a codebook; its titles are the
+    states; a code the codebook lacks is refused by name (or counted as Missing on request)."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+    import pytest
+    from typer.testing import CliRunner
+
+    import laborllm as ll
+    from laborllm.cli import app
+    from laborllm.errors import DataError
+
+    raw = pd.read_csv(Path(__file__).parents[2] / "shared" / "data" / "nls-young-women-nlswork" / "nlswork.csv")
+    raw = raw[raw.idcode <= 300]
+    two_digit = tmp_path / "nlswork-raw.csv"
+    raw.to_csv(two_digit, index=False)
+    full = tmp_path / "nlswork.csv"
+    raw.assign(year=raw.year + 1900, birth_yr=raw.birth_yr + 1900).to_csv(full, index=False)
+    book = tmp_path / "codebook.csv"
+    titles = {1: "Professional", 2: "Managers", 3: "Sales", 4: "Clerical", 5: "Craftsmen", 6: "Operatives",
+              7: "Transport", 8: "Laborers", 9: "Farmers", 10: "Farm laborers", 11: "Service",
+              12: "Household workers", 13: "Other"}
+    book.write_text("code,title\n" + "".join(f"{c},{t}\n" for c, t in titles.items()))
+    cols = {"idcode": "person_id", "occ_code": "occupation", "birth_yr": "birth_year"}
+    p = ll.load_panel(full, columns=cols, codebook=book)
+    assert set(p.states) - {"Student", "Not working", "Military"} <= set(titles.values())
+    assert (p.frame.state == "Clerical").any() and p.scheme.name == "titles"
+    # a code the codebook lacks
+    short = tmp_path / "short.csv"
+    short.write_text("code,title\n" + "".join(f"{c},{t}\n" for c, t in titles.items() if c != 13))
+    with pytest.raises(DataError, match="not in the codebook.*13"):
+        ll.load_panel(full, columns=cols, codebook=short)
+    assert "Other" not in ll.load_panel(full, columns=cols, codebook=short, unknown="missing").states
+    # bad codebooks and two-digit years are named
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,label\n1,x\n")
+    with pytest.raises(DataError, match="code,title"):
+        ll.load_panel(full, columns=cols, codebook=bad)
+    with pytest.raises(DataError, match="two-digit"):
+        ll.load_panel(two_digit, columns=cols, codebook=book)
+    r = CliRunner().invoke(app, ["data", "describe", "--data", str(full), "--columns",
+                                 "idcode=person_id,occ_code=occupation,birth_yr=birth_year", "--codebook", str(book), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["persons"] == p.n_persons > 250

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from laborllm.data.panel import Panel, read_table
+from laborllm.data.schemes import read_codebook
 from laborllm.errors import DataError
 
 
@@ -45,20 +46,27 @@ def load_panel(
     scheme: str | None = None,
     unknown: str = "error",
     min_age: int | None = None,
+    codebook: str | Path | None = None,
 ) -> Panel:
     """One call for every panel: an embedded name (``nlsy97``, ``nlswork``, ``nlsy79-males``), a
-    path to a CSV/Parquet/Stata file, or a DataFrame with the canonical columns."""
+    path to a CSV/Parquet/Stata file, or a DataFrame with the canonical columns. `codebook`: a CSV of
+    code,title for a panel in its own occupation coding (its titles become the states)."""
     if isinstance(columns, str):
         columns = parse_columns(columns)
+    book = read_codebook(codebook) if codebook else None
+    if book is not None and scheme not in (None, "titles"):
+        raise DataError(f"--codebook gives the titles itself; it cannot be combined with --scheme {scheme}")
     if isinstance(data, pd.DataFrame):
-        return Panel.from_frame(data, columns=columns, scheme=scheme or "occ1990dd", unknown=unknown, min_age=min_age)
+        return Panel.from_frame(data, columns=columns, scheme=scheme or "occ1990dd", unknown=unknown, min_age=min_age,
+                                codebook=book)
     name = str(data)
     if name in EMBEDDED:
         e = EMBEDDED[name]
         with (resources.files("laborllm.data") / "assets" / e.file).open("rb") as f:
             df = pd.read_parquet(f)
-        return Panel.from_frame(df, source=name, scheme=scheme or e.scheme, unknown=unknown, min_age=min_age)
+        return Panel.from_frame(df, source=name, scheme=scheme or e.scheme, unknown=unknown, min_age=min_age,
+                                codebook=book)
     if not Path(name).exists() and "/" not in name and "." not in name:
         raise DataError(f"unknown data set {name!r}: use one of {', '.join(EMBEDDED)} or a file path")
     return Panel.from_frame(read_table(name), source=name, columns=columns, scheme=scheme or "occ1990dd",
-                            unknown=unknown, min_age=min_age)
+                            unknown=unknown, min_age=min_age, codebook=book)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from laborllm.data.schemes import MISSING, Scheme
+from laborllm.data.schemes import MISSING, SPECIAL_STATES, UNKNOWN_CODE, Scheme, _norm_code
 from laborllm.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ class Panel:
         unknown: str = "error",
         min_age: int | None = None,
         unknown_hint: str = "; pass --unknown missing to treat them as Missing",
+        codebook: dict[str, str] | None = None,
     ) -> "Panel":
         """Validate a raw table and build the panel; every failure raises DataError naming rows."""
         if unknown not in UNKNOWN_POLICIES:
@@ -99,13 +100,16 @@ class Panel:
         dup = out.duplicated(["person_id", "year"], keep=False)
         if dup.any():
             raise DataError(f"{source}: duplicate person-years (person_id, year) in {_rows(dup)}")
+        if codebook is not None:  # the user's own classification: its titles are the states
+            df, scheme = df.assign(occupation=_apply_codebook(df.occupation, codebook)), "titles"
         sch = Scheme(scheme)
         raw = df.occupation.map(lambda v: "" if pd.isna(v) else str(v))
         titles = raw.map(sch.to_title)
         bad = titles.isna()
         if bad.any():
-            codes = sorted(raw[bad].unique())[:10]
-            msg = (f"{source}: {int(bad.sum())} occupation value(s) unknown to scheme '{scheme}' "
+            codes = sorted(raw[bad].str.replace(UNKNOWN_CODE, "").unique())[:10]
+            known = "not in the codebook" if codebook is not None else f"unknown to scheme '{scheme}'"
+            msg = (f"{source}: {int(bad.sum())} occupation value(s) {known} "
                    f"(e.g. {', '.join(codes)}) in {_rows(bad)}")
             if unknown == "error":
                 raise DataError(msg + unknown_hint)
@@ -173,6 +177,16 @@ def _integer_column(s: pd.Series, name: str, source: str, allow_missing: bool = 
         raise DataError(f"{source}: {name} must be a calendar year between {lo} and {hi} in {_rows(out)} "
                         f"(e.g. {s[out].iloc[0]!r}){hint}")
     return v.astype("Int64")
+
+
+def _apply_codebook(values: pd.Series, codebook: dict[str, str]) -> pd.Series:
+    def one(v):
+        if pd.isna(v) or str(v).strip() in ("", MISSING, *SPECIAL_STATES):
+            return v
+        s = str(v).strip()
+        return codebook.get(_norm_code(s), UNKNOWN_CODE + s)
+
+    return values.map(one)
 
 
 def _truthy(v) -> bool | None:

@@ -18,6 +18,7 @@ MISSING = "Missing"
 SPECIAL_STATES = ("Student", "Not working", "Military")
 NON_WORK = ("Student", "Not working")  # states that count as "not working" in the derived task
 SCHEMES = ("occ1990dd", "census", "titles")
+UNKNOWN_CODE = "\x00unknown code "  # marks a value a codebook lacks, so that every scheme refuses it
 
 # Broad occ1990dd groups (Autor-Dorn code ranges), used to summarise careers in the report.
 OCC1990DD_GROUPS = [
@@ -72,6 +73,34 @@ def _norm_code(value: str) -> str:
     return str(int(f)) if f.is_integer() else value
 
 
+def read_codebook(path) -> dict[str, str]:
+    """A user's classification: a CSV with columns code,title -> {normalised code: title}. The
+    panel's states are then the codebook's titles (1-digit NLS groups, SOC, ISCO-08, any scheme)."""
+    from pathlib import Path
+
+    from laborllm.errors import DataError
+
+    p = Path(path)
+    try:
+        t = pd.read_csv(p, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DataError(f"{p}: no such codebook file") from None
+    except (OSError, ValueError, pd.errors.ParserError) as e:
+        raise DataError(f"{p}: cannot read the codebook as CSV ({type(e).__name__})") from None
+    cols = {c.strip().lower(): c for c in t.columns}
+    if "code" not in cols or "title" not in cols:
+        raise DataError(f"{p}: a codebook needs the columns code,title (found: {', '.join(map(str, t.columns))})")
+    codes, titles = t[cols["code"]].str.strip(), t[cols["title"]].str.strip()
+    empty = (codes == "") | (titles == "")
+    if empty.any():
+        raise DataError(f"{p}: empty code or title in row(s) {', '.join(str(i + 2) for i in empty[empty].index[:5])}")
+    norm = codes.map(_norm_code)
+    dup = norm.duplicated(keep=False) & ~titles.duplicated(keep=False)
+    if dup.any():
+        raise DataError(f"{p}: code(s) {', '.join(sorted(set(codes[dup]))[:5])} given two different titles")
+    return dict(zip(norm, titles))
+
+
 @dataclass(frozen=True)
 class Scheme:
     name: str
@@ -85,6 +114,8 @@ class Scheme:
     def to_title(self, value: str) -> str | None:
         """Title for a raw value, MISSING for a missing value, None when the code is unknown."""
         v = value.strip()
+        if v.startswith(UNKNOWN_CODE):
+            return None
         if v in ("", "nan", "NaN", "None", "<NA>", MISSING):
             return MISSING
         if v in SPECIAL_STATES:
