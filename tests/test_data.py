@@ -156,12 +156,11 @@ def test_cli_exit_status_2_on_bad_file(tmp_path):
 
 
 def test_codebook_brings_a_users_own_coding(tmp_path):
-    """The raw NLS Young Women file in its 1-digit codes loads with a codebook; its titles are the
-    states; a code the codebook lacks is refused by name (or counted as Missing on request)."""
+    """NLS Young Women as the raw file has them (1-digit codes, the file's own column names) load
+    with a codebook; its titles are the states; a code the codebook lacks is refused by name (or
+    counted as Missing on request)."""
     import json
-    from pathlib import Path
 
-    import pandas as pd
     import pytest
     from typer.testing import CliRunner
 
@@ -169,27 +168,30 @@ def test_codebook_brings_a_users_own_coding(tmp_path):
     from laborllm.cli import app
     from laborllm.errors import DataError
 
-    raw = pd.read_csv(Path(__file__).parents[2] / "shared" / "data" / "nls-young-women-nlswork" / "nlswork.csv")
-    raw = raw[raw.idcode <= 300]
+    nls = ll.load_panel("nlswork").frame
+    nls = nls[nls.person_id.isin(sorted(nls.person_id.unique())[:300])]
+    work = sorted(set(nls.state) - {"Student", "Not working", "Military", "Missing"})
+    titles = {i + 1: t for i, t in enumerate(work)}
+    code = {t: c for c, t in titles.items()}
+    raw = nls.assign(occ_code=nls.state.map(code)).rename(columns={"person_id": "idcode", "birth_year": "birth_yr"})
+    raw = raw[["idcode", "year", "occ_code", "birth_yr"]]
     two_digit = tmp_path / "nlswork-raw.csv"
-    raw.to_csv(two_digit, index=False)
+    raw.assign(year=raw.year - 1900).to_csv(two_digit, index=False)
     full = tmp_path / "nlswork.csv"
-    raw.assign(year=raw.year + 1900, birth_yr=raw.birth_yr + 1900).to_csv(full, index=False)
+    raw.to_csv(full, index=False)
     book = tmp_path / "codebook.csv"
-    titles = {1: "Professional", 2: "Managers", 3: "Sales", 4: "Clerical", 5: "Craftsmen", 6: "Operatives",
-              7: "Transport", 8: "Laborers", 9: "Farmers", 10: "Farm laborers", 11: "Service",
-              12: "Household workers", 13: "Other"}
     book.write_text("code,title\n" + "".join(f"{c},{t}\n" for c, t in titles.items()))
     cols = {"idcode": "person_id", "occ_code": "occupation", "birth_yr": "birth_year"}
     p = ll.load_panel(full, columns=cols, codebook=book)
     assert set(p.states) - {"Student", "Not working", "Military"} <= set(titles.values())
-    assert (p.frame.state == "Clerical").any() and p.scheme.name == "titles"
+    assert p.scheme.name == "titles" and (p.frame.state.to_numpy() == nls.state.to_numpy()).all()
     # a code the codebook lacks
+    last = max(titles)
     short = tmp_path / "short.csv"
-    short.write_text("code,title\n" + "".join(f"{c},{t}\n" for c, t in titles.items() if c != 13))
-    with pytest.raises(DataError, match="not in the codebook.*13"):
+    short.write_text("code,title\n" + "".join(f"{c},{t}\n" for c, t in titles.items() if c != last))
+    with pytest.raises(DataError, match=f"not in the codebook.*{last}"):
         ll.load_panel(full, columns=cols, codebook=short)
-    assert "Other" not in ll.load_panel(full, columns=cols, codebook=short, unknown="missing").states
+    assert titles[last] not in ll.load_panel(full, columns=cols, codebook=short, unknown="missing").states
     # bad codebooks and two-digit years are named
     bad = tmp_path / "bad.csv"
     bad.write_text("id,label\n1,x\n")
