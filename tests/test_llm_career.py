@@ -242,6 +242,7 @@ def test_pooling_other_panels_into_llm_training(panel_csv, tiny_base, tmp_path):
                     pool=["nlsy79-males"], **quick)
     assert joint.meta["pool_persons"] == 545 and joint.meta["train_persons"] == 40
     assert "545 pooled from nlsy79-males (joint)" in joint.describe()
+    assert "pooled into training: every person of nlsy79-males" in (tmp_path / "joint" / "README.md").read_text()
     seq = api.fit("llm", panel_csv, tmp_path / "seq", "quick", scheme="titles", base=tiny_base, lora=False,
                   pool="nlsy79-males", pool_mode="sequential", **quick)
     assert seq.meta["pool_stage"]["train_steps"] == 4 and seq.meta["train_steps"] == 4

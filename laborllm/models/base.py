@@ -227,8 +227,14 @@ def model_card(meta: dict) -> str:
         f"- states: {len(meta['states'])}; probabilities are {meta['normalization']}",
         f"- config: `{json.dumps(meta['config'], default=str)}`",
     ]
-    for k in ("fit_seconds", "valid_perplexity", "train_events"):
+    for k in ("fit_seconds", "valid_perplexity", "train_events", "train_persons", "pool_persons"):
         if k in meta:
             lines.append(f"- {k.replace('_', ' ')}: {meta[k]}")
+    pool = meta["config"].get("pool")
+    if pool:
+        lines.append(f"- pooled into training: every person of {', '.join(map(str, pool))} "
+                     f"({meta['config'].get('pool_mode')}); only the target's training people joined them. "
+                     "The surveys' person ids are not linked, so a person appearing in two panels cannot be "
+                     "detected; the embedded panels are distinct samples.")
     lines += ["", "Data terms: NLSY microdata are public-use (BLS); check your own panel's licence before sharing."]
     return "\n".join(lines) + "\n"
