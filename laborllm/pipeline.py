@@ -98,9 +98,9 @@ def run_log(path: Path):
     root.addHandler(handler)
     root.setLevel(min(root.level, logging.INFO))
     logging.getLogger("laborllm.models.llm").setLevel(logging.INFO)
-    for h in root.handlers:  # the console shows warnings and errors only
-        if h is not handler and h.level == logging.NOTSET:
-            h.setLevel(logging.WARNING)
+    quieted = [h for h in root.handlers if h is not handler and h.level == logging.NOTSET]
+    for h in quieted:  # the console shows warnings and errors only
+        h.setLevel(logging.WARNING)
     logging.captureWarnings(True)
     pywarn.propagate = False
     pywarn.addHandler(handler)
@@ -116,6 +116,8 @@ def run_log(path: Path):
             root.removeHandler(handler)
             pywarn.removeHandler(handler)
             root.setLevel(saved[0])
+            for h in quieted:
+                h.setLevel(logging.NOTSET)
             pywarn.propagate = saved[1]
             for lg, (prop, handlers) in zip(libs, saved[2]):
                 lg.propagate, lg.handlers = prop, handlers

@@ -22,3 +22,14 @@ def small_events():
     keep = sorted(p.frame.person_id.unique())[:400]
     return ll.make_events(ll.load_panel(p.frame[p.frame.person_id.isin(keep)].assign(occupation=lambda d: d.state),
                                         scheme="titles"), seed=0)
+
+
+def nlsy97_csv(path, n_persons: int, columns=("gender", "race", "birth_year", "education", "region", "weight")):
+    """The first n real NLSY97 people written as a canonical user CSV (titles scheme)."""
+    import laborllm as ll
+
+    p = ll.load_panel("nlsy97")
+    keep = sorted(p.frame.person_id.unique())[:n_persons]
+    f = p.frame[p.frame.person_id.isin(keep)].assign(occupation=lambda d: d.state)
+    f[["person_id", "year", "occupation", *columns]].to_csv(path, index=False)
+    return path

@@ -9,19 +9,14 @@ import pandas as pd
 import pytest
 
 from laborllm import cli
+from tests.conftest import nlsy97_csv
 
 
 @pytest.fixture(scope="module")
 def panel(tmp_path_factory):
     """60 real NLSY97 people as a user CSV (titles)."""
-    import laborllm as ll
-
-    p = ll.load_panel("nlsy97")
-    keep = sorted(p.frame.person_id.unique())[:60]
-    f = p.frame[p.frame.person_id.isin(keep)].assign(occupation=lambda d: d.state)
-    path = tmp_path_factory.mktemp("data") / "panel.csv"
-    f[["person_id", "year", "occupation", "gender", "race", "birth_year", "education", "region"]].to_csv(path, index=False)
-    return path
+    return nlsy97_csv(tmp_path_factory.mktemp("data") / "panel.csv", 60,
+                      ("gender", "race", "birth_year", "education", "region"))
 
 
 @pytest.fixture(scope="module")

@@ -11,19 +11,13 @@ from laborllm import api
 from laborllm.models.registry import load_model
 from laborllm.models.career import Career
 from laborllm.models.markov import Markov
+from tests.conftest import nlsy97_csv
 
 
 @pytest.fixture(scope="module")
 def panel_csv(tmp_path_factory):
     """150 real NLSY97 people as a canonical user CSV (titles scheme)."""
-    import laborllm as ll
-
-    p = ll.load_panel("nlsy97")
-    keep = sorted(p.frame.person_id.unique())[:150]
-    f = p.frame[p.frame.person_id.isin(keep)].assign(occupation=lambda d: d.state)
-    path = tmp_path_factory.mktemp("data") / "panel.csv"
-    f[["person_id", "year", "occupation", "gender", "race", "birth_year", "education", "region", "weight"]].to_csv(path, index=False)
-    return str(path)
+    return str(nlsy97_csv(tmp_path_factory.mktemp("data") / "panel.csv", 150))
 
 
 @pytest.fixture(scope="module")

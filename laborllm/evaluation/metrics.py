@@ -36,31 +36,33 @@ def bootstrap_perplexity_ci(nll: np.ndarray, persons: np.ndarray, weights: np.nd
     w = np.ones_like(nll) if weights is None else weights
     s = np.bincount(inv, weights=nll * w, minlength=len(codes))
     c = np.bincount(inv, weights=w, minlength=len(codes))
-    rng = np.random.default_rng(seed)
-    draws = rng.multinomial(len(codes), np.full(len(codes), 1 / len(codes)), size=n_boot)
+    draws = _person_draws(len(codes), n_boot, seed)
     ppl = np.exp((draws @ s) / np.maximum(draws @ c, 1e-12))
     lo, hi = np.percentile(ppl, [2.5, 97.5])
     return float(lo), float(hi)
 
 
-def paired_ratio_ci(nll_a: np.ndarray, nll_b: np.ndarray, persons: np.ndarray, n_boot: int = 500,
-                    seed: int = 0) -> dict:
-    """Perplexity ratio a/b on the same events, with a 95% interval from a person bootstrap that
-    resamples the same people for both models (tight where marginal intervals overlap)."""
+def paired_comparisons(nll: dict[str, np.ndarray], persons: np.ndarray, n_boot: int = 500, seed: int = 0) -> dict:
+    """{model: {other: {"ratio", "ci95"}}}: the perplexity ratio of every ordered pair of models scored
+    on the same events, with a 95% interval from one person bootstrap shared by all models (the same
+    resampled people for both sides: tight where marginal intervals overlap)."""
     codes, inv = np.unique(persons, return_inverse=True)
-    d = np.bincount(inv, weights=nll_a - nll_b, minlength=len(codes))
-    c = np.bincount(inv, minlength=len(codes)).astype(float)
-    ratio = float(np.exp(d.sum() / c.sum()))
-    if len(codes) < 2:
-        return {"ratio": ratio, "ci95": [None, None]}
-    draws = np.random.default_rng(seed).multinomial(len(codes), np.full(len(codes), 1 / len(codes)), size=n_boot)
-    lo, hi = np.percentile(np.exp((draws @ d) / (draws @ c)), [2.5, 97.5])
-    return {"ratio": ratio, "ci95": [float(lo), float(hi)]}
+    count = np.bincount(inv, minlength=len(codes)).astype(float)
+    sums = {m: np.bincount(inv, weights=v, minlength=len(codes)) for m, v in nll.items()}
+    draws = _person_draws(len(codes), n_boot, seed) if len(codes) > 1 else None
+    boot = {m: (draws @ v) / (draws @ count) for m, v in sums.items()} if draws is not None else None
+    out: dict = {a: {} for a in nll}
+    for a in nll:
+        for b in nll:
+            if a != b:
+                ci = [None, None] if boot is None else np.percentile(np.exp(boot[a] - boot[b]), [2.5, 97.5]).tolist()
+                out[a][b] = {"ratio": float(np.exp((sums[a].sum() - sums[b].sum()) / count.sum())), "ci95": ci}
+    return out
 
 
-def paired_comparisons(nll: dict[str, np.ndarray], persons: np.ndarray, n_boot: int = 500) -> dict:
-    """{model: {other: paired ratio}} for every ordered pair of models scored on the same events."""
-    return {a: {b: paired_ratio_ci(nll[a], nll[b], persons, n_boot) for b in nll if b != a} for a in nll}
+def _person_draws(n_persons: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n_persons): how often each person is drawn in each bootstrap replicate."""
+    return np.random.default_rng(seed).multinomial(n_persons, np.full(n_persons, 1 / n_persons), size=n_boot)
 
 
 def _wmean(x, w):
