@@ -16,8 +16,8 @@ from laborllm.evaluation.metrics import evaluate as evaluate_log_probs, paired_c
 from laborllm.io import read_log_probs, write_json_atomic, write_log_probs
 from laborllm.models.base import Model, OutputLock, check_output_folder, is_main_process
 from laborllm.models.registry import MODELS, load_model
+from laborllm.profiles import check_preset
 
-PROFILES = ("quick", "full")
 log = logging.getLogger(__name__)
 
 
@@ -73,10 +73,8 @@ def read_config(path: str | Path | None) -> dict:
 def make_model(kind: str, profile: str = "quick", **overrides) -> Model:
     if kind not in MODELS:
         raise UserError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}")
-    if profile not in PROFILES:
-        raise UserError(f"unknown profile {profile!r}; choose quick or full")
     cls = MODELS[kind]
-    preset = getattr(cls, "profiles", {}).get(profile, {})
+    preset = getattr(cls, "profiles", {}).get(check_preset(profile), {})
     return cls(**{**preset, **overrides})
 
 

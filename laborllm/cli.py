@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from laborllm.errors import UserError
+from laborllm.profiles import NAMES, REFERENCE
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 data_app = typer.Typer(no_args_is_help=True, help="Inspect panels.")
@@ -136,29 +137,30 @@ def evaluate(folders: list[Path] = typer.Argument(..., help="model folders"),
 
 
 @app.command()
-def run(profile: str = typer.Option("quick", "--profile", help="quick (2-core CPU, ~15 min) or full (GPU)"),
+def run(profile: str = typer.Option("quick", "--profile", help="quick (2-core CPU, ~15 min), full (GPU), or pooling "
+                                     "(2-core CPU, ~1 h: the men panel alone and pooled with nlswork)"),
         out_dir: Optional[Path] = typer.Option(None, "--out", help="run folder (default runs/PROFILE)"),
-        data: Optional[str] = typer.Option(None, "--data", help="one panel (embedded name or file) with every model, "
-                                           "instead of the profile's panels (quick: nlsy79-males with every model, "
-                                           "nlsy97 with the baselines; full: nlsy97 with every model)"),
+        data: Optional[str] = typer.Option(None, "--data", help="one panel (embedded name or file) with every model of "
+                                           "the profile, instead of the profile's panels (quick: nlsy79-males with "
+                                           "every model, nlsy97 with the baselines; full: nlsy97 with every model)"),
         seed: int = SeedOpt,
-        models: Optional[str] = typer.Option(None, "--models", help="comma-separated subset of: markov1, markov2, logit, career, llm-titles, llm-codes, icl"),
+        models: Optional[str] = typer.Option(None, "--models", help="comma-separated subset of: " + ", ".join(NAMES)),
         base: Optional[str] = typer.Option(None, "--base", help="pretrained LM for the LLM models: a folder or GGUF file (default SmolLM2-135M-Instruct)"),
         scheme: Optional[str] = SchemeOpt, codebook: Optional[str] = CodebookOpt,
         set_: list[str] = typer.Option([], "--set", help="MODEL.key=value: a setting of one model of the run, e.g. career.epochs=1 (repeatable)")):
     """The whole benchmark: fit every model, evaluate on the same test events, write metrics, tables, plots and report.html."""
     from laborllm.evaluation.compare import comparison_table, rich_table
-    from laborllm.pipeline import ALL, REFERENCE, run as run_benchmark
+    from laborllm.pipeline import run as run_benchmark
 
     names = [m.strip() for m in models.split(",")] if models else None
-    unknown_models = set(names or []) - set(ALL)
+    unknown_models = set(names or []) - set(NAMES)
     if unknown_models:
-        raise UserError(f"unknown model(s) {', '.join(sorted(unknown_models))}; choose from {', '.join(ALL)}")
+        raise UserError(f"unknown model(s) {', '.join(sorted(unknown_models))}; choose from {', '.join(NAMES)}")
     overrides: dict = {}
     for key, value in _parse_sets(set_).items():
         name, _, setting = key.partition(".")
-        if not setting or name not in ALL:
-            raise UserError(f"--set {key}: expected MODEL.key=value with MODEL one of {', '.join(ALL)}")
+        if not setting or name not in NAMES:
+            raise UserError(f"--set {key}: expected MODEL.key=value with MODEL one of {', '.join(NAMES)}")
         overrides.setdefault(name, {})[setting] = value
     out_dir = out_dir or Path("runs") / profile
     extra = {k: v for k, v in (("scheme", scheme), ("codebook", codebook)) if v}

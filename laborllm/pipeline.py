@@ -1,8 +1,9 @@
 """`laborllm run`: the whole benchmark, resumable, written to one run folder.
 
-A profile is a list of benchmarks, each a panel and the models compared on its full test set:
-the quick profile runs every model, LLMs included, where the whole method fits on a 2-core CPU (the
-NLSY79 men panel), and the baselines on NLSY97; the full profile runs every model on NLSY97 (GPU).
+A profile (laborllm.profiles) is a list of benchmarks, each a panel and the models compared on its
+full test set: quick runs every model where the whole method fits on a 2-core CPU (the NLSY79 men
+panel) and the baselines on NLSY97; full runs every model on NLSY97 (GPU); pooling sets the men panel
+alone against the men panel pooled with the NLS Young Women.
 
 run/
   config.json              profile, seed, benchmarks, package versions, timings
@@ -29,26 +30,10 @@ from laborllm.evaluation.compare import comparison_table, paired_table, write_ta
 from laborllm.evaluation.metrics import evaluate as evaluate_log_probs, paired_comparisons
 from laborllm.io import write_json_atomic
 from laborllm.models.registry import MODELS as MODEL_KINDS, load_model
+from laborllm.profiles import MODELS, REFERENCE, profile as get_profile
 
 log = logging.getLogger(__name__)
 
-# (name, kind, settings): the models of the benchmark, in table order
-MODELS = [
-    ("markov1", "markov", {"order": 1}),
-    ("markov2", "markov", {"order": 2}),
-    ("logit", "logit", {}),
-    ("career", "career", {}),
-    ("llm-titles", "llm", {"variant": "titles"}),
-    ("llm-codes", "llm", {"variant": "codes"}),
-    ("icl", "icl", {"variant": "titles"}),
-]
-ALL = tuple(m[0] for m in MODELS)
-BASELINES = ("markov1", "markov2", "logit", "career")
-BENCHMARKS = {
-    "quick": [("nlsy79-males", ALL), ("nlsy97", BASELINES)],
-    "full": [("nlsy97", ALL)],
-}
-REFERENCE = "logit"  # the model every other is set against in the tables' paired-ratio column
 
 
 def versions() -> dict:
@@ -138,13 +123,10 @@ def run(profile: str = "quick", out: str | Path | None = None, seed: int = 0, da
     run folder. `data` replaces the profile's panels by one panel with every model; `base` replaces
     the pretrained LM of the LLM models (a folder or GGUF file; default SmolLM2); `overrides` maps a
     model name to settings that replace the profile's (e.g. {"career": {"epochs": 1}})."""
-    if profile not in api.PROFILES:
-        from laborllm.errors import UserError
-
-        raise UserError(f"unknown profile {profile!r}; choose quick or full")
+    prof = get_profile(profile)
     out = Path(out or f"runs/{profile}")
     out.mkdir(parents=True, exist_ok=True)
-    benches = [(data, ALL)] if data else BENCHMARKS[profile]
+    benches = [(data, prof.models)] if data else prof.benchmarks
     overrides = overrides or {}
     plan = [(panel, [(n, k, {**s, **overrides.get(n, {})}) for n, k, s in MODELS if n in names and (not models or n in models)])
             for panel, names in benches]
@@ -192,7 +174,7 @@ def _benchmark(out: Path, panel: str, chosen, profile: str, seed: int, base, dat
         else:
             log.warning("fitting %s/%s (%s, %s profile)", panel_tag(panel), name, kind, profile)
             extra = {"base": base} if base and MODEL_KINDS[kind].language_model else {}
-            model = api.fit(kind, panel, mfolder, profile, seed=seed, name=name, **data_kw, **settings, **extra)
+            model = api.fit(kind, panel, mfolder, get_profile(profile).preset, seed=seed, name=name, **data_kw, **settings, **extra)
         lp, extra = api.model_log_probs(model, folder / "logprobs" / f"{name}-test.parquet", test)
         r = evaluate_log_probs(lp, test, model=name, split="test", normalization=model.normalization)
         r.update(extra, kind=kind, events="test", data=panel_tag(panel), profile=profile, label=model.describe(),

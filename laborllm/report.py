@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from laborllm.evaluation.compare import _fmt, comparison_table, paired_table  # noqa: E402
+from laborllm.profiles import profile as get_profile  # noqa: E402
 from laborllm.evaluation.metrics import subgroup_column  # noqa: E402
 from laborllm.io import write_text_atomic  # noqa: E402
 
@@ -206,13 +207,14 @@ def panel_section(folder: Path, results: list[dict], events, models: dict, lps: 
                   "<p>For each group: total variation distance between the mean predicted and the observed "
                   "distribution of next states, and predicted vs observed move rates.</p>",
                   _table(summary.round(4)), _img(plot_representativeness(rep, plots / "representativeness.png"))]
-    cheap = {name: m for name, m in models.items() if not m.language_model or profile == "full"}
+    simulate_llms = get_profile(profile).simulate_llms
+    cheap = {name: m for name, m in models.items() if not m.language_model or simulate_llms}
     if cheap:
         traj = trajectories(test, cheap, seed)
         traj.to_csv(folder / "trajectories.csv", index=False)
         parts += ["<h3>Simulated careers</h3>",
                   f"<p>{SIM_PERSONS} test people, one sampled career each over {SIM_YEARS} years from their first "
-                  "observed year" + ("; LLM simulation is left to the full (GPU) profile" if profile != "full" else "")
+                  "observed year" + ("" if simulate_llms else "; LLM simulation is left to the full (GPU) profile")
                   + ".</p>", _img(plot_trajectories(traj, plots / "trajectories.png"))]
     return "".join(parts)
 

@@ -26,9 +26,19 @@ def _code(s) -> str:
     return str(int(float(s))).zfill(4)
 
 
+# the source table's typos: the LLM reads these titles
+TITLE_TYPOS = {"Miscellanious": "Miscellaneous", "Childcareworkers": "Child care workers", "applicance": "appliance",
+               "Furnance": "Furnace", "Libraryassistants": "Library assistants", "astronomists": "astronomers",
+               "carpeters": "carpenters", "equipement": "equipment", "exluding": "excluding", "machne": "machine",
+               "Surveryors": "Surveyors", "Writersandauthors": "Writers and authors"}
+
+
 def build_titles(shared: Path) -> pd.DataFrame:
     t = pd.read_csv(shared / "occ1990dd-titles" / "exposure_by_occ1990dd_lswt2010.csv")
-    return pd.DataFrame({"occ1990dd": t.occ1990dd.astype(int), "title": t.occ1990dd_title.str.strip()})
+    title = (t.occ1990dd_title.str.strip()
+             .str.replace(r"^\d+=", "", regex=True)  # "647=Jewelers ...": a raw-table artifact
+             .replace(TITLE_TYPOS, regex=True))
+    return pd.DataFrame({"occ1990dd": t.occ1990dd.astype(int), "title": title})
 
 
 def build_crosswalk(shared: Path) -> pd.DataFrame:
@@ -110,12 +120,17 @@ def build_nlsy97(shared: Path, xwalk: pd.DataFrame) -> tuple[pd.DataFrame, dict]
         ["Missing", "Student", "Not working", "Military", mapped.astype("Int64").astype(str)],
         default="Missing",  # uncodeable (9990, -4, blank) or unmappable codes
     )
-    unmapped = employed & (d.job_n_skip_missing < 26) & ~code.eq("9840") & mapped.isna()
+    # every employed, observed person-year lands in exactly one of these counts (assets README)
+    seen = employed & (d.job_n_skip_missing < 26)
+    coded = seen & ~code.eq("9840")
+    unmapped = coded & mapped.isna()
     stats = {
-        "employed_person_years": int((employed & (d.job_n_skip_missing < 26)).sum()),
-        "uncodeable": int((unmapped & ~code.str.fullmatch(r"\d{4}") | unmapped & code.eq("9990")).sum()),
+        "employed_person_years": int(seen.sum()),
+        "mapped_by": xwalk.set_index("census").how.reindex(code[coded & mapped.notna()]).value_counts().to_dict(),
+        "military": int((seen & code.eq("9840")).sum()),
+        "no_code": int((unmapped & code.eq("")).sum()),
+        "uncodeable": int((unmapped & code.ne("") & (~code.str.fullmatch(r"\d{4}") | code.eq("9990"))).sum()),
         "unmapped_codes": code[unmapped & code.str.fullmatch(r"\d{4}") & ~code.eq("9990")].value_counts().to_dict(),
-        "mapped_by": xwalk.set_index("census").how.reindex(code[employed & mapped.notna()]).value_counts().to_dict(),
     }
     edu = pd.Series("Less than high school", index=d.index)
     for col, label in EDUCATION:
@@ -146,20 +161,23 @@ def build_nlsy97(shared: Path, xwalk: pd.DataFrame) -> tuple[pd.DataFrame, dict]
     return out.reset_index(drop=True), stats
 
 
+# nlswork's occ_code, labelled by what the data show rather than by Stata's value labels, which are
+# shifted (see the assets README: industry, schooling, hours and wage of each code). Stata's label in
+# brackets where it differs.
 NLS_1970_GROUPS = {
     1: "Professional and technical workers",
     2: "Managers and administrators",
-    3: "Sales workers",
-    4: "Clerical workers",
+    3: "Clerical workers",  # [Sales]: 38.6% of person-years, spread over every industry
+    4: "Sales workers",  # [Clerical]: 76% in wholesale and retail trade
     5: "Craftsmen",
     6: "Operatives",
-    7: "Transport equipment operatives",
-    8: "Laborers",
+    7: "Private household workers",  # [Transport]: 98% in personal services, the lowest wage and hours
+    8: "Service workers",  # [Laborers]: hospitals, eating places, personal services
     9: "Farmers and farm managers",
     10: "Farm laborers",
-    11: "Service workers",
-    12: "Private household workers",
-    13: "Other occupations",
+    11: "Laborers",  # [Service]: half in manufacturing, 8% in construction
+    12: "Other occupations",  # [Household workers]: 7 person-years, all in public administration
+    13: "Teachers",  # [Other]: 90% college graduates, 98% in professional services (probable, not certain)
 }
 
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from laborllm.evaluation.compare import comparison_table, to_markdown
-from laborllm.pipeline import REFERENCE
+from laborllm.profiles import REFERENCE
 
 
 def _header(cfg: dict, command: str, when: str) -> str:

@@ -72,6 +72,8 @@ def assert_bad(code, text, *words):
     (["data", "describe", "--seed", "x"], ["--seed"]),
     (["run", "--models", "nope"], ["unknown model"]),
     (["run", "--set", "career.epochs"], ["key=value"]),
+    (["run", "--profile", "pooled"], ["unknown profile", "pooling"]),
+    (["fit", "markov", "--out", "m", "--profile", "pooling"], ["unknown profile", "quick or full"]),
 ])
 def test_usage_errors_exit_2_in_one_line(args, words):
     assert_bad(*call(args), *words)

@@ -54,6 +54,17 @@ def test_coarse_panels_load():
     assert len(ev) == 545 * 7  # balanced panel, first year never an event
 
 
+def test_nlswork_labels_fit_the_data():
+    """The labels follow the data, not Stata's shifted value labels: clerical work is the largest group
+    of these young women, and the teachers are college graduates (assets README)."""
+    f = ll.load_panel("nlswork").frame
+    shares = f.state.value_counts(normalize=True)
+    assert shares.index[0] == "Clerical workers" and 0.35 < shares.iloc[0] < 0.42
+    assert shares["Sales workers"] < 0.06 and shares["Laborers"] < 0.01
+    college = f.education.isin(["Bachelor's", "Graduate"]).groupby(f.state).mean()
+    assert college["Teachers"] > 0.8 and college["Sales workers"] < 0.2
+
+
 def test_schemes_and_crosswalk():
     assert Scheme("occ1990dd").to_title("276") == "Cashiers"
     assert Scheme("census").to_title("4720") == "Cashiers"  # Census 2010 cashiers

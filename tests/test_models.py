@@ -166,3 +166,28 @@ def test_career_two_stage_head_formula():
         others = torch.softmax(torch.cat([z[t, :k], z[t, k + 1:]]), -1) * (1 - stay)
         np.testing.assert_allclose(float(lp[t, k].exp()), float(stay), atol=1e-5)
         np.testing.assert_allclose(torch.cat([lp[t, :k], lp[t, k + 1:]]).exp().numpy(), others.numpy(), atol=1e-5)
+
+
+def test_career_pretraining_crosswalk_sends_states_onto_the_target(tmp_path):
+    """The pooling profile's CAREER pretrains on nlswork with its groups sent onto the men panel's
+    states (shared embeddings); a group the crosswalk leaves out keeps its own; a crosswalk naming a
+    state the target lacks is refused."""
+    import laborllm as ll
+    from laborllm.errors import UserError
+    from laborllm.profiles import MODELS
+
+    settings = dict(next(s for n, _, s in MODELS if n == "career-pooled"))
+    men = ll.load_panel("nlsy79-males")
+    model = Career(**settings)
+    model.states = list(men.states)
+    pre = model._pretrain_panel()
+    assert set(pre.states) == set(men.states) | {"Other occupations"}
+    nlswork = ll.load_panel("nlswork").frame
+    assert (pre.frame.state == "Clerical").sum() == (nlswork.state == "Clerical workers").sum()
+    model._vocab([men, pre])
+    assert model.states_all[: len(men.states)] == men.states and model.states_all[-1] == "Other occupations"
+    bad = tmp_path / "x.csv"
+    bad.write_text("state,target\nClerical workers,Office clerks\n")
+    model.config["pretrain_states"] = str(bad)
+    with pytest.raises(UserError, match="Office clerks"):
+        model._pretrain_panel()

@@ -44,6 +44,16 @@ def test_numeric_code_variant(small_events):
     assert "Born in" not in text and "Cashiers" not in text
 
 
+def test_header_reads_as_english():
+    """'an' before a vowel: most men of the NLSY79 panel are 'Other race'."""
+    import pandas as pd
+
+    tpl = ResumeTemplate()
+    assert tpl.header(pd.Series({"race": "Other race", "gender": "man"})).startswith("Work history of an Other race man.")
+    assert tpl.header(pd.Series({"race": "Asian or Pacific Islander", "gender": "woman"})).startswith("Work history of an Asian")
+    assert tpl.header(pd.Series({"race": "Black", "gender": "woman"})).startswith("Work history of a Black woman")
+
+
 def test_trie_shares_prefixes():
     t = CandidateTrie([[1, 2, 3], [1, 2, 4], [5]])
     assert t.n == 2  # nodes (1,) and (1,2); [5] needs none

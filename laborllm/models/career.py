@@ -6,13 +6,17 @@ plus a sinusoidal position, plus learned embeddings of the covariates of the yea
 layers and a final LayerNorm feed the two-stage head: P(stay) = sigmoid(a), otherwise a softmax over
 the other states. AdamW with warm-up, dropout, gradient clipping, bf16 on GPU (the original fp16
 run diverged), early stopping on validation perplexity over the common events. Optional
-pretraining on another panel (`pretrain_data`) before fine-tuning, with a shared vocabulary.
+pretraining on another panel (`pretrain_data`) before fine-tuning: states of the same name share an
+embedding, and `pretrain_states` (a CSV of state,target) sends the other panel's states onto the
+target's where the codings differ; a state it does not send keeps an embedding of its own.
 """
 from __future__ import annotations
 
 import copy
 import math
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -21,6 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from laborllm.data.events import Events
+from laborllm.data.schemes import MISSING
 from laborllm.models.base import Model
 
 COVARIATES = ("year", "education", "gender", "race", "region")
@@ -79,12 +84,14 @@ class Career(Model):
     def default_config(cls) -> dict:
         return {"layers": 12, "d": 192, "heads": 3, "ff": 768, "dropout": 0.1, "lr": 1e-3, "warmup_steps": None,
                 "weight_decay": 0.01, "batch_size": 64, "epochs": 60, "patience": 3, "clip": 1.0, "seed": 0,
-                "pretrain_data": None, "pretrain_epochs": 10,
+                "pretrain_data": None, "pretrain_epochs": 10, "pretrain_states": None,
                 "min_steps": 0}  # more epochs on small panels: at least this many optimiser steps
 
     def describe(self) -> str:
         c, m = self.config, self.meta
         data = f"pretrained on {c['pretrain_data']}" if c["pretrain_data"] else "survey data only"
+        if c["pretrain_data"] and c["pretrain_states"]:
+            data += f", states by {Path(c['pretrain_states']).name}"
         return f"{self.name} ({c['layers']} layers, {m.get('fit_epochs', c['epochs'])} epochs, {data})"
 
     # -- tensors from a panel ---------------------------------------------------------------
@@ -140,6 +147,25 @@ class Career(Model):
         return CareerNet(len(self.states_all) + 2, len(self.states_all), {k: len(v) + 1 for k, v in self.cov_vocab.items()},
                          c["d"], c["layers"], c["heads"], c["ff"], c["dropout"])
 
+    def _pretrain_panel(self):
+        """The pretraining panel, its states sent onto the target's by the crosswalk if one is given."""
+        from laborllm.data.loaders import load_panel
+        from laborllm.data.panel import read_table
+        from laborllm.errors import UserError
+
+        pre, path = load_panel(self.config["pretrain_data"]), self.config["pretrain_states"]
+        if not path:
+            return pre
+        x = read_table(path)
+        if list(x.columns[:2]) != ["state", "target"]:
+            raise UserError(f"{path}: a crosswalk needs the columns state,target")
+        unknown = set(x.target) - set(self.states)
+        if unknown:
+            raise UserError(f"{path}: target state(s) not in the panel: {', '.join(sorted(map(str, unknown))[:5])}")
+        xwalk = dict(zip(x.state, x.target))
+        frame = pre.frame.assign(state=pre.frame.state.map(lambda s: xwalk.get(s, s)))
+        return SimpleNamespace(frame=frame, states=sorted(set(frame.state) - {MISSING}))
+
     def _allowed(self, device):
         a = torch.zeros(len(self.states_all), dtype=torch.bool, device=device)
         a[: len(self.states)] = True
@@ -151,7 +177,7 @@ class Career(Model):
 
         torch.manual_seed(self.config["seed"])
         self.states = list(events.states)
-        pre = load_panel(self.config["pretrain_data"]) if self.config["pretrain_data"] else None
+        pre = self._pretrain_panel() if self.config["pretrain_data"] else None
         self._vocab([events.panel] + ([pre] if pre is not None else []))
         dev = "cuda" if torch.cuda.is_available() else "cpu"
         self.net = self._net().to(dev)

@@ -35,7 +35,7 @@ class ResumeTemplate:
             return default if v is None or pd.isna(v) else str(v)
 
         who = " ".join(x for x in (get("race", ""), get("gender", "") or "worker") if x)
-        text = f"Work history of a {who}"
+        text = f"Work history of {'an' if who[0] in 'AEIOU' else 'a'} {who}"
         if "region" in first and not pd.isna(first.get("region")):
             text += f" residing in the {first['region']} region"
         text += "."

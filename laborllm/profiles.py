@@ -1,0 +1,72 @@
+"""Profiles: what `laborllm run` compares and how big its models are, the one home of both.
+
+A model's settings preset (`Model.profiles[preset]`: quick for a 2-core CPU, full for one GPU) sizes
+it; a run profile lists benchmarks (a panel and the models compared on all its test events) and the
+preset they take. The pooling profile measures what careers from another survey add: the LLM reads
+the pooled panel in its own words, CAREER pretrains on it through a crosswalk onto the target's states.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+PRESETS = ("quick", "full")
+REFERENCE = "logit"  # the model every other is set against in the tables' paired-ratio column
+
+_XWALK = Path(__file__).parent / "data" / "assets" / "nlswork_to_nlsy79_males.csv"
+
+# (name, kind, settings): every model a run can compare, in table order
+MODELS = [
+    ("markov1", "markov", {"order": 1}),
+    ("markov2", "markov", {"order": 2}),
+    ("logit", "logit", {}),
+    ("career", "career", {}),
+    ("career-pooled", "career", {"pretrain_data": "nlswork", "pretrain_states": str(_XWALK)}),
+    ("llm-titles", "llm", {"variant": "titles"}),
+    ("llm-titles-pooled", "llm", {"variant": "titles", "pool": ["nlswork"], "pool_mode": "joint"}),
+    ("llm-titles-pooled-seq", "llm", {"variant": "titles", "pool": ["nlswork"], "pool_mode": "sequential"}),
+    ("llm-codes", "llm", {"variant": "codes"}),
+    ("icl", "icl", {"variant": "titles"}),
+]
+NAMES = tuple(m[0] for m in MODELS)
+BASELINES = ("markov1", "markov2", "logit", "career")
+STANDARD = BASELINES + ("llm-titles", "llm-codes", "icl")
+POOLING = BASELINES + ("career-pooled", "llm-titles", "llm-titles-pooled", "llm-titles-pooled-seq", "icl")
+
+
+@dataclass(frozen=True)
+class Profile:
+    preset: str  # the models' settings preset
+    benchmarks: tuple  # ((panel, model names), ...)
+    simulate_llms: bool  # the report simulates LLM careers too (minutes per model on a CPU)
+
+    @property
+    def models(self) -> tuple:
+        """Every model of the profile, for `--data` (one panel with all of them)."""
+        return tuple(dict.fromkeys(n for _, names in self.benchmarks for n in names))
+
+
+PROFILES = {
+    # a 2-core CPU in about 15 minutes: every model where the whole method fits, the baselines on NLSY97
+    "quick": Profile("quick", (("nlsy79-males", STANDARD), ("nlsy97", BASELINES)), simulate_llms=False),
+    # one GPU: every model on NLSY97
+    "full": Profile("full", (("nlsy97", STANDARD),), simulate_llms=True),
+    # a 2-core CPU in about an hour: the men panel alone and pooled with the NLS Young Women
+    "pooling": Profile("quick", (("nlsy79-males", POOLING),), simulate_llms=False),
+}
+
+
+def profile(name: str) -> Profile:
+    from laborllm.errors import UserError
+
+    if name not in PROFILES:
+        raise UserError(f"unknown profile {name!r}; choose {', '.join(PROFILES)}")
+    return PROFILES[name]
+
+
+def check_preset(name: str) -> str:
+    from laborllm.errors import UserError
+
+    if name not in PRESETS:
+        raise UserError(f"unknown profile {name!r}; choose {' or '.join(PRESETS)}")
+    return name
