@@ -94,7 +94,7 @@ def fit(kind: str, data="nlsy97", out: str | Path | None = None, profile: str = 
                             "the panel is too small to fit a model")
     model.meta.update(profile=profile, scheme=events.panel.scheme.name)
     if out is not None:
-        model.meta["out"] = str(out)  # models that checkpoint during training resume from here
+        model.work_dir = Path(out)  # models that checkpoint during training resume from here
     with OutputLock(Path(out)) if out is not None and is_main_process() else nullcontext():
         t0 = time.time()
         model.fit(events)
@@ -118,11 +118,11 @@ def model_log_probs(model: Model, cache: Path | None, events: Events) -> tuple[n
         except Exception as e:  # a damaged cache is recomputed, never fatal
             log.warning("%s: unreadable log-probability cache, recomputing (%s)", cache, type(e).__name__)
     t0 = time.time()
-    lp = model.log_probs(events)
+    lp, figures = model.log_probs_and_figures(events)
     if not np.isfinite(lp).all():
         raise UserError(f"{model.name}: the model gives non-finite log-probabilities (corrupt weights?)")
     # the scoring time travels with the cache, so a resumed run still reports it
-    extra = dict(getattr(model, "last_extra", {}) or {}) | {"score_seconds": round(time.time() - t0, 1)}
+    extra = figures | {"score_seconds": round(time.time() - t0, 1)}
     if cache:
         try:
             write_log_probs(cache, events, lp, model.name, model.normalization, extra)

@@ -13,6 +13,7 @@ run/
   PANEL/models/NAME/       one model folder per model (reused on rerun when already fitted)
   PANEL/logprobs/          per-event log-probabilities (Parquet), the cache a rerun reuses
   PANEL/comparison.*, PANEL/paired.*, PANEL/plots/
+  PANEL/contrasts.*        the profile's question (pooling: each pooled model against it alone)
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from laborllm import api
-from laborllm.evaluation.compare import comparison_table, paired_table, write_tables
+from laborllm.evaluation.compare import comparison_table, contrast_table, paired_table, write_tables
 from laborllm.evaluation.metrics import evaluate as evaluate_log_probs, paired_comparisons
 from laborllm.io import write_json_atomic
 from laborllm.models.registry import MODELS as MODEL_KINDS, load_model
@@ -78,6 +79,8 @@ def run_log(path: Path):
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_default_handler()
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # "Loading weights" bars: the console keeps one bar per stage
     except ImportError:  # pragma: no cover
         hf_logging = None
     root.addHandler(handler)
@@ -108,6 +111,8 @@ def run_log(path: Path):
                 lg.propagate, lg.handlers = prop, handlers
             if hf_logging is not None:
                 hf_logging.enable_default_handler()
+                if bars:
+                    hf_logging.enable_progress_bar()
             handler.close()
 
 
@@ -183,12 +188,12 @@ def _benchmark(out: Path, panel: str, chosen, profile: str, seed: int, base, dat
         nll[name] = -lp[np.arange(len(y)), y]
         fitted[name], lps[name] = model, lp
         config["timings_seconds"][f"{panel_tag(panel)}/{name}"] = round(time.time() - t0, 1)
-        _write(out, folder, results + rows, rows, nll, test)
+        _write(out, folder, results + rows, rows, nll, test, get_profile(profile).contrasts)
     results.extend(rows)
     return rows, fitted, lps, events
 
 
-def _write(out: Path, folder: Path, all_rows: list[dict], rows: list[dict], nll: dict, test) -> None:
+def _write(out: Path, folder: Path, all_rows: list[dict], rows: list[dict], nll: dict, test, contrasts=()) -> None:
     """metrics.json of the whole run and this panel's tables, after each model."""
     paired = paired_comparisons(nll, test.frame.person_id.to_numpy())
     for r in rows:
@@ -197,3 +202,5 @@ def _write(out: Path, folder: Path, all_rows: list[dict], rows: list[dict], nll:
     write_json_atomic(folder / "calibration.json", {r["model"]: r["reliability"] for r in rows})
     write_tables(comparison_table(rows, REFERENCE), folder, "comparison")
     write_tables(paired_table(rows), folder, "paired")
+    if contrasts:
+        write_tables(contrast_table(rows, contrasts), folder, "contrasts")

@@ -23,8 +23,11 @@ MODELS = [
     ("career", "career", {}),
     ("career-pooled", "career", {"pretrain_data": "nlswork", "pretrain_states": str(_XWALK)}),
     ("llm-titles", "llm", {"variant": "titles"}),
-    ("llm-titles-pooled", "llm", {"variant": "titles", "pool": ["nlswork"], "pool_mode": "joint"}),
-    ("llm-titles-pooled-seq", "llm", {"variant": "titles", "pool": ["nlswork"], "pool_mode": "sequential"}),
+    # 1,500 of nlswork's 4,699 women (four times the men panel's training men): the whole panel is
+    # 540k tokens an epoch, two hours for the two pooled LLMs on 2 cores (`--set NAME.pool_persons=0`)
+    ("llm-titles-pooled", "llm", {"variant": "titles", "pool": ["nlswork"], "pool_mode": "joint", "pool_persons": 1500}),
+    ("llm-titles-pooled-seq", "llm", {"variant": "titles", "pool": ["nlswork"], "pool_mode": "sequential",
+                                      "pool_persons": 1500}),
     ("llm-codes", "llm", {"variant": "codes"}),
     ("icl", "icl", {"variant": "titles"}),
 ]
@@ -39,6 +42,8 @@ class Profile:
     preset: str  # the models' settings preset
     benchmarks: tuple  # ((panel, model names), ...)
     simulate_llms: bool  # the report simulates LLM careers too (minutes per model on a CPU)
+    contrasts: tuple = ()  # ((model, the same model without one ingredient), ...): the profile's question
+    question: str = ""
 
     @property
     def models(self) -> tuple:
@@ -52,7 +57,10 @@ PROFILES = {
     # one GPU: every model on NLSY97
     "full": Profile("full", (("nlsy97", STANDARD),), simulate_llms=True),
     # a 2-core CPU in about an hour: the men panel alone and pooled with the NLS Young Women
-    "pooling": Profile("quick", (("nlsy79-males", POOLING),), simulate_llms=False),
+    "pooling": Profile("quick", (("nlsy79-males", POOLING),), simulate_llms=False,
+                       contrasts=(("career-pooled", "career"), ("llm-titles-pooled", "llm-titles"),
+                                  ("llm-titles-pooled-seq", "llm-titles")),
+                       question="Does pooling another survey help?"),
 }
 
 

@@ -1,4 +1,5 @@
-"""Plots (PNG) and a self-contained report.html for a benchmark run."""
+"""Plots (PNG) and a self-contained report.html for a benchmark run: rendering only; the figures
+come from laborllm.evaluation (metrics, comparison tables, predicted populations)."""
 from __future__ import annotations
 
 import base64
@@ -13,14 +14,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from laborllm.evaluation.compare import _fmt, comparison_table, paired_table  # noqa: E402
-from laborllm.profiles import profile as get_profile  # noqa: E402
-from laborllm.evaluation.metrics import subgroup_column  # noqa: E402
+from laborllm.evaluation.compare import _fmt, comparison_table, contrast_table, paired_table  # noqa: E402
+from laborllm.evaluation.population import SIM_PERSONS, SIM_YEARS, representativeness, trajectories  # noqa: E402
 from laborllm.io import write_text_atomic  # noqa: E402
+from laborllm.profiles import REFERENCE, profile as get_profile  # noqa: E402
 
 log = logging.getLogger(__name__)
-GROUPS = ("gender", "race", "education", "cohort")
-SIM_PERSONS, SIM_YEARS = 150, 10
 
 
 def _save(fig, path: Path) -> Path:
@@ -61,32 +60,6 @@ def plot_calibration(results: list[dict], path: Path) -> Path:
     return _save(fig, path)
 
 
-def representativeness(events, lps: dict[str, np.ndarray]) -> pd.DataFrame:
-    """Per subgroup level and model: total variation distance between the predicted and the observed
-    distribution of next states, and predicted vs observed move rates."""
-    ev = events.frame
-    y = ev.target.to_numpy()
-    K = len(events.states)
-    rows = []
-    for g in GROUPS:
-        col = subgroup_column(ev, g)
-        if col is None:
-            continue
-        for level in sorted(col.unique()):
-            m = (col == level).to_numpy()
-            if m.sum() < 30:
-                continue
-            observed = np.bincount(y[m], minlength=K) / m.sum()
-            moved = (y[m] != ev["last"].to_numpy()[m]).mean()
-            for name, lp in lps.items():
-                p = np.exp(lp[m])
-                stay = p[np.arange(m.sum()), np.maximum(ev["last"].to_numpy()[m], 0)]
-                rows.append({"group": g, "level": str(level), "model": name, "n_events": int(m.sum()),
-                             "tv_distance": 0.5 * float(np.abs(p.mean(0) - observed).sum()),
-                             "observed_move_rate": float(moved), "predicted_move_rate": float(1 - stay.mean())})
-    return pd.DataFrame(rows)
-
-
 def plot_representativeness(rep: pd.DataFrame, path: Path) -> Path:
     groups = list(dict.fromkeys(rep.group))
     fig, axes = plt.subplots(len(groups), 2, figsize=(11, 2.6 * len(groups)), squeeze=False)
@@ -109,32 +82,6 @@ def plot_representativeness(rep: pd.DataFrame, path: Path) -> Path:
             axes[i, 0].legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path)
-
-
-def trajectories(events, models: dict, seed: int) -> pd.DataFrame:
-    """Share of person-years in each broad occupation group by age: real test careers against
-    careers simulated from each model, starting from each person's first observed year."""
-    from laborllm.forecast import simulate
-
-    f = events.panel.frame
-    ids = events.person_sample(SIM_PERSONS, seed)
-    scheme = events.panel.scheme
-    people = f[f.person_id.isin(set(ids))]
-    first = people.groupby("person_id").head(1)
-    real = people[people.year <= people.groupby("person_id").year.transform("min") + SIM_YEARS]
-    born = first.set_index("person_id").birth_year
-    rows = [real.assign(source="observed", occupation=real.state)[["person_id", "year", "occupation", "source"]]]
-    cols = ["person_id", "year", "state"] + [c for c in ("gender", "race", "birth_year", "education", "region") if c in f]
-    hist = first[cols].rename(columns={"state": "occupation"})
-    for name, model in models.items():
-        sims = simulate(model, hist, years=SIM_YEARS, samples=1, seed=seed)
-        sims["person_id"] = sims.person_id.astype(first.person_id.dtype)
-        start = hist[["person_id", "year", "occupation"]]
-        rows.append(pd.concat([start, sims[["person_id", "year", "occupation"]]]).assign(source=name))
-    t = pd.concat(rows, ignore_index=True)
-    t["age"] = t.year - t.person_id.map(born)
-    t["group"] = t.occupation.map(scheme.group_of)
-    return t[t.occupation != "Missing"]
 
 
 def plot_trajectories(t: pd.DataFrame, path: Path) -> Path:
@@ -177,13 +124,18 @@ def panel_section(folder: Path, results: list[dict], events, models: dict, lps: 
     parts = [f"<h2>{html.escape(desc)}</h2>",
              f"<p>{events.panel.n_persons:,} people in the panel ({html.escape(events.panel.source)}), split seed {seed}. "
              "Every model below is scored on exactly the same test events.</p>",
-             _table(_fmt(comparison_table(results, "logit")).drop(columns=["What it is"], errors="ignore")),
+             _table(_fmt(comparison_table(results, REFERENCE)).drop(columns=["What it is"], errors="ignore")),
              "<p>What each row is:</p><ul>" + "".join(
                  f"<li><b>{html.escape(r['model'])}</b>: {html.escape(r.get('label', r['model']))}</li>" for r in results) + "</ul>",
              _img(plot_perplexity(results, plots / "perplexity.png", desc)),
              "<h3>Paired perplexity ratios</h3><p>Each pair on the same events; the interval resamples the same "
              "people for both models, so it is much tighter than the marginal intervals suggest.</p>",
              _table(_fmt(paired_table(results)))]
+    contrasts = contrast_table(results, get_profile(profile).contrasts)
+    if len(contrasts):
+        parts += [f"<h3>{html.escape(get_profile(profile).question)}</h3><p>Each model against the same model "
+                  "without the ingredient in question, on the same test events; the interval is paired by person. "
+                  "Better or worse only where the interval excludes 1.</p>", _table(_fmt(contrasts))]
     llm_rows = [r for r in results if models[r["model"]].language_model]
     if llm_rows:
         ab = pd.DataFrame([{"model": r["model"], "probabilities": r["normalization"], "perplexity": r["perplexity"],

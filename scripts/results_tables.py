@@ -15,8 +15,8 @@ import re
 import time
 from pathlib import Path
 
-from laborllm.evaluation.compare import comparison_table, to_markdown
-from laborllm.profiles import REFERENCE
+from laborllm.evaluation.compare import comparison_table, contrast_table, to_markdown
+from laborllm.profiles import PROFILES, REFERENCE
 
 
 def _header(cfg: dict, command: str, when: str) -> str:
@@ -30,16 +30,29 @@ def results_markdown(run: Path, command: str) -> str:
     metrics = json.loads((run / "metrics.json").read_text())
     cfg = json.loads((run / "config.json").read_text())
     when = time.strftime("%Y-%m-%d", time.localtime((run / "metrics.json").stat().st_mtime))
-    total = sum(cfg.get("timings_seconds", {}).values())
+    total = sum(_work(cfg, metrics))
     out = [_header(cfg, command, when) + f" Models fitted and scored in {total / 60:.1f} min.", ""]
+    profile = PROFILES.get(cfg["profile"])
     for tag in dict.fromkeys(r["data"] for r in metrics):
         rows = [r for r in metrics if r["data"] == tag]
         people = rows[0]["n_persons"]
+        contrasts = contrast_table(rows, profile.contrasts if profile else ())
+        if len(contrasts):  # the profile's question first, then the whole comparison
+            out += [f"**{profile.question}** ({tag}; paired person-bootstrap intervals; better or worse only "
+                    "where the interval excludes 1)", "", to_markdown(contrasts).rstrip(), ""]
         out += [f"**{tag}**: {people:,} test people, {rows[0]['n_events']:,} events, {rows[0]['n_states']} states; "
                 f"every row on the same events. Ratio: perplexity relative to `{REFERENCE}` with the paired "
                 "person-bootstrap interval.", "", to_markdown(comparison_table(rows, REFERENCE)).rstrip(), ""]
         out += [f"- `{r['model']}`: {r['label'].split(' (', 1)[-1].rstrip(')')}" for r in rows] + [""]
     return "\n".join(out)
+
+
+def _work(cfg: dict, metrics: list[dict]) -> list[float]:
+    """Seconds each model took: its wall time in this invocation, or its own fit and scoring time
+    when it was fitted by an earlier invocation of a resumed run."""
+    by = {f"{r['data']}/{r['model']}": r for r in metrics}
+    return [max(t, (by.get(k, {}).get("fit_seconds") or 0) + (by.get(k, {}).get("score_seconds") or 0))
+            for k, t in cfg.get("timings_seconds", {}).items()]
 
 
 def timings_markdown(run: Path, command: str) -> str:
@@ -48,11 +61,12 @@ def timings_markdown(run: Path, command: str) -> str:
     when = time.strftime("%Y-%m-%d", time.localtime((run / "metrics.json").stat().st_mtime))
     lines = [_header(cfg, command, when), "", "| panel/model | fit (s) | score test (s) | fit + score (s) |",
              "|---|---|---|---|"]
-    for key, t in cfg.get("timings_seconds", {}).items():
+    work = _work(cfg, list(metrics.values()))
+    for (key, _), w in zip(cfg.get("timings_seconds", {}).items(), work):
         r = metrics.get(key, {})
         fit = r.get("fit_seconds")
-        lines.append(f"| {key} | {fit if fit is not None else 'reused'} | {r.get('score_seconds', '')} | {t} |")
-    lines.append(f"| total | | | {sum(cfg.get('timings_seconds', {}).values()):.0f} |")
+        lines.append(f"| {key} | {fit if fit is not None else 'reused'} | {r.get('score_seconds', '')} | {w:.1f} |")
+    lines.append(f"| total | | | {sum(work):.0f} |")
     return "\n".join(lines) + "\n"
 
 

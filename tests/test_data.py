@@ -6,7 +6,7 @@ import pytest
 import laborllm as ll
 from laborllm.cli import app
 from laborllm.data.schemes import Scheme
-from laborllm.errors import DataError
+from laborllm.errors import DataError, UserError
 
 
 def test_embedded_nlsy97_matches_reference_definition(nlsy97):
@@ -153,6 +153,11 @@ def test_cli_describe_json_and_bad_input(tmp_path):
     assert {"persons", "person_years", "states", "move_rate", "events"} <= set(d)
     assert d["persons"] == 545 and set(d["events"]) == {"train", "valid", "test"}
     assert 0.3 < d["move_rate"] < 0.6
+    # bad input: a missing file and a mapping onto a column that is not there, each named
+    r = CliRunner().invoke(app, ["data", "describe", "--data", str(tmp_path / "nope.csv")])
+    assert isinstance(r.exception, UserError) and "nope.csv" in str(r.exception)
+    r = CliRunner().invoke(app, ["data", "describe", "--data", "nlsy79-males", "--columns", "idcode=person_id"])
+    assert isinstance(r.exception, UserError) and "idcode" in str(r.exception)
 
 
 def test_cli_exit_status_2_on_bad_file(tmp_path):

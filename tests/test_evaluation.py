@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from laborllm.errors import UserError
-from laborllm.evaluation.compare import comparison_table, to_latex, to_markdown
-from laborllm.evaluation.metrics import bootstrap_perplexity_ci, evaluate, reliability
+from laborllm.evaluation.compare import comparison_table, contrast_table, to_latex, to_markdown
+from laborllm.evaluation.metrics import bootstrap_perplexity_ci, evaluate, paired_comparisons, reliability
 from laborllm.models.markov import Markov
 
 
@@ -58,3 +58,28 @@ def test_tables_and_refusal_of_different_events(small_events, nlsy97):
                      small_events.valid, "c", n_boot=20)
     with pytest.raises(UserError, match="different event sets"):
         comparison_table([a, other])
+    # the same split without one person's events is a different event set too
+    keep = (test.frame.person_id != test.frame.person_id.iloc[0]).to_numpy()
+    fewer = evaluate(lp[keep], test.where(keep), "d", n_boot=20)
+    assert fewer["split"] == a["split"]
+    with pytest.raises(UserError, match="different event sets"):
+        comparison_table([a, fewer])
+
+
+def test_contrast_table_reads_the_paired_interval(small_events):
+    """The profile's question (with vs without an ingredient): both perplexities, the paired ratio,
+    and a verdict that follows the interval; a pair missing a model is left out."""
+    test = small_events.test
+    y, persons = test.frame.target.to_numpy(), test.frame.person_id.to_numpy()
+    lps = {"markov1": Markov(order=1).fit(small_events).log_probs(test),
+           "uniform": np.full((len(test), len(test.states)), -np.log(len(test.states)))}
+    lps["markov1-again"] = lps["markov1"].copy()
+    rows = [evaluate(lp, test, name, n_boot=50) for name, lp in lps.items()]
+    paired = paired_comparisons({n: -lp[np.arange(len(y)), y] for n, lp in lps.items()}, persons)
+    for r in rows:
+        r["paired"] = paired[r["model"]]
+    t = contrast_table(rows, (("markov1", "uniform"), ("uniform", "markov1"), ("markov1-again", "markov1"),
+                              ("markov1", "not-run")))
+    assert t.verdict.tolist() == ["better", "worse", "no clear difference"]
+    assert t.ratio.iloc[0] == pytest.approx(rows[0]["perplexity"] / rows[1]["perplexity"])
+    assert t.vs_perplexity.iloc[0] == pytest.approx(rows[1]["perplexity"])

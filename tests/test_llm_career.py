@@ -34,6 +34,18 @@ def tiny_base(tmp_path_factory, panel_csv):
     return str(tiny_model_folder(tmp_path_factory.mktemp("tiny") / "lm", texts, vocab_size=500, hidden=48))
 
 
+def held_out_loss(model, events, persons: int = 5) -> float:
+    """Mean next-token loss of the model's LM on the resumes of a few test people."""
+    import torch
+
+    enc = model._encoder(events.panel)
+    f = events.panel.frame
+    resumes = [torch.tensor([enc.person(g)[0]]) for _, g in
+               f[f.person_id.isin(events.test.frame.person_id.unique()[:persons])].groupby("person_id")]
+    with torch.no_grad():
+        return float(np.mean([float(model.lm(input_ids=r, labels=r).loss) for r in resumes]))
+
+
 # fp32 whatever the CPU, so that the oracle comparisons below are exact (bf16 is tested apart)
 LLM_QUICK = dict(max_train_persons=40, max_valid_persons=10, max_steps=8, batch_size=8, lr=3e-3, epochs=1,
                  precision="fp32")
@@ -49,19 +61,14 @@ def test_llm_finetune_lowers_loss_and_scores_exactly(panel_csv, tiny_base, tmp_p
     assert not (tmp_path / ".llm.checkpoints").exists()  # training checkpoints are cleaned up once saved
     test = events.test
     few = test.where(np.arange(len(test)) < 12)
-    lp = m.log_probs(few)
-    np.testing.assert_allclose(np.exp(lp).sum(1), 1, atol=1e-6)
-    assert 0 < m.last_extra["valid_mass_mean"] <= 1
+    lp, figures = m.log_probs_and_figures(few)
+    mass = np.exp(np.logaddexp.reduce(m.raw_log_probs(few), axis=1))  # what the LM put on the states' texts
+    assert 0 < figures["valid_mass_min"] <= figures["valid_mass_mean"] < 1
+    np.testing.assert_allclose(figures["valid_mass_mean"], mass.mean(), rtol=1e-5)
+    np.testing.assert_allclose(lp, m.raw_log_probs(few) - np.log(mass)[:, None], atol=1e-6)
     # fine-tuning lowered the next-token loss on held-out resumes (test people) below the base model's
-    import torch
-
     base = api.make_model("llm", "quick", base=tiny_base, epochs=0, precision="fp32").fit(events)
-    enc = m._encoder(events.panel)
-    resumes = [torch.tensor([enc.person(g)[0]]) for _, g in events.panel.frame[
-        events.panel.frame.person_id.isin(test.frame.person_id.unique()[:5])].groupby("person_id")]
-    with torch.no_grad():
-        loss = lambda lm: np.mean([float(lm(input_ids=r, labels=r).loss) for r in resumes])  # noqa: E731
-        assert loss(m.lm) < loss(base.lm) - 0.2  # 6.23 -> 5.78 measured (8 steps)
+    assert held_out_loss(m, events) < held_out_loss(base, events) - 0.2  # 6.23 -> 5.78 measured (8 steps)
     # the reloaded folder gives the same probabilities
     np.testing.assert_allclose(load_model(tmp_path / "llm").log_probs(few), lp, atol=1e-5)
     # the same events through `evaluate` carry the unnormalised figure, clearly labelled
@@ -127,7 +134,7 @@ def test_career_two_stage_head_and_reload(small_events, tmp_path):
     markov = Markov().fit(small_events).log_probs(test)
     assert ppl < 1.5 * float(np.exp(-markov[np.arange(len(y)), y].mean()))
     # the stay probability is the largest single mass for most events (stays dominate careers)
-    last = test.frame["last"].to_numpy()
+    last = test.frame["last_state"].to_numpy()
     assert (lp.argmax(1) == last).mean() > 0.5
     m.save(tmp_path / "career", {"data": "x"})
     np.testing.assert_allclose(load_model(tmp_path / "career").log_probs(test), lp, atol=1e-6)
@@ -195,7 +202,12 @@ def test_packed_rows_give_the_unpacked_loss(tiny_base):
 def test_packed_training_runs(panel_csv, tiny_base, tmp_path):
     m = api.fit("llm", panel_csv, tmp_path / "packed", "quick", scheme="titles", base=tiny_base, lora=False,
                 pack_tokens=512, **LLM_QUICK)
-    assert m.meta["train_loss"] > 0 and (tmp_path / "packed" / "hf").exists()
+    assert (tmp_path / "packed" / "hf").exists()
+    # the packed rows taught the model: the held-out loss fell (the packed and unpacked losses are
+    # equal by test_packed_rows_give_the_unpacked_loss; this checks the Trainer really learns from them)
+    events = api.events_for(api.data_spec(panel_csv, scheme="titles"))
+    base = api.make_model("llm", "quick", base=tiny_base, epochs=0, precision="fp32").fit(events)
+    assert held_out_loss(m, events) < held_out_loss(base, events) - 0.2
 
 
 def test_packed_schedule_keeps_the_recipe_per_step(tiny_base):
@@ -238,7 +250,9 @@ def test_pooling_other_panels_into_llm_training(panel_csv, tiny_base, tmp_path):
     assert "545 pooled from nlsy79-males (joint)" in joint.describe()
     assert "pooled into training: every person of nlsy79-males" in (tmp_path / "joint" / "README.md").read_text()
     seq = api.fit("llm", panel_csv, tmp_path / "seq", "quick", scheme="titles", base=tiny_base, lora=False,
-                  pool="nlsy79-males", pool_mode="sequential", **quick)
+                  pool="nlsy79-males", pool_mode="sequential", pool_persons=100, **quick)
+    assert seq.meta["pool_persons"] == 100 and "100 pooled from" in seq.describe()
+    assert "a seeded sample of 100 people from each of nlsy79-males" in (tmp_path / "seq" / "README.md").read_text()
     assert seq.meta["pool_stage"]["train_steps"] == 4 and seq.meta["train_steps"] == 4
     assert not list(tmp_path.glob(".seq.checkpoints*"))  # both stages' checkpoints cleaned up
     with pytest.raises(UserError, match="pool 'no-such-panel'"):

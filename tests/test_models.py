@@ -38,8 +38,8 @@ def test_markov_orders_normalise_and_reload(small_events, tmp_path):
 def test_markov_counts_are_transition_counts(small_events):
     m = Markov(order=1).fit(small_events)
     tr = small_events.train.frame
-    a, b = tr["last"].iloc[0], tr.target.iloc[0]
-    assert m.c1[a, b] == ((tr["last"] == a) & (tr.target == b)).sum()
+    a, b = tr["last_state"].iloc[0], tr.target.iloc[0]
+    assert m.c1[a, b] == ((tr["last_state"] == a) & (tr.target == b)).sum()
 
 
 def test_plain_logit_matches_scikit_learn(small_events):
@@ -53,7 +53,7 @@ def test_plain_logit_matches_scikit_learn(small_events):
     n = len(y)
     # sklearn minimises C * sum(loss) + 0.5 ||w||^2, ours mean(loss) + 0.5 * lam ||w||^2
     sk = LogisticRegression(C=1 / (lam * n), max_iter=5000, tol=1e-10).fit(x.to_dense().numpy(), y)
-    ours = torch.softmax(m._logits(x, torch.as_tensor(ev.train.frame["last"].to_numpy())), 1).detach().numpy()
+    ours = torch.softmax(m._logits(x, torch.as_tensor(ev.train.frame["last_state"].to_numpy())), 1).detach().numpy()
     theirs = np.zeros_like(ours)
     theirs[:, sk.classes_] = sk.predict_proba(x.to_dense().numpy())
     # sklearn fits only classes seen in training; ours gives unseen states a small mass

@@ -6,6 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from laborllm.cli import app
+from laborllm.errors import UserError
 from laborllm.pipeline import run
 
 from tests.test_llm_career import panel_csv, tiny_base  # noqa: F401  (module fixtures)
@@ -80,7 +81,8 @@ def test_predict_and_simulate_cli(run_dir, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('[{"year": 2001, "occupation": "Astronaut of the moon"}]')
     r = CliRunner().invoke(app, ["predict", str(out / "panel" / "models" / "logit"), "--history", str(bad)])
-    assert r.exit_code != 0
+    assert isinstance(r.exception, UserError), r.exception  # the user's mistake, named (exit 2 in main())
+    assert "Astronaut of the moon" in str(r.exception) and bad.name in str(r.exception)
 
 
 def test_text_command_prints_a_resume():

@@ -53,10 +53,10 @@ def main() -> None:
             m = _model(args.model, events, args.variant, mode, precision)
             m.log_probs(test.where(np.arange(len(test)) == 0))  # warm-up
             t0 = time.perf_counter()
-            lp = m.log_probs(test)
+            lp, figures = m.log_probs_and_figures(test)
             dt = time.perf_counter() - t0
             ppl = float(np.exp(-lp[np.arange(len(y)), y].mean()))
-            mass = (getattr(m, "last_extra", {}) or {}).get("valid_mass_mean")
+            mass = figures.get("valid_mass_mean")
             base.setdefault(mode, dt)
             print(f"mode={mode} precision={precision} events={len(test)} s_per_event={dt / len(test):.4f} "
                   f"perplexity={ppl:.4f} valid_mass={'%.4f' % mass if mass is not None else 'n/a'} "

@@ -37,7 +37,7 @@ def main() -> None:
     events = ll.make_events(ll.load_panel(args.data))
     m = LLM(base=args.model, lora=args.lora, max_steps=args.steps, batch_size=args.batch_size, epochs=1, lr=args.lr,
             max_train_persons=args.persons, max_valid_persons=8, pack_tokens=args.pack_tokens, precision=args.precision)
-    m.meta["out"] = str(Path(tempfile.mkdtemp(prefix="laborllm-bench-")) / "model")  # never resume an old run
+    m.work_dir = Path(tempfile.mkdtemp(prefix="laborllm-bench-")) / "model"  # never resume an old run
     t0 = time.time()
     m.fit(events)
     params = sum(p.numel() for p in m.lm.parameters())

@@ -26,13 +26,21 @@ def assign_splits(person_ids, seed: int = 0, fractions=(0.70, 0.15, 0.15)) -> pd
     return pd.Series(names, index=pd.Index(ids, name="person_id"), name="split")
 
 
+def sample_ids(person_ids, n: int | None, seed: int = 0) -> list | None:
+    """n distinct person ids drawn without replacement, seeded and sorted (None or 0: no sampling)."""
+    if not n:
+        return None
+    ids = sorted(pd.unique(pd.Series(person_ids)))
+    return sorted(np.random.default_rng(seed).choice(ids, size=min(n, len(ids)), replace=False).tolist())
+
+
 @dataclass
 class Events:
     """The common prediction events of a panel.
 
     ``frame`` has one row per event: ``person_id``, ``year``, ``row`` (index into ``panel.frame``),
     ``pos`` (position of the year in the person's history), ``target`` (state id), ``prev`` (state
-    id of the previous year, -1 if Missing), ``last`` (last observed state id before the event),
+    id of the previous year, -1 if Missing), ``last_state`` (last observed state id before the event),
     ``split``, ``age`` (when birth_year is known) and the panel's covariates for that year.
     """
 
@@ -50,7 +58,7 @@ class Events:
         last = last.groupby(f.person_id).ffill().fillna(-1).astype("int64")
         split = f.person_id.map(assign_splits(f.person_id, seed))
         ev = pd.DataFrame({"person_id": f.person_id, "year": f.year, "row": np.arange(len(f)), "pos": pos,
-                           "target": f.state_id, "prev": prev, "last": last, "split": split})
+                           "target": f.state_id, "prev": prev, "last_state": last, "split": split})
         if "birth_year" in f:
             ev["age"] = (f.year - f.birth_year).astype("Float64")
         for c in panel.covariates:
@@ -79,10 +87,7 @@ class Events:
 
     def person_sample(self, n: int | None, seed: int = 0) -> list | None:
         """n person ids drawn without replacement from these events' people (None: no sampling)."""
-        if not n:
-            return None
-        ids = sorted(self.frame.person_id.unique())
-        return sorted(np.random.default_rng(seed).choice(ids, size=min(n, len(ids)), replace=False).tolist())
+        return sample_ids(self.frame.person_id, n, seed)
 
     @property
     def train(self) -> "Events":

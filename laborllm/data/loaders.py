@@ -64,8 +64,8 @@ def load_panel(
         e = EMBEDDED[name]
         with (resources.files("laborllm.data") / "assets" / e.file).open("rb") as f:
             df = pd.read_parquet(f)
-        return Panel.from_frame(df, source=name, scheme=scheme or e.scheme, unknown=unknown, min_age=min_age,
-                                codebook=book)
+        return Panel.from_frame(df, source=name, columns=columns, scheme=scheme or e.scheme, unknown=unknown,
+                                min_age=min_age, codebook=book)
     if not Path(name).exists() and "/" not in name and "." not in name:
         raise DataError(f"unknown data set {name!r}: use one of {', '.join(EMBEDDED)} or a file path")
     return Panel.from_frame(read_table(name), source=name, columns=columns, scheme=scheme or "occ1990dd",

@@ -17,7 +17,7 @@ def describe(events: Events, top: int = 10) -> dict:
         "unknown_codes_as_missing": panel.n_unknown,
         "years": [int(f.year.min()), int(f.year.max())],
         "states": len(panel.states),
-        "move_rate": float((ev["last"] != ev.target).mean()),
+        "move_rate": float((ev["last_state"] != ev.target).mean()),
         "events": {s: int((ev.split == s).sum()) for s in SPLITS},
         "persons_by_split": {s: int(ev[ev.split == s].person_id.nunique()) for s in SPLITS},
         "covariates": panel.covariates,

@@ -17,9 +17,9 @@ COLUMNS = {
     "top5": "Top-5", "move_auc": "Move AUC", "move_logloss": "Move log loss", "working_auc": "Working AUC",
     "working_logloss": "Working log loss", "ece": "ECE", "weighted_perplexity": "Weighted ppl",
     "probabilities": "Probabilities", "label": "What it is",
-    "vs": "vs", "ratio_ci": "Paired 95% CI",
+    "vs": "vs", "ratio_ci": "Paired 95% CI", "vs_perplexity": "vs perplexity", "verdict": "Verdict",
 }
-TEXT = ("model", "ci", "ratio", "n_events", "probabilities", "label", "vs", "ratio_ci")
+TEXT = ("model", "ci", "ratio", "n_events", "probabilities", "label", "vs", "ratio_ci", "verdict")
 
 
 def probabilities(normalization: str) -> str:
@@ -75,6 +75,23 @@ def paired_table(results: list[dict]) -> pd.DataFrame:
             if p:
                 rows.append({"model": a["model"], "vs": b["model"], "ratio": p["ratio"], "ratio_ci": _ci(*p["ci95"])})
     return pd.DataFrame(rows, columns=["model", "vs", "ratio", "ratio_ci"])
+
+
+def contrast_table(results: list[dict], contrasts) -> pd.DataFrame:
+    """Chosen pairs (model, the same model without one ingredient): both perplexities, the paired
+    ratio and what its interval says. Pairs with a model missing from the results are left out."""
+    check_same_events(results)
+    by = {r["model"]: r for r in results}
+    rows = []
+    for a, b in contrasts:
+        if a in by and b in by and b in by[a].get("paired", {}):
+            p = by[a]["paired"][b]
+            lo, hi = p["ci95"]
+            verdict = ("no clear difference" if lo is None or lo <= 1 <= hi
+                       else "better" if hi < 1 else "worse")
+            rows.append({"model": a, "vs": b, "perplexity": by[a]["perplexity"], "vs_perplexity": by[b]["perplexity"],
+                         "ratio": p["ratio"], "ratio_ci": _ci(lo, hi), "verdict": verdict})
+    return pd.DataFrame(rows, columns=["model", "vs", "perplexity", "vs_perplexity", "ratio", "ratio_ci", "verdict"])
 
 
 def _fmt(df: pd.DataFrame) -> pd.DataFrame:

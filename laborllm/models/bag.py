@@ -35,7 +35,7 @@ class BagOfJobs(Model):
         start_row = torch.as_tensor(np.arange(len(f)) - starts)
         before = cum[rows - 1] - torch.where((start_row[rows] > 0).unsqueeze(1), cum[(start_row[rows] - 1).clamp(min=0)], torch.zeros(K))
         mean = before / before.sum(1, keepdim=True).clamp(min=1)
-        last = torch.as_tensor(events.frame["last"].to_numpy()).clamp(min=0)
+        last = torch.as_tensor(events.frame["last_state"].to_numpy()).clamp(min=0)
         return last, mean
 
     def _logits(self, last, mean):

@@ -47,7 +47,8 @@ class Model(ABC):
                             f"known: {', '.join(sorted(self.default_config()))}")
         self.config = {**self.default_config(), **config}
         self.states: list[str] = []
-        self.meta: dict = {}
+        self.meta: dict = {}  # what fitting measured (timings, steps, validation figures), for the model card
+        self.work_dir: Path | None = None  # where training checkpoints go, so a killed fit resumes there
 
     @classmethod
     def default_config(cls) -> dict:
@@ -69,11 +70,22 @@ class Model(ABC):
     def log_probs(self, events: Events) -> np.ndarray:
         """(n_events, n_states) log-probabilities, each row summing to one in probability."""
 
+    def log_probs_and_figures(self, events: Events) -> tuple[np.ndarray, dict]:
+        """`log_probs` and the figures the scoring measured on the way (an LLM's mass on the states)."""
+        return self.log_probs(events), {}
+
     # -- persistence ---------------------------------------------------------------------------
     def tensors(self) -> dict[str, torch.Tensor]:
         return {}
 
     def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        pass
+
+    def learned(self) -> dict:
+        """Learned state that is not a tensor (vocabularies), saved in model.json beside the settings."""
+        return {}
+
+    def load_learned(self, learned: dict) -> None:
         pass
 
     def save(self, out: str | Path, data_spec: dict | None = None) -> Path:
@@ -86,6 +98,7 @@ class Model(ABC):
         try:
             meta = {"format": FORMAT_VERSION, "kind": self.kind, "name": self.name, "config": self.config,
                     "states": self.states, "normalization": self.normalization, "data": data_spec or {},
+                    "learned": self.learned(),
                     "saved": time.strftime("%Y-%m-%dT%H:%M:%S"), **{k: v for k, v in self.meta.items() if k != "data"}}
             self.save_extra(tmp)
             save_file({k: v.detach().cpu().contiguous() for k, v in self.tensors().items()} or {"_": torch.zeros(1)},
@@ -105,6 +118,7 @@ class Model(ABC):
     def from_folder(cls, folder: Path, meta: dict) -> "Model":
         m = cls(**meta["config"])
         m.states, m.meta = meta["states"], meta
+        m.load_learned(meta.get("learned") or meta)  # folders saved before 0.x kept it in the meta
         m.load_tensors(load_file(str(folder / "weights.safetensors")))
         return m
 
@@ -232,7 +246,9 @@ def model_card(meta: dict) -> str:
             lines.append(f"- {k.replace('_', ' ')}: {meta[k]}")
     pool = meta["config"].get("pool")
     if pool:
-        lines.append(f"- pooled into training: every person of {', '.join(map(str, pool))} "
+        who = (f"a seeded sample of {meta['config']['pool_persons']} people from each of"
+               if meta["config"].get("pool_persons") else "every person of")
+        lines.append(f"- pooled into training: {who} {', '.join(map(str, pool))} "
                      f"({meta['config'].get('pool_mode')}); only the target's training people joined them. "
                      "The surveys' person ids are not linked, so a person appearing in two panels cannot be "
                      "detected; the embedded panels are distinct samples.")

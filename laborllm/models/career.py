@@ -259,12 +259,13 @@ class Career(Model):
     def tensors(self):
         return self.net.state_dict()
 
-    def save(self, out, data_spec=None):
-        self.meta.update(states_all=self.states_all, cov_vocab=self.cov_vocab)
-        return super().save(out, data_spec)
+    def learned(self):
+        return {"states_all": self.states_all, "cov_vocab": self.cov_vocab}
+
+    def load_learned(self, learned):
+        self.states_all, self.cov_vocab = learned["states_all"], learned["cov_vocab"]
 
     def load_tensors(self, t):
-        self.states_all, self.cov_vocab = self.meta["states_all"], self.meta["cov_vocab"]
         self.net = self._net()
         self.net.load_state_dict(t)
         self.net.eval()

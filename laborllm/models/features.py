@@ -32,7 +32,7 @@ def history_features(events: Events) -> pd.DataFrame:
             seen.add(s)
     rows = events.frame.row.to_numpy()
     return pd.DataFrame({
-        "last": events.frame["last"].to_numpy(),
+        "last_state": events.frame["last_state"].to_numpy(),
         "last2": last2[rows],
         "prev_distinct": prev_job[rows],
         "tenure": tenure[rows],

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
-from laborllm.data.events import Events
+from laborllm.data.events import Events, sample_ids
 from laborllm.errors import UserError
 from laborllm.io import write_json_atomic
 from laborllm.models.base import Model, is_main_process
@@ -54,8 +54,10 @@ class LLM(Model):
                 "pack_tokens": 0,  # > 0: pack resumes into rows of this many tokens (no padding)
                 "precision": "auto",  # auto: bf16 on GPUs and on CPUs with native bf16, else fp32
                 "scoring": "renormalised",  # or "constrained" (see laborllm.scoring.exact)
-                # other panels whose people all join the training, each career in its own panel's words
-                "pool": None, "pool_mode": "joint"}  # joint: one training; sequential: the pool, then the target
+                # other panels whose people join the training, each career in its own panel's words;
+                # joint: one training; sequential: the pool, then the target
+                "pool": None, "pool_mode": "joint",
+                "pool_persons": None}  # at most this many people of each pooled panel, a seeded sample (None: all)
 
     def __init__(self, **config):
         super().__init__(**config)
@@ -133,12 +135,15 @@ class LLM(Model):
         return panels
 
     def _pooled_resumes(self, panels: list) -> list[list[int]]:
-        """Every person of each pooled panel, in that panel's own states and words."""
+        """Every person of each pooled panel (or `pool_persons` of them), in that panel's own states
+        and words."""
         tpl = ResumeTemplate(self.config["variant"], self.config["birth_year"])
         out = []
         for p in panels:
             enc = SegmentEncoder(self.tok, tpl, p.states, p.scheme)
-            out += [enc.person(g)[0] for _, g in p.frame.groupby("person_id")]
+            keep = sample_ids(p.frame.person_id, self.config["pool_persons"], self.config["seed"])
+            frame = p.frame if keep is None else p.frame[p.frame.person_id.isin(keep)]
+            out += [enc.person(g)[0] for _, g in frame.groupby("person_id")]
         return out
 
     def _prepare_prompt(self, events: Events) -> None:
@@ -158,7 +163,7 @@ class LLM(Model):
             top = {"layers_to_transform": list(range(n - cfg["lora_layers"], n))} if cfg["lora_layers"] else {}
             self.lm = get_peft_model(self.lm, LoraConfig(r=cfg["lora_r"], lora_alpha=cfg["lora_alpha"],
                                                          target_modules=LORA_TARGETS, task_type="CAUSAL_LM", **top))
-        out = Path(self.meta.get("out") or Path.cwd() / "laborllm-llm")
+        out = Path(self.work_dir or Path.cwd() / "laborllm-llm")
         ckpt = out.parent / f".{out.name}.checkpoints"  # beside the model folder, removed once saved
         self._ckpts = [ckpt]
         run = {"config": cfg, "data": events.fingerprint()}
@@ -305,18 +310,20 @@ class LLM(Model):
         return out
 
     def log_probs(self, events: Events) -> np.ndarray:
+        return self.log_probs_and_figures(events)[0]
+
+    def log_probs_and_figures(self, events: Events) -> tuple[np.ndarray, dict]:
+        """Renormalised: the figures say how much mass the LM put on the states' texts."""
         raw = self.raw_log_probs(events)
         if self.config["scoring"] == "constrained":
-            self.last_extra = {}
-            return raw
+            return raw, {}
         mass = np.logaddexp.reduce(raw, axis=1)
         y = events.frame.target.to_numpy()
-        self.last_extra = {
+        return raw - mass[:, None], {
             "unnormalised_perplexity": float(np.exp(-raw[np.arange(len(y)), y].mean())),
             "valid_mass_mean": float(np.exp(mass).mean()),
             "valid_mass_min": float(np.exp(mass).min()),
         }
-        return raw - mass[:, None]
 
 
 class ICL(LLM):

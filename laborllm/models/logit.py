@@ -31,7 +31,7 @@ def design(events: Events, vocab: dict[str, list] | None = None):
     ev = events.frame
     K = len(events.states)
     blocks = {
-        "last": h["last"].map(str), "last2": h.last2.map(str), "prev_distinct": h.prev_distinct.map(str),
+        "last": h["last_state"].map(str), "last2": h.last2.map(str), "prev_distinct": h.prev_distinct.map(str),
         "tenure": pd.cut(h.tenure, TENURE_BINS).map(str), "n_distinct": pd.cut(h.n_distinct, COUNT_BINS).map(str),
         "n_past": pd.cut(h.n_past, COUNT_BINS).map(str), "gap": (h.gap > 1).map(str),
         "prev_missing": h.prev_missing.map(str), "year": ev.year.map(str),
@@ -59,7 +59,7 @@ def design(events: Events, vocab: dict[str, list] | None = None):
         warnings.simplefilter("ignore")
         x = torch.sparse_coo_tensor(np.stack([rows[keep], flat[keep]]), torch.ones(int(keep.sum())),
                                     (len(ev), offset)).coalesce()
-    return x, vocab, torch.as_tensor(h["last"].to_numpy().copy()), K
+    return x, vocab, torch.as_tensor(h["last_state"].to_numpy().copy()), K
 
 
 class Logit(Model):
@@ -126,7 +126,6 @@ class Logit(Model):
 
     def load_tensors(self, t):
         self.W, self.b, self.v, self.offset = t["W"], t["b"], t["v"], t["offset"]
-        self.vocab = self.meta["vocab"]
         K = len(self.states)
         if self.W.ndim != 2 or self.W.shape[1] != K or self.b.shape != (K,) or self.offset.shape[-1] != K:
             from laborllm.errors import UserError
@@ -134,6 +133,8 @@ class Logit(Model):
             raise UserError(f"logit: weights of shapes {tuple(self.W.shape)}, {tuple(self.b.shape)} do not fit the "
                             f"{K} states of model.json")
 
-    def save(self, out, data_spec=None):
-        self.meta["vocab"] = self.vocab
-        return super().save(out, data_spec)
+    def learned(self):
+        return {"vocab": self.vocab}
+
+    def load_learned(self, learned):
+        self.vocab = learned["vocab"]

@@ -47,8 +47,8 @@ class Markov(Model):
         y = events.train.frame.target.to_numpy()
         self.unigram = np.bincount(y, minlength=K) + 0.1
         self.c1 = np.zeros((K, K))
-        np.add.at(self.c1, (tr["last"].to_numpy(), y), 1)
-        ctx2 = tr.last2.to_numpy() * K + tr["last"].to_numpy()
+        np.add.at(self.c1, (tr["last_state"].to_numpy(), y), 1)
+        ctx2 = tr.last2.to_numpy() * K + tr["last_state"].to_numpy()
         keep = tr.last2.to_numpy() >= 0
         self.c2_keys, self.c2_vals = np.unique(ctx2[keep] * K + y[keep], return_counts=True)
         va, yv = history_features(events.valid), events.valid.frame.target.to_numpy()
@@ -74,7 +74,7 @@ class Markov(Model):
 
     def _log_probs(self, feats, alpha, beta) -> np.ndarray:
         K = len(self.states)
-        last = feats["last"].to_numpy()
+        last = feats["last_state"].to_numpy()
         p = self._p1(alpha)[np.where(last >= 0, last, K)]
         if beta is not None:  # second order (None while alpha is tuned on the first order alone)
             ctx = np.where(feats.last2.to_numpy() >= 0, feats.last2.to_numpy() * K + last, -1)

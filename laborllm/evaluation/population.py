@@ -1,0 +1,63 @@
+"""What a model's predictions look like as a population: next-state distributions and move rates
+by subgroup against the observed ones, and careers simulated from each model against real ones."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from laborllm.evaluation.metrics import subgroup_column
+
+GROUPS = ("gender", "race", "education", "cohort")
+SIM_PERSONS, SIM_YEARS = 150, 10
+
+
+def representativeness(events, lps: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Per subgroup level and model: total variation distance between the predicted and the observed
+    distribution of next states, and predicted vs observed move rates."""
+    ev = events.frame
+    y = ev.target.to_numpy()
+    K = len(events.states)
+    rows = []
+    for g in GROUPS:
+        col = subgroup_column(ev, g)
+        if col is None:
+            continue
+        for level in sorted(col.unique()):
+            m = (col == level).to_numpy()
+            if m.sum() < 30:
+                continue
+            observed = np.bincount(y[m], minlength=K) / m.sum()
+            moved = (y[m] != ev["last_state"].to_numpy()[m]).mean()
+            for name, lp in lps.items():
+                p = np.exp(lp[m])
+                stay = p[np.arange(m.sum()), np.maximum(ev["last_state"].to_numpy()[m], 0)]
+                rows.append({"group": g, "level": str(level), "model": name, "n_events": int(m.sum()),
+                             "tv_distance": 0.5 * float(np.abs(p.mean(0) - observed).sum()),
+                             "observed_move_rate": float(moved), "predicted_move_rate": float(1 - stay.mean())})
+    return pd.DataFrame(rows)
+
+
+def trajectories(events, models: dict, seed: int) -> pd.DataFrame:
+    """Share of person-years in each broad occupation group by age: real test careers against
+    careers simulated from each model, starting from each person's first observed year."""
+    from laborllm.forecast import simulate
+
+    f = events.panel.frame
+    ids = events.person_sample(SIM_PERSONS, seed)
+    scheme = events.panel.scheme
+    people = f[f.person_id.isin(set(ids))]
+    first = people.groupby("person_id").head(1)
+    real = people[people.year <= people.groupby("person_id").year.transform("min") + SIM_YEARS]
+    born = first.set_index("person_id").birth_year
+    rows = [real.assign(source="observed", occupation=real.state)[["person_id", "year", "occupation", "source"]]]
+    cols = ["person_id", "year", "state"] + [c for c in ("gender", "race", "birth_year", "education", "region") if c in f]
+    hist = first[cols].rename(columns={"state": "occupation"})
+    for name, model in models.items():
+        sims = simulate(model, hist, years=SIM_YEARS, samples=1, seed=seed)
+        sims["person_id"] = sims.person_id.astype(first.person_id.dtype)
+        start = hist[["person_id", "year", "occupation"]]
+        rows.append(pd.concat([start, sims[["person_id", "year", "occupation"]]]).assign(source=name))
+    t = pd.concat(rows, ignore_index=True)
+    t["age"] = t.year - t.person_id.map(born)
+    t["group"] = t.occupation.map(scheme.group_of)
+    return t[t.occupation != "Missing"]
