@@ -21,7 +21,7 @@ from laborllm.profiles import check_preset
 log = logging.getLogger(__name__)
 
 
-def data_spec(data="nlsy97", columns=None, scheme=None, unknown="error", seed=0, codebook=None) -> dict:
+def data_spec(data="nlsy97", columns=None, scheme=None, unknown="error", seed=0, codebook=None, century=None) -> dict:
     """How to rebuild the exact events a model was fitted on (stored in the model folder)."""
     data = str(data)
     if Path(data).exists():
@@ -29,6 +29,8 @@ def data_spec(data="nlsy97", columns=None, scheme=None, unknown="error", seed=0,
     spec = {"data": data, "columns": columns, "scheme": scheme, "unknown": unknown, "seed": seed}
     if codebook:
         spec["codebook"] = str(Path(codebook).resolve())
+    if century is not None:
+        spec["century"] = century
     return spec
 
 
@@ -36,7 +38,7 @@ def data_spec(data="nlsy97", columns=None, scheme=None, unknown="error", seed=0,
 def _events_cached(spec_json: str) -> Events:
     s = json.loads(spec_json)
     return make_events(load_panel(s["data"], columns=s["columns"], scheme=s["scheme"], unknown=s["unknown"],
-                                  codebook=s.get("codebook")), seed=s["seed"])
+                                  codebook=s.get("codebook"), century=s.get("century")), seed=s["seed"])
 
 
 def events_for(spec: dict) -> Events:
@@ -79,11 +81,11 @@ def make_model(kind: str, profile: str = "quick", **overrides) -> Model:
 
 
 def fit(kind: str, data="nlsy97", out: str | Path | None = None, profile: str = "quick", *, columns=None,
-        scheme=None, unknown="error", seed: int = 0, codebook=None, settings: dict | None = None,
+        scheme=None, unknown="error", seed: int = 0, codebook=None, century=None, settings: dict | None = None,
         **model_config) -> Model:
     """Fit a model on the train split (valid for tuning) and save it to `out` if given. `seed` is the
     split's; model settings (a model's own `seed` among them) come as `settings` or keywords."""
-    spec = data_spec(data, columns, scheme, unknown, seed, codebook)
+    spec = data_spec(data, columns, scheme, unknown, seed, codebook, century)
     model = make_model(kind, profile, **{**(settings or {}), **model_config})  # bad settings: refused now
     if out is not None:
         check_output_folder(Path(out))  # refused before the work, not after

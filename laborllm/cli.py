@@ -25,24 +25,19 @@ ColumnsOpt = typer.Option(None, "--columns", help="map your column names: old=ne
 SchemeOpt = typer.Option(None, "--scheme", help="occupation codes: occ1990dd, census (2002/2010 codes) or titles")
 UnknownOpt = typer.Option("error", "--unknown", help="unknown occupation codes: error, or missing (counted in a warning)")
 CodebookOpt = typer.Option(None, "--codebook", help="CSV of code,title for a panel in its own occupation coding (its titles become the states)")
+CenturyOpt = typer.Option(None, "--century", min=0, help="read two-digit years (0-99) in this century: 1900 reads 70 as 1970")
 SeedOpt = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="seed of the 70/15/15 person split")
-
-
-def load_events(data: str, columns: Optional[str], scheme: Optional[str], unknown: str, seed: int,
-                codebook: Optional[str] = None):
-    from laborllm.data import load_panel, make_events
-
-    return make_events(load_panel(data, columns=columns, scheme=scheme, unknown=unknown, codebook=codebook), seed=seed)
 
 
 @data_app.command("describe")
 def data_describe(data: str = DataOpt, columns: Optional[str] = ColumnsOpt, scheme: Optional[str] = SchemeOpt,
                   unknown: str = UnknownOpt, seed: int = SeedOpt, codebook: Optional[str] = CodebookOpt,
-                  as_json: bool = typer.Option(False, "--json", help="print a JSON object")):
+                  century: Optional[int] = CenturyOpt, as_json: bool = typer.Option(False, "--json", help="print a JSON object")):
     """Persons, person-years, states, events per split, move rate and top occupations."""
+    from laborllm import api
     from laborllm.data.summary import describe
 
-    d = describe(load_events(data, columns, scheme, unknown, seed, codebook))
+    d = describe(api.events_for(api.data_spec(data, columns, scheme, unknown, seed, codebook, century)))
     if as_json:
         out.print_json(json.dumps(d))
         return
@@ -83,6 +78,7 @@ def fit(model: str = typer.Argument(..., help="markov, bag, logit, career, llm o
         profile: Optional[str] = typer.Option(None, "--profile", help="quick (CPU-sized, default) or full (GPU-sized)"),
         config: Optional[Path] = typer.Option(None, "--config", help="TOML/JSON: data keys and a \\[model] table"),
         columns: Optional[str] = ColumnsOpt, scheme: Optional[str] = SchemeOpt, codebook: Optional[str] = CodebookOpt,
+        century: Optional[int] = CenturyOpt,
         unknown: Optional[str] = typer.Option(None, "--unknown", help="unknown codes: error (default) or missing"),
         seed: Optional[int] = typer.Option(None, "--seed", min=0, max=2**32 - 1, help="split seed (default 0)"),
         pool: Optional[str] = typer.Option(None, "--pool", help="llm: also train on every person of these panels, comma-separated "
@@ -100,7 +96,7 @@ def fit(model: str = typer.Argument(..., help="markov, bag, logit, career, llm o
     m = api.fit(model, pick("data", data, "nlsy97"), out_dir, pick("profile", profile, "quick"),
                 columns=pick("columns", columns, None), scheme=pick("scheme", scheme, None),
                 unknown=pick("unknown", unknown, "error"), seed=pick("seed", seed, 0),
-                codebook=pick("codebook", codebook, None), settings=model_cfg)
+                codebook=pick("codebook", codebook, None), century=pick("century", century, None), settings=model_cfg)
     valid = m.meta.get("valid_perplexity")
     out.print(f"fitted {m.name} in {m.meta.get('fit_seconds', 0):.1f}s"
               + (f", valid perplexity {valid:.3f}" if valid else "") + f" -> {out_dir}")
@@ -146,7 +142,7 @@ def run(profile: str = typer.Option("quick", "--profile", help="quick (2-core CP
         seed: int = SeedOpt,
         models: Optional[str] = typer.Option(None, "--models", help="comma-separated subset of: " + ", ".join(NAMES)),
         base: Optional[str] = typer.Option(None, "--base", help="pretrained LM for the LLM models: a folder or GGUF file (default SmolLM2-135M-Instruct)"),
-        scheme: Optional[str] = SchemeOpt, codebook: Optional[str] = CodebookOpt,
+        scheme: Optional[str] = SchemeOpt, codebook: Optional[str] = CodebookOpt, century: Optional[int] = CenturyOpt,
         set_: list[str] = typer.Option([], "--set", help="MODEL.key=value: a setting of one model of the run, e.g. career.epochs=1 (repeatable)")):
     """The whole benchmark: fit every model, evaluate on the same test events, write metrics, tables, plots and report.html."""
     from laborllm.evaluation.compare import comparison_table, rich_table
@@ -163,7 +159,7 @@ def run(profile: str = typer.Option("quick", "--profile", help="quick (2-core CP
             raise UserError(f"--set {key}: expected MODEL.key=value with MODEL one of {', '.join(NAMES)}")
         overrides.setdefault(name, {})[setting] = value
     out_dir = out_dir or Path("runs") / profile
-    extra = {k: v for k, v in (("scheme", scheme), ("codebook", codebook)) if v}
+    extra = {k: v for k, v in (("scheme", scheme), ("codebook", codebook), ("century", century)) if v is not None}
     results = run_benchmark(profile, out_dir, seed, data, names, base=base, overrides=overrides, **extra)
     for tag in dict.fromkeys(r["data"] for r in results):
         rows = [r for r in results if r["data"] == tag]

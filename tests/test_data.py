@@ -213,8 +213,16 @@ def test_codebook_brings_a_users_own_coding(tmp_path):
     bad.write_text("id,label\n1,x\n")
     with pytest.raises(DataError, match="code,title"):
         ll.load_panel(full, columns=cols, codebook=bad)
-    with pytest.raises(DataError, match="two-digit"):
+    with pytest.raises(DataError, match="two-digit.*--century 1900"):
         ll.load_panel(two_digit, columns=cols, codebook=book)
+    # ... or read in the century the user names (the raw file's 70 is 1970)
+    read = ll.load_panel(two_digit, columns=cols, codebook=book, century=1900)
+    assert (read.frame.year.to_numpy() == p.frame.year.to_numpy()).all()
+    r = CliRunner().invoke(app, ["data", "describe", "--data", str(two_digit), "--columns",
+                                 "idcode=person_id,occ_code=occupation,birth_yr=birth_year", "--codebook", str(book),
+                                 "--century", "1900", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["years"][0] == p.frame.year.min()
     r = CliRunner().invoke(app, ["data", "describe", "--data", str(full), "--columns",
                                  "idcode=person_id,occ_code=occupation,birth_yr=birth_year", "--codebook", str(book), "--json"])
     assert r.exit_code == 0, r.output

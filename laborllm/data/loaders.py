@@ -47,10 +47,12 @@ def load_panel(
     unknown: str = "error",
     min_age: int | None = None,
     codebook: str | Path | None = None,
+    century: int | None = None,
 ) -> Panel:
     """One call for every panel: an embedded name (``nlsy97``, ``nlswork``, ``nlsy79-males``), a
     path to a CSV/Parquet/Stata file, or a DataFrame with the canonical columns. `codebook`: a CSV of
-    code,title for a panel in its own occupation coding (its titles become the states)."""
+    code,title for a panel in its own occupation coding (its titles become the states). `century`:
+    read two-digit years (0-99, of events and births) in it, e.g. 1900 reads 70 as 1970."""
     if isinstance(columns, str):
         columns = parse_columns(columns)
     book = read_codebook(codebook) if codebook else None
@@ -58,15 +60,15 @@ def load_panel(
         raise DataError(f"--codebook gives the titles itself; it cannot be combined with --scheme {scheme}")
     if isinstance(data, pd.DataFrame):
         return Panel.from_frame(data, columns=columns, scheme=scheme or "occ1990dd", unknown=unknown, min_age=min_age,
-                                codebook=book)
+                                codebook=book, century=century)
     name = str(data)
     if name in EMBEDDED:
         e = EMBEDDED[name]
         with (resources.files("laborllm.data") / "assets" / e.file).open("rb") as f:
             df = pd.read_parquet(f)
         return Panel.from_frame(df, source=name, columns=columns, scheme=scheme or e.scheme, unknown=unknown,
-                                min_age=min_age, codebook=book)
+                                min_age=min_age, codebook=book, century=century)
     if not Path(name).exists() and "/" not in name and "." not in name:
         raise DataError(f"unknown data set {name!r}: use one of {', '.join(EMBEDDED)} or a file path")
     return Panel.from_frame(read_table(name), source=name, columns=columns, scheme=scheme or "occ1990dd",
-                            unknown=unknown, min_age=min_age, codebook=book)
+                            unknown=unknown, min_age=min_age, codebook=book, century=century)

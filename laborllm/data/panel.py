@@ -68,6 +68,7 @@ class Panel:
         min_age: int | None = None,
         unknown_hint: str = "; pass --unknown missing to treat them as Missing",
         codebook: dict[str, str] | None = None,
+        century: int | None = None,
     ) -> "Panel":
         """Validate a raw table and build the panel; every failure raises DataError naming rows."""
         if unknown not in UNKNOWN_POLICIES:
@@ -96,7 +97,7 @@ class Panel:
         if pid.isna().any():
             raise DataError(f"{source}: person_id is empty in {_rows(pid.isna())}")
         out["person_id"] = pd.to_numeric(pid).astype("int64") if _all_int(pid) else pid.astype(str)
-        out["year"] = _integer_column(df.year, "year", source).astype("int64")
+        out["year"] = _integer_column(df.year, "year", source, century=century).astype("int64")
         dup = out.duplicated(["person_id", "year"], keep=False)
         if dup.any():
             raise DataError(f"{source}: duplicate person-years (person_id, year) in {_rows(dup)}")
@@ -119,7 +120,7 @@ class Panel:
             if c not in df.columns:
                 continue
             if c == "birth_year":
-                out[c] = _integer_column(df[c], c, source, allow_missing=True)
+                out[c] = _integer_column(df[c], c, source, allow_missing=True, century=century)
             elif c == "weight":
                 w = pd.to_numeric(df[c], errors="coerce")
                 if (w < 0).any() or (w.isna() & df[c].notna()).any():
@@ -165,15 +166,20 @@ def _all_int(s: pd.Series) -> bool:
 YEARS = (1900, 2100)  # plausible calendar years (of events and of births)
 
 
-def _integer_column(s: pd.Series, name: str, source: str, allow_missing: bool = False) -> pd.Series:
+def _integer_column(s: pd.Series, name: str, source: str, allow_missing: bool = False,
+                    century: int | None = None) -> pd.Series:
+    """Integers; calendar years within YEARS, two-digit ones read in `century` when it is given."""
     v = pd.to_numeric(s, errors="coerce")
     bad = (v.isna() & (s.notna() if allow_missing else True)) | (v.notna() & (v != v.round()))
     if bad.any():
         raise DataError(f"{source}: {name} must be an integer in {_rows(bad)} (e.g. {s[bad].iloc[0]!r})")
     lo, hi = YEARS
+    if century is not None:
+        v = v.where(~v.between(0, 99), v + century)
     out = v.notna() & ((v < lo) | (v > hi))
     if out.any():
-        hint = " (two-digit years? write them in full, e.g. 1970)" if (v[out].abs() < 100).all() else ""
+        hint = (" (two-digit years? write them in full, e.g. 1970, or pass --century 1900)"
+                if (v[out].abs() < 100).all() else "")
         raise DataError(f"{source}: {name} must be a calendar year between {lo} and {hi} in {_rows(out)} "
                         f"(e.g. {s[out].iloc[0]!r}){hint}")
     return v.astype("Int64")

@@ -9,6 +9,7 @@ state set; the mass that fell outside the set is kept and reported.
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -108,6 +109,7 @@ class LLM(Model):
     def _load_base(self):
         self.base_dir = resolve_base(self.config["base"])
         self.lm, self.tok = load_lm(self.base_dir)
+        self._score_lm = None
 
     def fit(self, events: Events) -> "LLM":
         self.states = list(events.states)
@@ -265,16 +267,23 @@ class LLM(Model):
         self.prompt_ids = [] if ids == [-1] else ids
 
     # -- scoring ----------------------------------------------------------------------------
+    def _scoring_lm(self):
+        """The LM the scorer reads: LoRA merged (faster) and cast to bf16 where it serves, on a copy,
+        so the fitted LM, which `save` writes, stays as trained."""
+        if getattr(self, "_score_lm", None) is None:
+            lm, bf16 = self.lm, use_bf16(self.config["precision"])
+            if hasattr(lm, "merge_and_unload") or bf16:
+                lm = copy.deepcopy(lm)
+                lm = lm.merge_and_unload() if hasattr(lm, "merge_and_unload") else lm
+                lm = lm.to(torch.bfloat16) if bf16 else lm
+            self._score_lm = lm.eval()
+        return self._score_lm
+
     def _scoring(self, events: Events, desc: str):
         """The encoder, an exact scorer over the state texts, and per person of `events`: the event
         rows, the token ids (prompt + resume) and the start of each year's state text."""
         enc = self._encoder(events.panel)
-        if hasattr(self.lm, "merge_and_unload"):  # LoRA: score with the merged weights (faster)
-            self.lm = self.lm.merge_and_unload()
-        self.lm.eval()
-        if use_bf16(self.config["precision"]):
-            self.lm = self.lm.to(torch.bfloat16)
-        scorer = ExactScorer(self.lm, enc.candidates, max_tokens=self.config["score_max_tokens"],
+        scorer = ExactScorer(self._scoring_lm(), enc.candidates, max_tokens=self.config["score_max_tokens"],
                              mode=self.config["scoring"])
         f, ev = events.panel.frame, events.frame
         groups = ev.groupby("person_id").indices
