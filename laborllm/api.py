@@ -46,7 +46,7 @@ def events_for(spec: dict) -> Events:
 
 
 def read_config(path: str | Path | None) -> dict:
-    """A TOML or JSON file: top-level data keys (data, columns, scheme, unknown, seed) and a
+    """A TOML or JSON file: top-level data keys (data, columns, scheme, unknown, seed, codebook, century) and a
     [model] table of model settings."""
     if path is None:
         return {}

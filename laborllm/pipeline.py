@@ -188,6 +188,10 @@ def _benchmark(out: Path, panel: str, chosen, profile: str, seed: int, base, dat
         nll[name] = -lp[np.arange(len(y)), y]
         fitted[name], lps[name] = model, lp
         config["timings_seconds"][f"{panel_tag(panel)}/{name}"] = round(time.time() - t0, 1)
+        lo, hi = r["perplexity_ci95"]
+        log.warning("%s/%s: test perplexity %.3f [%.3f, %.3f] on %d events (%.0f s)", panel_tag(panel), name,
+                    r["perplexity"], lo if lo is not None else float("nan"), hi if hi is not None else float("nan"),
+                    r["n_events"], time.time() - t0)
         _write(out, folder, results + rows, rows, nll, test, get_profile(profile).contrasts)
     results.extend(rows)
     return rows, fitted, lps, events

@@ -362,14 +362,16 @@ class ICL(LLM):
 
 
 def _training_args(cls, **kw):
-    """TrainingArguments, leaving out options this transformers release does not know (5.x drift)."""
+    """TrainingArguments; only options named in OPTIONAL_ARGS may be missing from this transformers
+    release (any other unknown option is a real error and raises)."""
     import inspect
 
     known = inspect.signature(cls.__init__).parameters
-    dropped = sorted(k for k in kw if k not in known)
-    if dropped:
-        log.debug("TrainingArguments without %s", dropped)
-    return cls(**{k: v for k, v in kw.items() if k in known})
+    return cls(**{k: v for k, v in kw.items() if k in known or k not in OPTIONAL_ARGS})
+
+
+# options that some transformers releases lack and that only affect speed (5.x dropped group_by_length)
+OPTIONAL_ARGS = ("group_by_length",)
 
 
 def _checkpointing(cfg: dict, steps: int) -> dict:
