@@ -81,5 +81,6 @@ def test_contrast_table_reads_the_paired_interval(small_events):
     t = contrast_table(rows, (("markov1", "uniform"), ("uniform", "markov1"), ("markov1-again", "markov1"),
                               ("markov1", "not-run")))
     assert t.verdict.tolist() == ["better", "worse", "no clear difference"]
-    assert t.ratio.iloc[0] == pytest.approx(rows[0]["perplexity"] / rows[1]["perplexity"])
+    assert float(t.paired_ratio.iloc[0].split()[0]) == pytest.approx(rows[0]["perplexity"] / rows[1]["perplexity"], abs=1e-3)
+    assert "| markov1 | uniform |" in to_markdown(t)
     assert t.vs_perplexity.iloc[0] == pytest.approx(rows[1]["perplexity"])

@@ -17,9 +17,11 @@ COLUMNS = {
     "top5": "Top-5", "move_auc": "Move AUC", "move_logloss": "Move log loss", "working_auc": "Working AUC",
     "working_logloss": "Working log loss", "ece": "ECE", "weighted_perplexity": "Weighted ppl",
     "probabilities": "Probabilities", "label": "What it is",
-    "vs": "vs", "ratio_ci": "Paired 95% CI", "vs_perplexity": "vs perplexity", "verdict": "Verdict",
+    "vs": "vs", "ratio_ci": "Paired 95% CI", "vs_perplexity": "vs perplexity", "paired_ratio": "Ratio [paired 95% CI]",
+    "verdict": "Verdict",
 }
-TEXT = ("model", "ci", "ratio", "n_events", "probabilities", "label", "vs", "ratio_ci", "verdict")
+TEXT = ("model", "ci", "ratio", "n_events", "probabilities", "label", "vs", "ratio_ci", "paired_ratio", "verdict")
+PERPLEXITIES = ("perplexity", "weighted_perplexity", "vs_perplexity")  # two decimals
 
 
 def probabilities(normalization: str) -> str:
@@ -90,8 +92,8 @@ def contrast_table(results: list[dict], contrasts) -> pd.DataFrame:
             verdict = ("no clear difference" if lo is None or lo <= 1 <= hi
                        else "better" if hi < 1 else "worse")
             rows.append({"model": a, "vs": b, "perplexity": by[a]["perplexity"], "vs_perplexity": by[b]["perplexity"],
-                         "ratio": p["ratio"], "ratio_ci": _ci(lo, hi), "verdict": verdict})
-    return pd.DataFrame(rows, columns=["model", "vs", "perplexity", "vs_perplexity", "ratio", "ratio_ci", "verdict"])
+                         "paired_ratio": f"{p['ratio']:.3f} {_ci(lo, hi)}", "verdict": verdict})
+    return pd.DataFrame(rows, columns=["model", "vs", "perplexity", "vs_perplexity", "paired_ratio", "verdict"])
 
 
 def _fmt(df: pd.DataFrame) -> pd.DataFrame:
@@ -100,7 +102,7 @@ def _fmt(df: pd.DataFrame) -> pd.DataFrame:
         if c in TEXT:
             out[c] = out[c].map(lambda v: f"{v:,}" if isinstance(v, int) else str(v))
         else:
-            out[c] = out[c].map(lambda v: "" if v is None or pd.isna(v) else f"{v:.3f}" if c not in ("perplexity", "weighted_perplexity") else f"{v:.2f}")
+            out[c] = out[c].map(lambda v: "" if v is None or pd.isna(v) else f"{v:.3f}" if c not in PERPLEXITIES else f"{v:.2f}")
     return out.rename(columns=COLUMNS)
 
 
