@@ -118,7 +118,7 @@ class Model(ABC):
     def from_folder(cls, folder: Path, meta: dict) -> "Model":
         m = cls(**meta["config"])
         m.states, m.meta = meta["states"], meta
-        m.load_learned(meta.get("learned") or meta)  # folders saved before 0.x kept it in the meta
+        m.load_learned(meta.get("learned") or meta)  # older model folders kept it among the meta
         m.load_tensors(load_file(str(folder / "weights.safetensors")))
         return m
 
