@@ -112,3 +112,27 @@ def test_readme_tables_are_generated_from_the_run(run_dir, tmp_path):
         assert f"| {m['model']} |" in text and f"{m['perplexity']:.2f}" in text
     assert "Ratio to ref." in text and "1 (reference)" in text
     assert all(f"panel/{m['model']}" in bench.read_text() for m in results)
+
+
+def test_pooling_profile_sets_pooled_models_against_themselves_alone(tmp_path):
+    """`run --profile pooling` on the men panel, CAREER alone and pretrained on nlswork through the
+    crosswalk (tiny networks): both on the same events, the contrast table in the run folder, the
+    report and the README block."""
+    import importlib.util
+    from pathlib import Path
+
+    from laborllm.models.registry import load_model
+
+    tiny = {"layers": 1, "d": 32, "heads": 2, "ff": 64, "epochs": 1, "min_steps": 0, "pretrain_epochs": 1}
+    out = tmp_path / "pooling"
+    results = run("pooling", out, models=["career", "career-pooled"], overrides={"career": tiny, "career-pooled": tiny})
+    assert [r["model"] for r in results] == ["career", "career-pooled"] and results[0]["n_events"] == 567
+    assert "| career-pooled | career |" in (out / "nlsy79-males" / "contrasts.md").read_text()
+    pooled = load_model(out / "nlsy79-males" / "models" / "career-pooled")
+    # nlswork's groups went onto the men's states; the one without a counterpart kept its own
+    assert pooled.states_all[len(pooled.states):] == ["Other occupations"]
+    assert "Does pooling another survey help?" in (out / "report.html").read_text()
+    spec = importlib.util.spec_from_file_location("results_tables", Path(__file__).parents[1] / "scripts" / "results_tables.py")
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    assert "**Does pooling another survey help?**" in tables.results_markdown(out, "laborllm run --profile pooling")
