@@ -165,10 +165,10 @@ def evaluate(folders, split: str = "test", n_boot: int = 500, unnormalised: bool
             results.append(evaluate_unnormalised(model, events, n_boot) | {"kind": model.kind, "folder": str(folder)})
             continue
         lp, extra = model_log_probs(model, folder / f"logprobs-{split}.parquet", events)
-        r = evaluate_log_probs(lp, events, model=model.name, split=split, normalization=model.normalization,
-                               n_boot=n_boot)
+        name = model.name if model.name not in nll else f"{model.name} ({folder})"  # two folders, one name
+        r = evaluate_log_probs(lp, events, model=name, split=split, normalization=model.normalization, n_boot=n_boot)
         r.update(extra, kind=model.kind, folder=str(folder), label=model.describe())
-        nll[model.name] = -lp[np.arange(len(events)), events.frame.target.to_numpy()]
+        nll[name] = -lp[np.arange(len(events)), events.frame.target.to_numpy()]
         try:
             write_json_atomic(folder / f"metrics-{split}.json", r)
         except OSError as e:

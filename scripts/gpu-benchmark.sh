@@ -86,7 +86,7 @@ stage_2() {
   cat "$STATE/partaa" "$CARRY/part2/partab" > "$STATE/$GGUF_NAME"
   echo "$GGUF_SHA  $STATE/$GGUF_NAME" | sha256sum -c - | tee -a "$OUT/gpu-benchmark.log"
   "$PY" -m laborllm.bench.training --model "$BASE" "${TRAIN_ARGS[@]}" --precision auto 2>>"$OUT/stderr.log" \
-    | tee "$OUT/throughput.txt"
+    | tee -a "$OUT/gpu-benchmark.log"
   say "target: training >= 400,000 tokens/s and 40% MFU (figures above)"
   stage_run
 }
@@ -110,11 +110,41 @@ for r in rows:  # fit and scoring times are kept with the model and the cache, s
     total += fit + score
     print(f"timing {r['model']}: fit {fit:.0f}s, scoring {score:.0f}s")
 print(f"target: whole NLSY97 full profile within 15 minutes of GPU time: {total / 60:.1f} min of fitting and scoring")
+print(f"models done: {len(rows)}")
 if rows:
     for r in rows:
         if r["kind"] in ("llm", "icl"):
             print(f"target: exact scoring of the test set <= 60 s per LLM: {r['model']} {r.get('score_seconds')}s "
                   f"over {r['n_events']:,} events, perplexity {r['perplexity']:.3f}")
+EOF
+}
+
+stage_lora() {  # issue 10 item 2: the titles LLM as a LoRA adapter, for CPU users, once the full run is done
+  local done t=$(( $(left) - 30 ))
+  done=$(grep -c '"model"' "$STATE/run/metrics.json" 2>/dev/null || true)
+  (( ${done:-0} >= 7 )) || { say "LoRA: waits for the full run"; return 0; }
+  [[ -f $OUT/lora-titles.tgz ]] && return 0
+  (( t > 120 )) || { say "LoRA: no time left in this command (${t}s)"; return 0; }
+  local data=(--data nlsy97) full=$STATE/run/nlsy97/models/llm-titles
+  if (( DRY )); then data=(--data "$STATE/panel.csv" --scheme titles --set epochs=1); full=$STATE/run/panel/models/llm-titles; fi
+  say "LoRA: laborllm fit llm ${data[*]} --profile full --set lora=true (at most ${t}s)"
+  timeout "$t" "$PY" -m laborllm.cli fit llm "${data[@]}" --profile full --out "$STATE/lora-titles" --set lora=true \
+    --set name=lora-titles --set lora_r=16 --set lr=1e-3 --set "base=$BASE" --set "scoring=$SCORING" 2>>"$OUT/stderr.log" | tee -a "$OUT/gpu-benchmark.log" || return 0
+  timeout "$(( $(left) - 20 ))" "$PY" -m laborllm.cli evaluate "$STATE/lora-titles" "$full" --json 2>>"$OUT/stderr.log" \
+    > "$STATE/lora-eval.json" || return 0
+  tar czf "$OUT/lora-titles.tgz" -C "$STATE" lora-titles/model.json lora-titles/README.md lora-titles/weights.safetensors \
+    lora-titles/adapter
+  "$PY" - "$STATE" "$OUT/lora-titles.tgz" <<'EOF' | tee -a "$OUT/gpu-benchmark.log"
+import json, sys
+from pathlib import Path
+state, tgz = Path(sys.argv[1]), Path(sys.argv[2])
+lora, full = json.loads((state / "lora-eval.json").read_text())
+p = lora["paired"][full["model"]]
+size = sum(f.stat().st_size for f in (state / "lora-titles" / "adapter").iterdir()) / 2**20
+print(f"target: LoRA within 2% of the full fine-tune: {lora['perplexity']:.3f} vs {full['perplexity']:.3f}, "
+      f"paired ratio {p['ratio']:.4f} [{p['ci95'][0]:.4f}, {p['ci95'][1]:.4f}]")
+print(f"target: adapter at most 16 MiB: {size:.1f} MiB ({tgz.name} {tgz.stat().st_size / 2**20:.1f} MiB; "
+      "unpack into laborllm/models/assets/ as nlsy97-titles)")
 EOF
 }
 
@@ -143,14 +173,14 @@ tiny_model_folder(state / "tiny", texts, vocab_size=500, hidden=48)
 EOF
   stage_1
   T0=$(date +%s); stage_2
-  T0=$(date +%s); say "stage 3: resume"; stage_run
+  T0=$(date +%s); say "stage 3: resume"; stage_run; stage_lora
 }
 
 case "${1:-}" in
   prepare) stage_prepare ;;
   1) stage_1 ;;
   2) stage_2 ;;
-  3) say "stage 3: resume"; stage_run ;;
+  3) say "stage 3: resume"; stage_run; stage_lora ;;
   dry-run) stage_dry_run ;;
   *) echo "usage: $0 prepare|1|2|3|dry-run" >&2; exit 2 ;;
 esac

@@ -191,3 +191,35 @@ def test_career_pretraining_crosswalk_sends_states_onto_the_target(tmp_path):
     model.config["pretrain_states"] = str(bad)
     with pytest.raises(UserError, match="Office clerks"):
         model._pretrain_panel()
+
+
+def test_packaged_models_load_by_name(small_events, tmp_path, monkeypatch):
+    """`laborllm predict nlsy97-titles`: a packaged model loads by name; a name not shipped yet says
+    where it comes from; a user's folder of the same name wins."""
+    import shutil
+
+    from laborllm.errors import UserError
+    from laborllm.models import registry
+
+    monkeypatch.setattr(registry, "PACKAGED_DIR", tmp_path / "assets")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="not in this release yet.*gpu-benchmark"):
+        load_model("nlsy97-titles")
+    Markov(order=2).fit(small_events).save(tmp_path / "assets" / "nlsy97-titles")
+    m = load_model("nlsy97-titles")
+    assert m.kind == "markov" and m.config["order"] == 2
+    shutil.copytree(tmp_path / "assets" / "nlsy97-titles", tmp_path / "nlsy97-titles")
+    (tmp_path / "nlsy97-titles" / "model.json").write_text(
+        (tmp_path / "nlsy97-titles" / "model.json").read_text().replace('"order": 2', '"order": 1'))
+    assert load_model("nlsy97-titles").config["order"] == 1  # the user's folder in the working directory
+
+
+def test_evaluate_two_folders_of_one_name_keeps_both_paired(tmp_path):
+    """Two folders whose models share a name (a refit with other settings) are both compared, paired."""
+    from laborllm import api
+
+    for order in (1, 2):
+        api.fit("markov", "nlsy79-males", tmp_path / f"m{order}", order=order, name="markov")
+    a, b = api.evaluate([tmp_path / "m1", tmp_path / "m2"], "test", n_boot=50)
+    assert a["model"] == "markov" and b["model"] == f"markov ({tmp_path / 'm2'})"
+    assert b["paired"]["markov"]["ratio"] == pytest.approx(b["perplexity"] / a["perplexity"], rel=1e-6)

@@ -14,10 +14,27 @@ from laborllm.models.markov import Markov
 
 MODELS = {"markov": Markov, "bag": BagOfJobs, "logit": Logit, "career": Career, "llm": LLM, "icl": ICL}
 
+# models the project trains and ships inside the package, loaded by name (`laborllm predict NAME`)
+PACKAGED = {"nlsy97-titles": "SmolLM2-135M with a LoRA adapter, titles, fine-tuned on NLSY97's training people"}
+PACKAGED_DIR = Path(__file__).parent / "assets"
+
+
+def packaged_folder(name: str) -> Path | None:
+    """The folder of a packaged model name (None when `name` is not one, or is a folder of the user's)."""
+    if str(name) not in PACKAGED or Path(name).exists():
+        return None
+    folder = PACKAGED_DIR / str(name)
+    if not (folder / "model.json").is_file():
+        raise UserError(f"model {name!r} is not in this release yet: it is trained on a GPU by "
+                        "scripts/gpu-benchmark.sh (lora-titles.tgz); pass a model folder instead")
+    return folder
+
 
 def load_model(folder: str | Path) -> Model:
-    folder = Path(folder)
-    recover(folder)
+    packaged = packaged_folder(str(folder))
+    folder = packaged or Path(folder)
+    if packaged is None:
+        recover(folder)  # never writes into the package
     meta_path = folder / "model.json"
     if not meta_path.exists():
         raise UserError(f"{folder}: not a laborllm model folder (no model.json)")
@@ -30,6 +47,8 @@ def load_model(folder: str | Path) -> Model:
         raise UserError(f"{meta_path}: not a laborllm model description ({type(e).__name__}: {e})") from None
     if kind not in MODELS:
         raise UserError(f"{meta_path}: unknown model kind {kind!r}")
+    if packaged is not None and "base" in meta["config"]:
+        meta["config"]["base"] = None  # its adapter sits on the pip-installed SmolLM2, wherever it was trained
     try:
         return MODELS[kind].from_folder(folder, meta)
     except UserError:
