@@ -74,7 +74,8 @@ def run_log(path: Path):
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
     root, pywarn = logging.getLogger(), logging.getLogger("py.warnings")
     libs = [logging.getLogger(n) for n in ("transformers", "peft", "accelerate", "torch")]
-    saved = (root.level, pywarn.propagate, [(lg.propagate, lg.handlers[:]) for lg in libs])
+    llm_log = logging.getLogger("laborllm.models.llm")
+    saved = (root.level, pywarn.propagate, [(lg.propagate, lg.handlers[:]) for lg in libs], llm_log.level)
     try:
         from transformers.utils import logging as hf_logging
 
@@ -85,7 +86,7 @@ def run_log(path: Path):
         hf_logging = None
     root.addHandler(handler)
     root.setLevel(min(root.level, logging.INFO))
-    logging.getLogger("laborllm.models.llm").setLevel(logging.INFO)
+    llm_log.setLevel(logging.INFO)  # the trainer's figures, for the file
     quieted = [h for h in root.handlers if h is not handler and h.level == logging.NOTSET]
     for h in quieted:  # the console shows warnings and errors only
         h.setLevel(logging.WARNING)
@@ -104,6 +105,7 @@ def run_log(path: Path):
             root.removeHandler(handler)
             pywarn.removeHandler(handler)
             root.setLevel(saved[0])
+            llm_log.setLevel(saved[3])
             for h in quieted:
                 h.setLevel(logging.NOTSET)
             pywarn.propagate = saved[1]
@@ -164,7 +166,7 @@ def _run_plan(out, plan, profile, seed, base, data_kw, results, config, sections
 
 def _benchmark(out: Path, panel: str, chosen, profile: str, seed: int, base, data_kw: dict, results: list,
                config: dict):
-    folder = out / panel_tag(panel)
+    folder, prof = out / panel_tag(panel), get_profile(profile)
     spec = api.data_spec(panel, seed=seed, **data_kw)
     events = api.events_for(spec)
     test = events.test
@@ -179,7 +181,7 @@ def _benchmark(out: Path, panel: str, chosen, profile: str, seed: int, base, dat
         else:
             log.warning("fitting %s/%s (%s, %s profile)", panel_tag(panel), name, kind, profile)
             extra = {"base": base} if base and MODEL_KINDS[kind].language_model else {}
-            model = api.fit(kind, panel, mfolder, get_profile(profile).preset, seed=seed, name=name, **data_kw, **settings, **extra)
+            model = api.fit(kind, panel, mfolder, prof.preset, seed=seed, name=name, **data_kw, **settings, **extra)
         lp, extra = api.model_log_probs(model, folder / "logprobs" / f"{name}-test.parquet", test)
         r = evaluate_log_probs(lp, test, model=name, split="test", normalization=model.normalization)
         r.update(extra, kind=kind, events="test", data=panel_tag(panel), profile=profile, label=model.describe(),
@@ -192,7 +194,7 @@ def _benchmark(out: Path, panel: str, chosen, profile: str, seed: int, base, dat
         log.warning("%s/%s: test perplexity %.3f [%.3f, %.3f] on %d events (%.0f s)", panel_tag(panel), name,
                     r["perplexity"], lo if lo is not None else float("nan"), hi if hi is not None else float("nan"),
                     r["n_events"], time.time() - t0)
-        _write(out, folder, results + rows, rows, nll, test, get_profile(profile).contrasts)
+        _write(out, folder, results + rows, rows, nll, test, prof.contrasts)
     results.extend(rows)
     return rows, fitted, lps, events
 

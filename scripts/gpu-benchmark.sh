@@ -121,7 +121,7 @@ EOF
 
 stage_lora() {  # issue 10 item 2: the titles LLM as a LoRA adapter, for CPU users, once the full run is done
   local done t=$(( $(left) - 30 ))
-  done=$(grep -c '"model"' "$STATE/run/metrics.json" 2>/dev/null || true)
+  done=$("$PY" -c 'import json, sys; print(len(json.load(open(sys.argv[1]))))' "$STATE/run/metrics.json" 2>/dev/null || true)
   (( ${done:-0} >= 7 )) || { say "LoRA: waits for the full run"; return 0; }
   [[ -f $OUT/lora-titles.tgz ]] && return 0
   (( t > 120 )) || { say "LoRA: no time left in this command (${t}s)"; return 0; }
