@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from contextlib import nullcontext
 from functools import lru_cache
@@ -114,20 +115,24 @@ def model_log_probs(model: Model, cache: Path | None, events: Events) -> tuple[n
     if cache and cache.exists():
         try:
             lp, meta = read_log_probs(cache)
-            if (meta.get("events_fingerprint") == events.fingerprint() and lp.shape == (len(events), len(events.states))
-                    and np.isfinite(lp).all()):
+            if (meta.get("events_fingerprint") == events.fingerprint() and meta.get("model_fingerprint") == model.fingerprint()
+                    and lp.shape == (len(events), len(events.states)) and np.isfinite(lp).all()):
                 return lp, json.loads(meta.get("extra", "{}"))
         except Exception as e:  # a damaged cache is recomputed, never fatal
             log.warning("%s: unreadable log-probability cache, recomputing (%s)", cache, type(e).__name__)
     t0 = time.time()
-    lp, figures = model.log_probs_and_figures(events)
+    # an LLM keeps finished people beside the cache while scoring, so a killed run continues there
+    partial = cache.with_name(cache.stem + ".partial") if cache and model.language_model else None
+    lp, figures = model.log_probs_and_figures(events, partial) if partial else model.log_probs_and_figures(events)
     if not np.isfinite(lp).all():
         raise UserError(f"{model.name}: the model gives non-finite log-probabilities (corrupt weights?)")
     # the scoring time travels with the cache, so a resumed run still reports it
     extra = figures | {"score_seconds": round(time.time() - t0, 1)}
     if cache:
         try:
-            write_log_probs(cache, events, lp, model.name, model.normalization, extra)
+            write_log_probs(cache, events, lp, model.name, model.normalization, extra, model.fingerprint())
+            if partial:
+                shutil.rmtree(partial, ignore_errors=True)
         except OSError as e:  # a read-only model folder: evaluate anyway, without the cache
             log.warning("%s: cannot write the log-probability cache (%s)", cache, e.strerror or e)
     return lp, extra

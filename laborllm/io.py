@@ -33,8 +33,10 @@ def write_json_atomic(path: Path, obj) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
-def write_log_probs(path: Path, events, lp: np.ndarray, model: str, normalization: str, extra: dict | None = None) -> Path:
-    """Per-event log-probabilities over all states (float32 list column) with the event keys."""
+def write_log_probs(path: Path, events, lp: np.ndarray, model: str, normalization: str, extra: dict | None = None,
+                    model_fingerprint: str = "") -> Path:
+    """Per-event log-probabilities over all states (float32 list column) with the event keys, and
+    the fingerprints of the events and of the model that scored them (a cache is reused for both only)."""
     ev = events.frame
     y = ev.target.to_numpy()
     table = pa.table({
@@ -44,7 +46,8 @@ def write_log_probs(path: Path, events, lp: np.ndarray, model: str, normalizatio
         "log_probs": pa.FixedSizeListArray.from_arrays(pa.array(lp.astype(np.float32).ravel()), lp.shape[1]),
     })
     meta = {"model": model, "normalization": normalization, "states": json.dumps(events.states),
-            "events_fingerprint": events.fingerprint(), "extra": json.dumps(extra or {})}
+            "events_fingerprint": events.fingerprint(), "model_fingerprint": model_fingerprint,
+            "extra": json.dumps(extra or {})}
     table = table.replace_schema_metadata({k: str(v) for k, v in meta.items()})
     return _atomic(path, lambda t: pq.write_table(table, t, compression="zstd"))
 

@@ -135,7 +135,9 @@ def run(profile: str = "quick", out: str | Path | None = None, seed: int = 0, da
     out.mkdir(parents=True, exist_ok=True)
     benches = [(data, prof.models)] if data else prof.benchmarks
     overrides = overrides or {}
-    plan = [(panel, [(n, k, {**s, **overrides.get(n, {})}) for n, k, s in MODELS if n in names and (not models or n in models)])
+    kinds = {n: (k, s) for n, k, s in MODELS}
+    plan = [(panel, [(n, kinds[n][0], {**kinds[n][1], **prof.settings.get(n, {}), **overrides.get(n, {})})
+                     for n in names if not models or n in models])
             for panel, names in benches]
     config = {"profile": profile, "seed": seed, "versions": versions(), "timings_seconds": {}, "overrides": overrides,
               "benchmarks": [{"data": api.data_spec(panel, seed=seed, **data_kw), "folder": panel_tag(panel),

@@ -7,7 +7,7 @@ the pooled panel in its own words, CAREER pretrains on it through a crosswalk on
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PRESETS = ("quick", "full")
@@ -44,12 +44,20 @@ class Profile:
     simulate_llms: bool  # the report simulates LLM careers too (minutes per model on a CPU)
     contrasts: tuple = ()  # ((model, the same model without one ingredient), ...): the profile's question
     question: str = ""
+    settings: dict = field(default_factory=dict)  # model name -> settings over the preset's, for this profile
 
     @property
     def models(self) -> tuple:
         """Every model of the profile, for `--data` (one panel with all of them)."""
         return tuple(dict.fromkeys(n for _, names in self.benchmarks for n in names))
 
+
+# The NLSY97 CPU recipe: LoRA r16 on the top 10 of SmolLM2's 30 layers in fp32 (1.47x the tokens/s of
+# all layers on a 2-core CPU without AMX: the backward pass stops at layer 20; docs/benchmarks.md),
+# up to 3 epochs with the best validation epoch kept, scored constrained; CAREER at the paper's size.
+CPU_LLM = {"lora": True, "lora_layers": 10, "lora_r": 16, "epochs": 3, "batch_size": 8, "lr": 1e-3,
+           "max_valid_persons": 500, "scoring": "constrained", "precision": "auto"}
+NLSY97_CPU = ("markov1", "markov2", "logit", "llm-titles", "career", "llm-codes")
 
 PROFILES = {
     # a 2-core CPU in about 15 minutes: every model where the whole method fits, the baselines on NLSY97
@@ -61,6 +69,14 @@ PROFILES = {
                        contrasts=(("career-pooled", "career"), ("llm-titles-pooled", "llm-titles"),
                                   ("llm-titles-pooled-seq", "llm-titles")),
                        question="Does pooling another survey help?"),
+    # a 2-core CPU over a night or several, in resumable pieces: the paper's panel with the fine-tuned
+    # LLM on every test event, titles first (the headline), then CAREER, then the codes ablation
+    "nlsy97-cpu": Profile("quick", (("nlsy97", NLSY97_CPU),), simulate_llms=False,
+                          contrasts=(("llm-titles", "logit"), ("llm-titles", "career"), ("llm-codes", "llm-titles")),
+                          question="Does the fine-tuned LLM beat the logit and CAREER on NLSY97?",
+                          settings={"llm-titles": CPU_LLM, "llm-codes": CPU_LLM,
+                                    "career": {"layers": 12, "d": 192, "heads": 3, "ff": 768, "epochs": 60,
+                                               "min_steps": 0, "patience": 3}}),
 }
 
 

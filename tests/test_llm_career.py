@@ -91,23 +91,61 @@ def test_lora_codes_variant_and_icl(panel_csv, tiny_base, tmp_path):
 
 
 def test_llm_training_resumes_from_checkpoint(panel_csv, tiny_base, tmp_path):
-    """A run killed after its first checkpoint resumes from it instead of starting over."""
+    """A run killed after a checkpoint resumes from it instead of starting over, and its model card
+    counts the whole run's tokens, not only the last piece's."""
     out = tmp_path / "llm"
     code = f"""
 import sys
-import laborllm.models.llm as L
-def kill(self, args, state, control, **kw):  # die right after the first checkpoint is written
-    sys.exit(3)
-L._Progress.on_save = kill
+import laborllm.models.lm_training as T
+save = T._Progress.on_save
+def kill(self, args, state, control, **kw):  # die right after the fourth checkpoint is written
+    save(self, args, state, control, **kw)
+    if state.global_step == 4:
+        sys.exit(3)
+T._Progress.on_save = kill
 from laborllm import api
-api.fit("llm", {panel_csv!r}, {str(out)!r}, "quick", scheme="titles", base={tiny_base!r}, lora=False, **{LLM_QUICK!r})
+api.fit("llm", {panel_csv!r}, {str(out)!r}, "quick", scheme="titles", base={tiny_base!r}, lora=False,
+        checkpoint_minutes=0, **{LLM_QUICK!r})
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 3, r.stderr[-2000:]
-    assert any((tmp_path / ".llm.checkpoints").glob("checkpoint-*"))
-    m = api.fit("llm", panel_csv, out, "quick", scheme="titles", base=tiny_base, lora=False, **LLM_QUICK)
+    assert any((tmp_path / ".llm.checkpoints").glob("checkpoint-4"))
+    # settings that do not change what is trained (checkpoint interval, scoring) keep the checkpoints
+    m = api.fit("llm", panel_csv, out, "quick", scheme="titles", base=tiny_base, lora=False, checkpoint_minutes=5,
+                scoring="constrained", **{**LLM_QUICK})
     # 8 steps in all, of which only the 4 after the checkpoint ran again (a restart would run 8)
     assert m.meta["train_steps"] == 8 and m.meta["steps_this_run"] == 4 and (out / "hf").exists()
+    assert m.meta["resumed"] and m.meta["train_tokens"] == 8 * m.meta["tokens_per_step"]
+
+
+def test_llm_checkpoints_of_another_run_are_not_resumed(panel_csv, tiny_base, tmp_path):
+    """A setting that changes training (the learning rate) starts over instead of resuming."""
+    from laborllm.models.lm_training import run_stamp
+
+    a = run_stamp({**LLM_QUICK, "lr": 1e-3, "scoring": "constrained", "checkpoint_minutes": 1}, "f", False, 1)
+    b = run_stamp({**LLM_QUICK, "lr": 1e-3, "scoring": "renormalised", "checkpoint_minutes": 9, "patience": 4}, "f",
+                  False, 1)
+    assert a == b
+    assert run_stamp({**LLM_QUICK, "lr": 2e-3}, "f", False, 1) != run_stamp({**LLM_QUICK, "lr": 1e-3}, "f", False, 1)
+    assert run_stamp(LLM_QUICK, "f", True, 1) != run_stamp(LLM_QUICK, "f", False, 1)  # bf16 is another run
+
+
+def test_length_grouped_order_depends_on_seed_and_epoch_only():
+    from laborllm.models.lm_training import LengthGroupedSampler
+
+    lengths = list(np.random.default_rng(0).integers(5, 500, size=1000))
+    s = LengthGroupedSampler(lengths, 8, seed=3)
+    s.set_epoch(1)
+    first = list(s)
+    again = LengthGroupedSampler(lengths, 8, seed=3)  # a resumed process: a new sampler, same epoch
+    again.set_epoch(1)
+    assert list(again) == first and sorted(first) == list(range(1000))
+    s.set_epoch(2)
+    assert list(s) != first
+    # batches of similar lengths: far less padding than a plain shuffle
+    pad = lambda order: sum(8 * max(lengths[i] for i in order[k:k + 8]) - sum(lengths[i] for i in order[k:k + 8])
+                            for k in range(0, 1000, 8))
+    assert pad(first) < 0.2 * pad(list(np.random.default_rng(1).permutation(1000)))
 
 
 def test_ddp_two_cpu_processes(panel_csv, tiny_base, tmp_path):
@@ -177,7 +215,7 @@ def test_unnormalised_mode_is_labelled_and_matches_exact_true_state(panel_csv, t
 def test_packed_rows_give_the_unpacked_loss(tiny_base):
     import torch
 
-    from laborllm.models.llm import _collate, _collate_packed, pack
+    from laborllm.models.lm_training import _collate, _collate_packed, pack
     from laborllm.models.lm_loading import load_lm
 
     model, _ = load_lm(tiny_base)
@@ -214,7 +252,8 @@ def test_packed_schedule_keeps_the_recipe_per_step(tiny_base):
     """Packed training counts steps after packing and takes about as many tokens per step as the
     unpacked recipe (batch_size resumes), so warm-up is warmup_ratio of the real steps."""
     import laborllm as ll
-    from laborllm.models.llm import LLM, training_schedule
+    from laborllm.models.llm import LLM
+    from laborllm.models.lm_training import training_schedule
     from laborllm.models.lm_loading import load_lm
 
     _, tok = load_lm(tiny_base)
@@ -262,3 +301,39 @@ def test_pooling_other_panels_into_llm_training(panel_csv, tiny_base, tmp_path):
     r = CliRunner().invoke(app, ["fit", "llm", "--data", panel_csv, "--scheme", "titles", "--out", str(tmp_path / "c"),
                                  "--pool", "nope.csv", "--set", f"base={tiny_base}"])
     assert r.exit_code != 0 and "nope.csv" in str(r.exception or r.output)
+
+
+def test_llm_scoring_resumes_from_finished_people(panel_csv, tiny_base, tmp_path, monkeypatch):
+    """Scoring killed part-way continues from the people it finished (kept on disk), gives the same
+    matrix as one uninterrupted pass, and never reads parts scored by another model."""
+    import laborllm.scoring.partial as partial
+    from laborllm.scoring.exact import ExactScorer
+
+    monkeypatch.setattr(partial, "FLUSH_SECONDS", 0)  # write every finished person at once
+    m = api.fit("icl", panel_csv, tmp_path / "icl", "quick", scheme="titles", base=tiny_base, shots=1,
+                precision="fp32", scoring="constrained")
+    test = api.events_for(api.data_spec(panel_csv, scheme="titles")).test.sample_persons(8, 0)
+    whole = m.log_probs(test)
+    score, calls = ExactScorer.score, []
+
+    def dies_after_three(self, ids, ends):
+        calls.append(1)
+        if len(calls) > 3:
+            raise KeyboardInterrupt
+        return score(self, ids, ends)
+
+    monkeypatch.setattr(ExactScorer, "score", dies_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        m.log_probs_and_figures(test, tmp_path / "parts")
+    calls.clear()
+    monkeypatch.setattr(ExactScorer, "score", lambda self, ids, ends: (calls.append(1), score(self, ids, ends))[1])
+    lp, _ = m.log_probs_and_figures(test, tmp_path / "parts")
+    assert len(calls) == 8 - 3  # only the people not finished before the kill
+    np.testing.assert_allclose(lp, whole, atol=1e-12)
+    # another model (refitted: a new id) starts over rather than mixing in the first one's rows
+    other = api.fit("icl", panel_csv, tmp_path / "icl", "quick", scheme="titles", base=tiny_base, shots=1,
+                    precision="fp32", scoring="constrained")
+    assert other.fingerprint() != m.fingerprint()
+    calls.clear()
+    other.log_probs_and_figures(test, tmp_path / "parts")
+    assert len(calls) == 8

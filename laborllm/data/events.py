@@ -30,8 +30,9 @@ def sample_ids(person_ids, n: int | None, seed: int = 0) -> list | None:
     """n distinct person ids drawn without replacement, seeded and sorted (None or 0: no sampling)."""
     if not n:
         return None
-    ids = sorted(pd.unique(pd.Series(person_ids)))
-    return sorted(np.random.default_rng(seed).choice(ids, size=min(n, len(ids)), replace=False).tolist())
+    ids = sorted(pd.unique(pd.Series(person_ids)), key=str)  # text order: the same whatever the id dtype
+    return sorted(np.random.default_rng(seed).choice(np.array(ids, dtype=object), size=min(n, len(ids)),
+                                                     replace=False).tolist(), key=str)
 
 
 @dataclass
@@ -112,7 +113,9 @@ class Events:
         """Identifies the exact event set and state set; models are only compared on equal ones."""
         h = hashlib.sha256()
         h.update("\x1f".join(self.states).encode())
-        h.update(pd.util.hash_pandas_object(self.frame[["person_id", "year", "target", "split"]], index=False).values.tobytes())
+        # ids hashed as text: the same people whatever dtype a loader gave the column
+        cols = self.frame[["person_id", "year", "target", "split"]].assign(person_id=self.frame.person_id.astype(str))
+        h.update(pd.util.hash_pandas_object(cols, index=False).values.tobytes())
         return h.hexdigest()[:16]
 
     def __repr__(self) -> str:

@@ -7,11 +7,13 @@ on), ``weights.safetensors`` and a ``README.md`` model card; no pickle is ever w
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 import time
+import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
@@ -96,10 +98,11 @@ class Model(ABC):
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
         try:
+            # this saved artefact's identity: cached scores are keyed by it, so a refit never reads old ones
+            self.meta.update(model_id=uuid.uuid4().hex, saved=time.strftime("%Y-%m-%dT%H:%M:%S"))
             meta = {"format": FORMAT_VERSION, "kind": self.kind, "name": self.name, "config": self.config,
                     "states": self.states, "normalization": self.normalization, "data": data_spec or {},
-                    "learned": self.learned(),
-                    "saved": time.strftime("%Y-%m-%dT%H:%M:%S"), **{k: v for k, v in self.meta.items() if k != "data"}}
+                    "learned": self.learned(), **{k: v for k, v in self.meta.items() if k != "data"}}
             self.save_extra(tmp)
             save_file({k: v.detach().cpu().contiguous() for k, v in self.tensors().items()} or {"_": torch.zeros(1)},
                       str(tmp / "weights.safetensors"))
@@ -113,6 +116,15 @@ class Model(ABC):
 
     def save_extra(self, folder: Path) -> None:
         """Extra files (e.g. a Hugging Face model folder)."""
+
+    def fingerprint(self) -> str:
+        """This fitted model: the id given when it was saved (a model never saved, or saved before ids
+        existed: a hash of its kind, settings, states, events and save time)."""
+        if self.meta.get("model_id"):
+            return self.meta["model_id"]
+        key = {"kind": self.kind, "config": self.meta.get("config", self.config), "states": self.states,
+               "events": self.meta.get("events_fingerprint"), "saved": self.meta.get("saved")}
+        return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     @classmethod
     def from_folder(cls, folder: Path, meta: dict) -> "Model":

@@ -10,24 +10,22 @@ state set; the mass that fell outside the set is kept and reported.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import TrainerCallback
 
 from laborllm.data.events import Events, sample_ids
 from laborllm.errors import UserError
-from laborllm.io import write_json_atomic
 from laborllm.models.base import Model, is_main_process
 from laborllm.models.lm_loading import load_lm, resolve_base, use_bf16
+from laborllm.models.lm_training import run_stamp, run_trainer
 from laborllm.scoring import MODES, ExactScorer
+from laborllm.scoring.partial import PartialScores
 from laborllm.text import ResumeTemplate, SegmentEncoder
 
 log = logging.getLogger(__name__)
@@ -58,7 +56,9 @@ class LLM(Model):
                 # other panels whose people join the training, each career in its own panel's words;
                 # joint: one training; sequential: the pool, then the target
                 "pool": None, "pool_mode": "joint",
-                "pool_persons": None}  # at most this many people of each pooled panel, a seeded sample (None: all)
+                "pool_persons": None,  # at most this many people of each pooled panel, a seeded sample (None: all)
+                "checkpoint_minutes": 10,  # a killed fit loses at most this much training
+                "patience": 1}  # several epochs: stop after this many epochs without a better validation loss
 
     def __init__(self, **config):
         super().__init__(**config)
@@ -103,7 +103,8 @@ class LLM(Model):
         ids = events.subset(split).sample_persons(limit, self.config["seed"]).frame.person_id.unique()
         enc = self._encoder(events.panel)
         rows = f[f.person_id.isin(set(ids))]
-        return [enc.person(g)[0] for _, g in rows.groupby("person_id")]
+        # people in text order of their ids: the training order does not depend on the id dtype
+        return [enc.person(g)[0] for _, g in sorted(rows.groupby("person_id"), key=lambda kv: str(kv[0]))]
 
     # -- fitting ----------------------------------------------------------------------------
     def _load_base(self):
@@ -159,6 +160,9 @@ class LLM(Model):
         pooled = self._pooled_resumes(pools)
         if cfg["lora"]:
             from peft import LoraConfig, get_peft_model
+            from transformers import set_seed
+
+            set_seed(cfg["seed"])  # the adapters' initial weights: same seed, same model
 
             # lora_layers=N adapts only the top N layers: the backward pass then stops there (faster on a CPU)
             n = self.lm.config.num_hidden_layers
@@ -168,61 +172,22 @@ class LLM(Model):
         out = Path(self.work_dir or Path.cwd() / "laborllm-llm")
         ckpt = out.parent / f".{out.name}.checkpoints"  # beside the model folder, removed once saved
         self._ckpts = [ckpt]
-        run = {"config": cfg, "data": events.fingerprint()}
+        bf16 = use_bf16(cfg["precision"], "train")
+        world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun / accelerate launch
+
+        def trainer(resumes, folder, stage=None):
+            stamp = run_stamp(cfg, events.fingerprint(), bf16, world, stage)
+            return run_trainer(self.lm, resumes, valid, folder, stamp, cfg, self.name, bf16)
+
         if pooled and cfg["pool_mode"] == "sequential":  # first the pooled careers, then the target's
             self._ckpts.append(ckpt.with_name(ckpt.name + "-pool"))
-            self.meta["pool_stage"] = self._run_trainer(pooled, valid, self._ckpts[-1], run | {"stage": "pool"})
+            self.meta["pool_stage"] = trainer(pooled, self._ckpts[-1], "pool")
             stage = train
         else:
             stage = train + pooled
-        self.meta.update(self._run_trainer(stage, valid, ckpt, run), train_persons=len(train), valid_persons=len(valid),
+        self.meta.update(trainer(stage, ckpt), train_persons=len(train), valid_persons=len(valid),
                          pool_persons=len(pooled), subset="yes" if cfg["max_train_persons"] else "no")
         self.lm.eval()
-
-    def _run_trainer(self, train: list[list[int]], valid: list[list[int]], ckpt: Path, run: dict) -> dict:
-        """One Hugging Face Trainer run over these resumes; its figures for the model card."""
-        from transformers import Trainer, TrainingArguments
-
-        cfg = self.config
-        cuda = torch.cuda.is_available()
-        bf16 = use_bf16(cfg["precision"])
-        world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun / accelerate launch
-        plan = training_schedule([len(r) for r in train], cfg, world)
-        if cfg["pack_tokens"]:
-            train, valid = pack(train, cfg["pack_tokens"]), pack(valid, cfg["pack_tokens"])
-        args = _training_args(
-            TrainingArguments, warmup_steps=plan["warmup_steps"],
-            output_dir=str(ckpt), num_train_epochs=cfg["epochs"], max_steps=cfg["max_steps"],
-            per_device_train_batch_size=plan["per_device"], per_device_eval_batch_size=plan["per_device"],
-            learning_rate=cfg["lr"], weight_decay=cfg["weight_decay"],
-            lr_scheduler_type="cosine", **_checkpointing(cfg, plan["steps"]),
-            metric_for_best_model="eval_loss", greater_is_better=False,
-            save_total_limit=2, bf16=bf16, logging_steps=5, report_to="none", seed=cfg["seed"],
-            group_by_length=not cfg["pack_tokens"], dataloader_num_workers=0, remove_unused_columns=False,
-            use_cpu=not cuda, ddp_find_unused_parameters=False, disable_tqdm=True,
-        )
-        if cfg["gradient_checkpointing"]:
-            self.lm.gradient_checkpointing_enable()
-        trainer = Trainer(model=self.lm, args=args, train_dataset=_Resumes(train), eval_dataset=_Resumes(valid),
-                          data_collator=_collate_packed if cfg["pack_tokens"] else _collate,
-                          callbacks=[speed := _Progress(plan["tokens_per_step"], self.name)])
-        # our one progress bar (loss, tokens/s) replaces the Trainer's, which prints raw log dicts
-        from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-        trainer.remove_callback(ProgressCallback)
-        trainer.remove_callback(PrinterCallback)
-        resume = _resumable(ckpt, run | {"world": world})
-        if resume:
-            log.warning("resuming training from %s", ckpt)
-        t0 = time.time()
-        result = trainer.train(resume_from_checkpoint=resume or None)
-        return dict(
-            train_seconds=round(time.time() - t0, 1), train_loss=round(float(result.training_loss), 4),
-            world_size=world, train_tokens=speed.tokens, tokens_per_second=round(speed.rate, 1) if speed.rate else None,
-            best_eval_loss=trainer.state.best_metric, train_steps=trainer.state.global_step,
-            steps_this_run=speed.steps, planned_steps=plan["steps"], warmup_steps=plan["warmup_steps"],
-            tokens_per_step=plan["tokens_per_step"], precision="bf16" if bf16 else "fp32",
-        )
 
     # -- persistence ------------------------------------------------------------------------
     def save_extra(self, folder: Path) -> None:
@@ -279,18 +244,21 @@ class LLM(Model):
             self._score_lm = lm.eval()
         return self._score_lm
 
-    def _scoring(self, events: Events, desc: str):
-        """The encoder, an exact scorer over the state texts, and per person of `events`: the event
-        rows, the token ids (prompt + resume) and the start of each year's state text."""
+    def _scoring(self, events: Events, desc: str, done: np.ndarray | None = None):
+        """The encoder, an exact scorer over the state texts, and per person of `events` not yet
+        `done`: the event rows, the token ids (prompt + resume) and the start of each year's state text."""
         enc = self._encoder(events.panel)
         scorer = ExactScorer(self._scoring_lm(), enc.candidates, max_tokens=self.config["score_max_tokens"],
                              mode=self.config["scoring"])
         f, ev = events.panel.frame, events.frame
         groups = ev.groupby("person_id").indices
+        if done is not None and done.any():
+            groups = {p: i for p, i in groups.items() if not done[i].all()}
         pos = ev.pos.to_numpy()
 
         def people():
-            with tqdm(total=len(ev), desc=desc, unit="event", disable=not is_main_process()) as bar:
+            start = 0 if done is None else int(done.sum())
+            with tqdm(total=len(ev), initial=start, desc=desc, unit="event", disable=not is_main_process()) as bar:
                 for pid, rows in f[f.person_id.isin(groups.keys())].groupby("person_id"):
                     idx = groups[pid]
                     ids, starts = enc.person(rows)
@@ -299,14 +267,21 @@ class LLM(Model):
 
         return enc, scorer, people()
 
-    def raw_log_probs(self, events: Events) -> np.ndarray:
+    def raw_log_probs(self, events: Events, partial: Path | None = None) -> np.ndarray:
         """The scorer's log-probabilities for every event and state: unrenormalised log P(state text |
-        history) in the renormalised mode, already normalised in the constrained mode."""
-        _, scorer, people = self._scoring(events, f"scoring {self.name}")
-        out = np.zeros((len(events), len(self.states)))
+        history) in the renormalised mode, already normalised in the constrained mode. With `partial`,
+        finished people are written there as scoring goes, and a rerun continues from them."""
+        stamp = {"model": self.fingerprint(), "events": events.fingerprint(), "mode": self.config["scoring"],
+                 "bf16": use_bf16(self.config["precision"])}
+        parts = PartialScores(partial, stamp, (len(events), len(self.states)), label=f"scoring {self.name}")
+        if parts.n_done:
+            log.warning("%s: %d of %d events already scored in %s; continuing", self.name, parts.n_done,
+                        len(events), partial)
+        _, scorer, people = self._scoring(events, f"scoring {self.name}", parts.done)
         for idx, ids, ends in people:
-            out[idx] = scorer.score(ids, ends)
-        return out
+            parts.add(idx, scorer.score(ids, ends))
+        parts.flush()
+        return parts.out
 
     def true_log_probs(self, events: Events) -> np.ndarray:
         """The cheap unnormalised mode: log P(observed state text | history) only, every event of a
@@ -321,9 +296,10 @@ class LLM(Model):
     def log_probs(self, events: Events) -> np.ndarray:
         return self.log_probs_and_figures(events)[0]
 
-    def log_probs_and_figures(self, events: Events) -> tuple[np.ndarray, dict]:
-        """Renormalised: the figures say how much mass the LM put on the states' texts."""
-        raw = self.raw_log_probs(events)
+    def log_probs_and_figures(self, events: Events, partial: Path | None = None) -> tuple[np.ndarray, dict]:
+        """Renormalised: the figures say how much mass the LM put on the states' texts. `partial`: a
+        folder where scoring keeps finished people, so an interrupted scoring resumes."""
+        raw = self.raw_log_probs(events, partial)
         if self.config["scoring"] == "constrained":
             return raw, {}
         mass = np.logaddexp.reduce(raw, axis=1)
@@ -359,165 +335,3 @@ class ICL(LLM):
             rows = f[f.person_id == pid].head(self.config["max_shot_years"])
             ids += enc.person(rows)[0][:-1] + enc.encode("\n\n")
         self.prompt_ids = ids
-
-
-def _training_args(cls, **kw):
-    """TrainingArguments; only options named in OPTIONAL_ARGS may be missing from this transformers
-    release (any other unknown option is a real error and raises)."""
-    import inspect
-
-    known = inspect.signature(cls.__init__).parameters
-    return cls(**{k: v for k, v in kw.items() if k in known or k not in OPTIONAL_ARGS})
-
-
-# options that some transformers releases lack and that only affect speed (5.x dropped group_by_length)
-OPTIONAL_ARGS = ("group_by_length",)
-
-
-def _checkpointing(cfg: dict, steps: int) -> dict:
-    """When to evaluate and save. Several epochs: each epoch, keeping the best. One epoch (or a step
-    budget): a checkpoint halfway, so a killed run resumes, and no evaluation (nothing to choose)."""
-    if cfg["max_steps"] < 0 and cfg["epochs"] > 1:
-        return {"eval_strategy": "epoch", "save_strategy": "epoch", "load_best_model_at_end": True}
-    return {"eval_strategy": "no", "save_strategy": "steps", "save_steps": max(1, steps // 2),
-            "load_best_model_at_end": False}
-
-
-def _resumable(ckpt: Path, run: dict) -> bool:
-    """Whether `ckpt` holds checkpoints of this very run (same settings, events and processes);
-    checkpoints of another run are removed (they are ours, never the user's) so training starts over."""
-    stamp = ckpt / "laborllm-run.json"
-    same = stamp.exists() and json.loads(stamp.read_text()) == json.loads(json.dumps(run, default=str))
-    if same and any(ckpt.glob("checkpoint-*")):
-        return True
-    if ckpt.exists() and is_main_process():
-        if any(ckpt.glob("checkpoint-*")):
-            log.warning("%s: checkpoints of another run (other settings or data); starting over", ckpt)
-        shutil.rmtree(ckpt, ignore_errors=True)
-    if is_main_process():
-        ckpt.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(stamp, run)
-    return False
-
-
-def training_schedule(lengths: list[int], cfg: dict, world: int = 1) -> dict:
-    """Rows per device and step, optimiser steps and warm-up, counted on what the Trainer will see.
-
-    `batch_size` is in resumes. Packed rows of `pack_tokens` hold several resumes, so a step takes
-    as many rows as carry about `batch_size` resumes' tokens: the same tokens per step, and the same
-    learning rate per token, as the unpacked recipe; steps and warm-up are counted after packing."""
-    n_tokens = sum(lengths)
-    if cfg["pack_tokens"]:
-        n_items = len(pack([[0] * n for n in lengths], cfg["pack_tokens"]))
-        per_step = max(1, round(cfg["batch_size"] * n_tokens / max(len(lengths), 1) / cfg["pack_tokens"]))
-    else:
-        n_items, per_step = len(lengths), cfg["batch_size"]
-    per_device = max(1, per_step // world)
-    steps_per_epoch = -(-n_items // (per_device * world))
-    steps = cfg["max_steps"] if cfg["max_steps"] > 0 else cfg["epochs"] * steps_per_epoch
-    return {"items": n_items, "per_device": per_device, "steps": steps,
-            "warmup_steps": max(1, round(cfg["warmup_ratio"] * steps)),
-            "tokens_per_step": round(n_tokens / max(n_items, 1) * per_device * world)}
-
-
-class _Resumes(torch.utils.data.Dataset):
-    def __init__(self, ids: list[list[int]]):
-        self.ids = ids
-
-    def __len__(self):
-        return len(self.ids)
-
-    def __getitem__(self, i):
-        return {"input_ids": self.ids[i]}
-
-
-def _collate(batch: list[dict]) -> dict:
-    """Right-pad; padded positions are masked out of the loss by position, never by token id, so
-    the EOS and line terminators (which may equal the pad id) are trained."""
-    n = max(len(b["input_ids"]) for b in batch)
-    ids = torch.zeros(len(batch), n, dtype=torch.long)
-    att = torch.zeros(len(batch), n, dtype=torch.long)
-    for i, b in enumerate(batch):
-        x = torch.tensor(b["input_ids"])
-        ids[i, : len(x)], att[i, : len(x)] = x, 1
-    return {"input_ids": ids, "attention_mask": att, "labels": ids.masked_fill(att == 0, -100)}
-
-
-def pack(resumes: list[list[int]], max_tokens: int) -> list[list[list[int]]]:
-    """Greedy first-fit packing of resumes into rows of at most max_tokens (longest first)."""
-    rows: list[list[list[int]]] = []
-    room: list[int] = []
-    for r in sorted(resumes, key=len, reverse=True):
-        r = r[:max_tokens]
-        i = next((i for i, free in enumerate(room) if free >= len(r)), None)
-        if i is None:
-            rows.append([r])
-            room.append(max_tokens - len(r))
-        else:
-            rows[i].append(r)
-            room[i] -= len(r)
-    return rows
-
-
-def _collate_packed(batch: list[dict]) -> dict:
-    """Rows of several resumes: positions restart at each resume and a block-diagonal causal
-    mask keeps resumes from seeing each other, so the loss equals the unpacked one."""
-    n = max(sum(len(r) for r in b["input_ids"]) for b in batch)
-    ids = torch.zeros(len(batch), n, dtype=torch.long)
-    pos = torch.zeros(len(batch), n, dtype=torch.long)
-    labels = torch.full((len(batch), n), -100, dtype=torch.long)
-    mask = torch.zeros(len(batch), 1, n, n, dtype=torch.bool)
-    for i, b in enumerate(batch):
-        t = 0
-        for r in b["input_ids"]:
-            L = len(r)
-            ids[i, t: t + L] = torch.tensor(r)
-            pos[i, t: t + L] = torch.arange(L)
-            labels[i, t + 1: t + L] = ids[i, t + 1: t + L]  # a resume's first token is never a target
-            mask[i, 0, t: t + L, t: t + L] = torch.tril(torch.ones(L, L, dtype=torch.bool))
-            t += L
-        mask[i, 0, t:, t:] |= torch.eye(n - t, dtype=torch.bool)  # padding attends to itself only
-    return {"input_ids": ids, "position_ids": pos, "attention_mask": mask, "labels": labels}
-
-
-
-class _Progress(TrainerCallback):
-    """One progress bar for training (rank 0), with the loss and the training tokens/s: real tokens
-    only (the schedule's mean real tokens per step, no padding) over the time spent in optimiser
-    steps only (no evaluation, no checkpointing)."""
-
-    def __init__(self, tokens_per_step: int, name: str):
-        self.per_step, self.name, self.steps, self.busy, self.bar = tokens_per_step, name, 0, 0.0, None
-
-    @property
-    def tokens(self) -> int:
-        return self.steps * self.per_step
-
-    @property
-    def rate(self) -> float | None:
-        return self.tokens / self.busy if self.busy else None
-
-    def on_train_begin(self, args, state, control, **kw):
-        if is_main_process():
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=f"training {self.name}", unit="step")
-
-    def on_step_begin(self, args, state, control, **kw):
-        self.t = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kw):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        self.busy += time.perf_counter() - self.t
-        self.steps += 1
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(tok_s=f"{self.rate:,.0f}", refresh=False)
-
-    def on_log(self, args, state, control, logs=None, **kw):
-        if self.bar is not None and logs and "loss" in logs:
-            self.bar.set_postfix(loss=f"{logs['loss']:.3f}", tok_s=f"{self.rate or 0:,.0f}", refresh=False)
-        log.info("%s: %s", self.name, logs)  # the raw figures go to the log file, not the console
-
-    def on_train_end(self, args, state, control, **kw):
-        if self.bar is not None:
-            self.bar.close()

@@ -103,19 +103,33 @@ def native_bf16_cpu() -> bool:
     try:
         return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
     except AttributeError:  # older torch: read the flags
-        try:
-            flags = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-        return " avx512_bf16" in flags or " amx_bf16" in flags
+        return _cpu_flag(" avx512_bf16") or _cpu_flag(" amx_bf16")
 
 
-def use_bf16(precision: str = "auto") -> bool:
-    """Whether to run an LM in bf16: "auto" means on GPUs that support it and on CPUs with native bf16."""
+def amx_cpu() -> bool:
+    """True on CPUs with AMX tiles: the only CPUs where bf16 *training* (autocast, backward, AdamW) was
+    measured faster than fp32; with AVX512-BF16 alone it was 25-30% slower (docs/benchmarks.md)."""
+    cpu = getattr(torch, "cpu", None)
+    try:
+        return bool(cpu._is_amx_tile_supported())
+    except AttributeError:
+        return _cpu_flag(" amx_bf16")
+
+
+def _cpu_flag(flag: str) -> bool:
+    try:
+        return flag in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+def use_bf16(precision: str = "auto", purpose: str = "score") -> bool:
+    """Whether to run an LM in bf16 for `purpose` ("train" or "score"). "auto": on GPUs that support
+    it; on CPUs, for scoring where bf16 is native and for training only where AMX makes it faster."""
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
     if precision != "auto":
         return precision == "bf16"
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
-    return native_bf16_cpu()
+    return amx_cpu() if purpose == "train" else native_bf16_cpu()

@@ -1,0 +1,333 @@
+"""Fine-tuning glue around the Hugging Face Trainer: the schedule, checkpoints a killed run resumes
+from, batches (padded or packed), length-grouped sampling and the one progress bar.
+
+A run is identified by a stamp (`run_stamp`) of the settings that change what is trained, never of
+settings that only change how it is read or saved (scoring mode, checkpoint interval, patience), so
+checkpoints survive those changes and a renamed setting elsewhere does not throw hours away.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+from tqdm.auto import tqdm
+
+from laborllm.io import write_json_atomic
+from laborllm.models.base import is_main_process
+
+log = logging.getLogger("laborllm.models.llm")  # the run log's trainer figures
+PROGRESS = "laborllm-progress.json"  # in each checkpoint: tokens and busy seconds so far
+
+# the settings that define what training produces (with the data, the resolved precision and the
+# number of processes); anything else may change between pieces of one run
+TRAINING_KEYS = ("base", "variant", "birth_year", "lora", "lora_r", "lora_layers", "lora_alpha", "epochs",
+                 "batch_size", "lr", "warmup_ratio", "weight_decay", "max_steps", "max_train_persons",
+                 "max_valid_persons", "seed", "pack_tokens", "pool", "pool_mode", "pool_persons")
+
+
+def run_stamp(cfg: dict, data: str, bf16: bool, world: int, stage: str | None = None) -> dict:
+    stamp = {"config": {k: cfg.get(k) for k in TRAINING_KEYS}, "data": data,
+             "precision": "bf16" if bf16 else "fp32", "world": world}
+    return stamp | ({"stage": stage} if stage else {})
+
+
+def run_trainer(lm, train: list[list[int]], valid: list[list[int]], ckpt: Path, stamp: dict, cfg: dict,
+                name: str, bf16: bool) -> dict:
+    """One Trainer run over these resumes, resumed from `ckpt` when it holds this run's checkpoints;
+    its figures for the model card."""
+    from transformers import EarlyStoppingCallback, TrainingArguments
+
+    cuda = torch.cuda.is_available()
+    world = stamp["world"]
+    plan = training_schedule([len(r) for r in train], cfg, world)
+    if cfg["pack_tokens"]:
+        train, valid = pack(train, cfg["pack_tokens"]), pack(valid, cfg["pack_tokens"])
+    when = _checkpointing(cfg)
+    args = TrainingArguments(
+        warmup_steps=plan["warmup_steps"],
+        output_dir=str(ckpt), num_train_epochs=cfg["epochs"], max_steps=cfg["max_steps"],
+        per_device_train_batch_size=plan["per_device"], per_device_eval_batch_size=plan["per_device"],
+        learning_rate=cfg["lr"], weight_decay=cfg["weight_decay"],
+        lr_scheduler_type="cosine", **when,
+        metric_for_best_model="eval_loss", greater_is_better=False,
+        save_total_limit=2, bf16=bf16, logging_steps=5, report_to="none", seed=cfg["seed"],
+        dataloader_num_workers=0, remove_unused_columns=False,
+        use_cpu=not cuda, ddp_find_unused_parameters=False, disable_tqdm=True,
+    )
+    if cfg["gradient_checkpointing"]:
+        lm.gradient_checkpointing_enable()
+    speed = _Progress(plan["tokens_per_step"], name, 60 * cfg.get("checkpoint_minutes", 10))
+    callbacks = [speed]
+    if when.get("load_best_model_at_end") and cfg.get("patience"):
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg["patience"]))
+    trainer = _Trainer(model=lm, args=args, train_dataset=_Resumes(train), eval_dataset=_Resumes(valid),
+                       data_collator=_collate_packed if cfg["pack_tokens"] else _collate, callbacks=callbacks)
+    trainer.length_grouped = not cfg["pack_tokens"]
+    # our one progress bar (loss, tokens/s) replaces the Trainer's, which prints raw log dicts
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    resume = _latest(ckpt) if _resumable(ckpt, stamp) else None
+    if resume:
+        log.warning("%s: resuming training from %s", name, resume)
+    speed.on_train_begin_totals(resume)
+    t0 = time.time()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    curve = [{"epoch": round(h["epoch"], 2), "eval_loss": round(h["eval_loss"], 4), "step": h["step"]}
+             for h in trainer.state.log_history if "eval_loss" in h]
+    # the whole run's figures, also when it was resumed: busy seconds and tokens kept in the checkpoints
+    total = speed.totals
+    return dict(
+        train_seconds=round(time.time() - t0, 1), train_loss=round(float(result.training_loss), 4),
+        world_size=world, train_tokens=total["tokens"], train_busy_seconds=total["seconds"] and round(total["seconds"], 1),
+        # the whole run's rate; this piece's when an earlier piece's seconds are unknown
+        tokens_per_second=round(total["tokens"] / total["seconds"], 1) if total["seconds"] else (
+            round(speed.rate, 1) if speed.rate else None),
+        best_eval_loss=trainer.state.best_metric, train_steps=trainer.state.global_step, valid_curve=curve,
+        steps_this_run=speed.steps, planned_steps=plan["steps"], warmup_steps=plan["warmup_steps"],
+        tokens_per_step=plan["tokens_per_step"], precision="bf16" if bf16 else "fp32",
+        epochs_done=round(trainer.state.epoch or 0, 2), resumed=bool(resume),
+    )
+
+
+def _make_trainer_class():
+    from transformers import Trainer
+
+    class LengthGroupedTrainer(Trainer):
+        """Batches of resumes of similar length (little padding), in an order that depends on the
+        seed and the epoch only, so a resumed epoch continues the same order it started."""
+
+        length_grouped = True
+
+        def _get_train_sampler(self, train_dataset=None):
+            ds = train_dataset if train_dataset is not None else self.train_dataset
+            if not self.length_grouped or ds is None:
+                return super()._get_train_sampler(train_dataset)
+            return LengthGroupedSampler([len(x["input_ids"]) for x in ds], self.args.train_batch_size
+                                        * self.args.gradient_accumulation_steps * self.args.world_size,
+                                        self.args.seed)
+
+    return LengthGroupedTrainer
+
+
+class LengthGroupedSampler(torch.utils.data.Sampler):
+    """A seeded shuffle cut into mega-batches of 50 batches, each sorted by length (longest first)."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int):
+        self.lengths, self.batch, self.seed, self.epoch = lengths, max(1, batch_size), seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=g).tolist()
+        mega = 50 * self.batch
+        for i in range(0, len(order), mega):
+            yield from sorted(order[i: i + mega], key=lambda j: -self.lengths[j])
+
+
+def _checkpointing(cfg: dict) -> dict:
+    """When to evaluate and save. By epochs: validation loss and a checkpoint at each epoch's end (the
+    validation curve), the best epoch kept when there are several. A step budget: no evaluation.
+    Either way `_Progress` also saves every `checkpoint_minutes`, so a killed run loses no more."""
+    if cfg["max_steps"] < 0:
+        return {"eval_strategy": "epoch", "save_strategy": "epoch", "load_best_model_at_end": cfg["epochs"] > 1}
+    return {"eval_strategy": "no", "save_strategy": "no", "load_best_model_at_end": False}
+
+
+def _resumable(ckpt: Path, run: dict) -> bool:
+    """Whether `ckpt` holds checkpoints of this very run (same settings, events and processes);
+    checkpoints of another run are removed (they are ours, never the user's) so training starts over."""
+    stamp = ckpt / "laborllm-run.json"
+    same = stamp.exists() and json.loads(stamp.read_text()) == json.loads(json.dumps(run, default=str))
+    if same and _latest(ckpt) is not None:
+        return True
+    if ckpt.exists() and is_main_process():
+        if any(ckpt.glob("checkpoint-*")):
+            log.warning("%s: checkpoints of another run (other settings or data); starting over", ckpt)
+        shutil.rmtree(ckpt, ignore_errors=True)
+    if is_main_process():
+        ckpt.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(stamp, run)
+    return False
+
+
+def _latest(ckpt: Path) -> Path | None:
+    """The newest complete checkpoint (its trainer state written last), or None."""
+    done = [p for p in ckpt.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def training_schedule(lengths: list[int], cfg: dict, world: int = 1) -> dict:
+    """Rows per device and step, optimiser steps and warm-up, counted on what the Trainer will see.
+
+    `batch_size` is in resumes. Packed rows of `pack_tokens` hold several resumes, so a step takes
+    as many rows as carry about `batch_size` resumes' tokens: the same tokens per step, and the same
+    learning rate per token, as the unpacked recipe; steps and warm-up are counted after packing."""
+    n_tokens = sum(lengths)
+    if cfg["pack_tokens"]:
+        n_items = len(pack([[0] * n for n in lengths], cfg["pack_tokens"]))
+        per_step = max(1, round(cfg["batch_size"] * n_tokens / max(len(lengths), 1) / cfg["pack_tokens"]))
+    else:
+        n_items, per_step = len(lengths), cfg["batch_size"]
+    per_device = max(1, per_step // world)
+    steps_per_epoch = -(-n_items // (per_device * world))
+    steps = cfg["max_steps"] if cfg["max_steps"] > 0 else cfg["epochs"] * steps_per_epoch
+    return {"items": n_items, "per_device": per_device, "steps": steps,
+            "warmup_steps": max(1, round(cfg["warmup_ratio"] * steps)),
+            "tokens_per_step": round(n_tokens / max(n_items, 1) * per_device * world)}
+
+
+class _Resumes(torch.utils.data.Dataset):
+    def __init__(self, ids: list[list[int]]):
+        self.ids = ids
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i]}
+
+
+def _collate(batch: list[dict]) -> dict:
+    """Right-pad; padded positions are masked out of the loss by position, never by token id, so
+    the EOS and line terminators (which may equal the pad id) are trained."""
+    n = max(len(b["input_ids"]) for b in batch)
+    ids = torch.zeros(len(batch), n, dtype=torch.long)
+    att = torch.zeros(len(batch), n, dtype=torch.long)
+    for i, b in enumerate(batch):
+        x = torch.tensor(b["input_ids"])
+        ids[i, : len(x)], att[i, : len(x)] = x, 1
+    return {"input_ids": ids, "attention_mask": att, "labels": ids.masked_fill(att == 0, -100)}
+
+
+def pack(resumes: list[list[int]], max_tokens: int) -> list[list[list[int]]]:
+    """Greedy first-fit packing of resumes into rows of at most max_tokens (longest first)."""
+    rows: list[list[list[int]]] = []
+    room: list[int] = []
+    for r in sorted(resumes, key=len, reverse=True):
+        r = r[:max_tokens]
+        i = next((i for i, free in enumerate(room) if free >= len(r)), None)
+        if i is None:
+            rows.append([r])
+            room.append(max_tokens - len(r))
+        else:
+            rows[i].append(r)
+            room[i] -= len(r)
+    return rows
+
+
+def _collate_packed(batch: list[dict]) -> dict:
+    """Rows of several resumes: positions restart at each resume and a block-diagonal causal
+    mask keeps resumes from seeing each other, so the loss equals the unpacked one."""
+    n = max(sum(len(r) for r in b["input_ids"]) for b in batch)
+    ids = torch.zeros(len(batch), n, dtype=torch.long)
+    pos = torch.zeros(len(batch), n, dtype=torch.long)
+    labels = torch.full((len(batch), n), -100, dtype=torch.long)
+    mask = torch.zeros(len(batch), 1, n, n, dtype=torch.bool)
+    for i, b in enumerate(batch):
+        t = 0
+        for r in b["input_ids"]:
+            L = len(r)
+            ids[i, t: t + L] = torch.tensor(r)
+            pos[i, t: t + L] = torch.arange(L)
+            labels[i, t + 1: t + L] = ids[i, t + 1: t + L]  # a resume's first token is never a target
+            mask[i, 0, t: t + L, t: t + L] = torch.tril(torch.ones(L, L, dtype=torch.bool))
+            t += L
+        mask[i, 0, t:, t:] |= torch.eye(n - t, dtype=torch.bool)  # padding attends to itself only
+    return {"input_ids": ids, "position_ids": pos, "attention_mask": mask, "labels": labels}
+
+
+
+class _Progress(TrainerCallback):
+    """One progress bar for training (rank 0), with the loss and the training tokens/s: real tokens
+    only (the schedule's mean real tokens per step, no padding) over the time spent in optimiser
+    steps only (no evaluation, no checkpointing). Asks for a checkpoint every `every` seconds and says
+    where the run stands and how long it has left; keeps its totals in the trainer state so a resumed
+    run reports the whole run's figures."""
+
+    def __init__(self, tokens_per_step: int, name: str, every: float = 600):
+        self.per_step, self.name, self.every = tokens_per_step, name, every
+        self.steps, self.busy, self.bar, self.saved = 0, 0.0, None, time.time()
+        self.before = {"tokens": 0, "seconds": 0.0}
+
+    @property
+    def tokens(self) -> int:
+        return self.steps * self.per_step
+
+    @property
+    def rate(self) -> float | None:
+        return self.tokens / self.busy if self.busy else None
+
+    def on_train_begin(self, args, state, control, **kw):
+        self.saved = time.time()
+        if is_main_process():
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=f"training {self.name}", unit="step")
+
+    def on_step_begin(self, args, state, control, **kw):
+        self.t = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kw):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.busy += time.perf_counter() - self.t
+        self.steps += 1
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(tok_s=f"{self.rate:,.0f}", refresh=False)
+        if time.time() - self.saved >= self.every and state.global_step < state.max_steps:
+            control.should_save = True
+
+    def on_train_begin_totals(self, ckpt: Path | None) -> None:
+        """Tokens and busy seconds of the pieces before this one, from the checkpoint resumed (a
+        checkpoint killed before its figures were written: its steps' tokens, seconds unknown)."""
+        f = ckpt / PROGRESS if ckpt else None
+        if f and f.is_file():
+            self.before = json.loads(f.read_text())
+        elif ckpt:
+            step = json.loads((ckpt / "trainer_state.json").read_text())["global_step"]
+            self.before = {"tokens": step * self.per_step, "seconds": None}
+
+    @property
+    def totals(self) -> dict:
+        """The whole run's tokens and busy seconds (seconds None when a piece's are unknown)."""
+        s = self.before["seconds"]
+        return {"tokens": self.before["tokens"] + self.tokens, "seconds": None if s is None else s + self.busy}
+
+    def on_save(self, args, state, control, **kw):
+        self.saved = time.time()
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if is_main_process() and folder.is_dir():
+            write_json_atomic(folder / PROGRESS, self.totals)
+        if is_main_process() and self.steps:
+            left = (state.max_steps - state.global_step) * self.busy / self.steps
+            log.warning("%s: checkpoint at step %d of %d (epoch %.2f); about %s of training left at %.0f tokens/s",
+                        self.name, state.global_step, state.max_steps, state.epoch or 0, _duration(left),
+                        self.rate or 0)
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if self.bar is not None and logs and "loss" in logs:
+            self.bar.set_postfix(loss=f"{logs['loss']:.3f}", tok_s=f"{self.rate or 0:,.0f}", refresh=False)
+        log.info("%s: %s", self.name, logs)  # the raw figures go to the log file, not the console
+
+    def on_train_end(self, args, state, control, **kw):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _duration(seconds: float) -> str:
+    m = int(seconds // 60)
+    return f"{m // 60} h {m % 60:02d} min" if m >= 60 else f"{m} min"
+
+
+_Trainer = _make_trainer_class()
