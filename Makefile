@@ -23,4 +23,9 @@ run: setup
 test: setup
 	$(BIN)/python -m pytest
 
-.PHONY: setup run test
+# the long NLSY97 CPU run: restore the committed progress, then continue (interrupt and rerun at will)
+nlsy97-cpu: setup
+	$(BIN)/python scripts/milestone.py restore milestones/nlsy97-cpu runs/nlsy97-cpu
+	$(BIN)/laborllm run --profile nlsy97-cpu --out runs/nlsy97-cpu
+
+.PHONY: setup run test nlsy97-cpu

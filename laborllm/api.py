@@ -36,14 +36,24 @@ def data_spec(data="nlsy97", columns=None, scheme=None, unknown="error", seed=0,
 
 
 @lru_cache(maxsize=4)
-def _events_cached(spec_json: str) -> Events:
+def _events_cached(spec_json: str, files: str = "") -> Events:
     s = json.loads(spec_json)
     return make_events(load_panel(s["data"], columns=s["columns"], scheme=s["scheme"], unknown=s["unknown"],
                                   codebook=s.get("codebook"), century=s.get("century")), seed=s["seed"])
 
 
 def events_for(spec: dict) -> Events:
-    return _events_cached(json.dumps(spec, sort_keys=True))
+    """The events of a data spec, cached while its files are unchanged (size and modification time)."""
+    stamps = {k: _file_stamp(spec.get(k)) for k in ("data", "codebook") if spec.get(k)}
+    return _events_cached(json.dumps(spec, sort_keys=True), json.dumps(stamps))
+
+
+def _file_stamp(path) -> list | None:
+    try:
+        st = Path(str(path)).stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
 
 
 def read_config(path: str | Path | None) -> dict:
@@ -70,7 +80,13 @@ def read_config(path: str | Path | None) -> dict:
         raise UserError(f"{p}: the config must be a table of keys (data, columns, scheme, unknown, seed, [model])")
     if not isinstance(cfg.get("model", {}), dict):
         raise UserError(f"{p}: [model] must be a table of model settings")
+    unknown = sorted(set(cfg) - CONFIG_KEYS)
+    if unknown:  # a misspelt key (sead) would otherwise be ignored without a word
+        raise UserError(f"{p}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(CONFIG_KEYS))}")
     return cfg
+
+
+CONFIG_KEYS = {"data", "columns", "scheme", "unknown", "seed", "codebook", "century", "profile", "model"}
 
 
 def make_model(kind: str, profile: str = "quick", **overrides) -> Model:
@@ -79,6 +95,41 @@ def make_model(kind: str, profile: str = "quick", **overrides) -> Model:
     cls = MODELS[kind]
     preset = getattr(cls, "profiles", {}).get(check_preset(profile), {})
     return cls(**{**preset, **overrides})
+
+
+def fit_identity(model: Model, events: Events) -> dict:
+    """Everything that defines a fit, by content: the model's kind and fit settings, the panel's
+    content and split (its events), the pretrained LM's weights, the panels it pools or pretrains on.
+    A model folder is reused only when its identity equals the one asked for."""
+    from laborllm.data.loaders import load_panel
+
+    ident = {"kind": model.kind, "name": model.name, "settings": json.loads(json.dumps(model.fit_settings(), default=str)),
+             "panel": events.panel.fingerprint(), "events": events.fingerprint()}
+    if model.language_model:
+        from laborllm.models.lm_loading import base_fingerprint
+
+        ident["base"] = base_fingerprint(model.config["base"])
+    for key in model.data_settings:
+        names = model.config.get(key) or []
+        ident[key] = [load_panel(n).fingerprint() for n in ([names] if isinstance(names, str) else names)]
+    return ident
+
+
+def identity_differences(stored: dict | None, wanted: dict, defaults: dict) -> list[str]:
+    """What differs between a fitted model's identity and the one asked for ([] when it is the same
+    fit). A setting the stored model predates counts as equal when asked for at its default."""
+    if not stored:
+        return ["no record of what it was fitted on"]
+    diff = [k for k in wanted if k != "settings" and stored.get(k) != wanted[k]]
+    have, want = stored.get("settings", {}), wanted["settings"]
+    norm = lambda v: json.loads(json.dumps(v, default=str))  # noqa: E731
+    for k in sorted(set(have) | set(want)):
+        if k not in have:
+            if want[k] != norm(defaults.get(k)):
+                diff.append(k)
+        elif k not in want or have[k] != want[k]:
+            diff.append(k)
+    return diff
 
 
 def fit(kind: str, data="nlsy97", out: str | Path | None = None, profile: str = "quick", *, columns=None,
@@ -93,9 +144,11 @@ def fit(kind: str, data="nlsy97", out: str | Path | None = None, profile: str = 
     events = events_for(spec)
     for split in ("train", "valid"):
         if not (events.frame.split == split).any():
-            raise UserError(f"{spec['data']}: no {split} events (a person needs two or more observed years); "
-                            "the panel is too small to fit a model")
-    model.meta.update(profile=profile, scheme=events.panel.scheme.name)
+            n = events.panel.n_persons
+            why = (f"only {n} people: the 70/15/15 split leaves none of them in {split}" if n < 10 else
+                   "no person in it has two or more observed years")
+            raise UserError(f"{spec['data']}: no {split} events ({why}); the panel is too small to fit a model")
+    model.meta.update(profile=profile, scheme=events.panel.scheme.name, fit_identity=fit_identity(model, events))
     if out is not None:
         model.work_dir = Path(out)  # models that checkpoint during training resume from here
     with OutputLock(Path(out)) if out is not None and is_main_process() else nullcontext():
@@ -115,7 +168,7 @@ def model_log_probs(model: Model, cache: Path | None, events: Events) -> tuple[n
     if cache and cache.exists():
         try:
             lp, meta = read_log_probs(cache)
-            if (meta.get("events_fingerprint") == events.fingerprint() and meta.get("model_fingerprint") == model.fingerprint()
+            if (meta.get("events_fingerprint") == events.fingerprint() and meta.get("model_fingerprint") == model.score_key()
                     and lp.shape == (len(events), len(events.states)) and np.isfinite(lp).all()):
                 return lp, json.loads(meta.get("extra", "{}"))
         except Exception as e:  # a damaged cache is recomputed, never fatal
@@ -130,7 +183,7 @@ def model_log_probs(model: Model, cache: Path | None, events: Events) -> tuple[n
     extra = figures | {"score_seconds": round(time.time() - t0, 1)}
     if cache:
         try:
-            write_log_probs(cache, events, lp, model.name, model.normalization, extra, model.fingerprint())
+            write_log_probs(cache, events, lp, model.name, model.normalization, extra, model.score_key())
             if partial:
                 shutil.rmtree(partial, ignore_errors=True)
         except OSError as e:  # a read-only model folder: evaluate anyway, without the cache
@@ -162,7 +215,15 @@ def evaluate(folders, split: str = "test", n_boot: int = 500, unnormalised: bool
         model = load_model(folder)
         if not model.meta.get("data"):
             raise UserError(f"{folder}: the model does not record the data it was fitted on")
-        events = events_for(model.meta["data"]).subset(split)
+        everything = events_for(model.meta["data"])
+        fitted_on = model.meta.get("events_fingerprint")
+        if fitted_on and fitted_on not in (everything.fingerprint(), everything.fingerprint(legacy=True)):
+            # people added to or removed from the data file move people between the splits: some
+            # "test" people would be people the model trained on
+            raise UserError(f"{folder}: the data {model.meta['data'].get('data')} is not what the model was fitted on "
+                            "(people or years changed since, so the split changed); evaluate on the data as it was, "
+                            "or fit the model again")
+        events = everything.subset(split)
         if list(model.states) != list(events.states):
             raise UserError(f"{folder}: the model's state set differs from the data's ({len(model.states)} vs "
                             f"{len(events.states)} states); was the panel changed after fitting?")

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from laborllm.errors import UserError
@@ -181,6 +183,8 @@ def predict(folder: Path = typer.Argument(..., help="model folder, or a packaged
     from laborllm.forecast import forecast_mode, predict as predict_next, read_history
     from laborllm.models.registry import load_model
 
+    if top < 1:
+        raise UserError(f"--top must be at least 1, got {top}")
     model = load_model(folder)
     mode = forecast_mode(model)
     table = predict_next(model, read_history(history), top, source=_source(history))
@@ -241,8 +245,17 @@ def text(person: str = typer.Option(..., "--person", help="person_id"), data: st
     print("".join(t for _, t in tpl.segments(rows, state_codes(panel.states, panel.scheme))))
 
 
-INTERRUPTED = ("interrupted: finished models, log-probabilities and training checkpoints are kept; "
-               "run the same command again to resume")
+def interrupted_message(argv: list[str]) -> str:
+    """What an interruption kept, for the command that was running: only what is really kept."""
+    cmd = next((a for a in argv if not a.startswith("-")), "")
+    if cmd == "run":
+        return ("interrupted: finished models and scores, LLM training checkpoints (every 10 minutes) and LLM "
+                "scores so far are kept; run the same command again to continue")
+    if cmd == "fit" and any(a in ("llm", "icl") for a in argv):
+        return "interrupted: LLM training checkpoints (every 10 minutes) are kept; run the same command again to resume"
+    if cmd == "evaluate":
+        return "interrupted: LLM scores so far are kept; run the same command again to continue"
+    return "interrupted: nothing was written"
 
 
 def _usage_errors() -> tuple:
@@ -276,9 +289,16 @@ def _internal_error(e: BaseException) -> Path | None:
     for folder in (cache_dir() / "logs", Path(tempfile.gettempdir())):
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"laborllm-error-{time.strftime('%Y%m%d-%H%M%S')}.log"
-            path.write_text("".join(traceback.format_exception(e)))
-            return path
+            # one file per error, even for two in the same second: time, process and a counter
+            stem = f"laborllm-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+            for n in range(100):
+                path = folder / f"{stem}{'-' + str(n) if n else ''}.log"
+                try:
+                    with open(path, "x") as f:
+                        f.write("".join(traceback.format_exception(e)))
+                    return path
+                except FileExistsError:
+                    continue
         except OSError:
             continue
     return None
@@ -290,30 +310,30 @@ def main() -> None:
     try:
         rc = app(standalone_mode=False)
     except UserError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(2)
     except _aborts():
-        console.print(INTERRUPTED, highlight=False)
+        console.print(interrupted_message(sys.argv[1:]), highlight=False, markup=False)
         sys.exit(130)
     except _usage_errors() as e:
         msg = e.format_message() if hasattr(e, "format_message") else str(e)
         if not msg:  # no arguments at all: show the commands
             app(["--help"], standalone_mode=False)
             sys.exit(2)
-        console.print(f"[bold red]error:[/] {msg} (see laborllm --help)", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(msg)} (see laborllm --help)", highlight=False)
         sys.exit(2)
     except OSError as e:  # a file or folder the user named: missing, read-only, a folder for a file...
         where = e.filename or ""
-        console.print(f"[bold red]error:[/] {where}: {e.strerror or e}", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(str(where))}: {escape(str(e.strerror or e))}", highlight=False)
         sys.exit(2)
     except Exception as e:
         log_path = _internal_error(e)
-        console.print(f"[bold red]internal error:[/] {type(e).__name__}: {str(e)[:300]}"
-                      + (f" (traceback in {log_path})" if log_path else ""), highlight=False)
+        console.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(str(e)[:300])}"
+                      + (f" (traceback in {escape(str(log_path))})" if log_path else ""), highlight=False)
         sys.exit(1)
     if isinstance(rc, int) and rc:
         if rc == 130:
-            console.print(INTERRUPTED, highlight=False)
+            console.print(interrupted_message(sys.argv[1:]), highlight=False, markup=False)
         sys.exit(rc)
 
 

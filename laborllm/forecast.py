@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from laborllm.data.events import Events
-from laborllm.data.panel import Panel, read_table
+from laborllm.data.panel import YEARS, Panel, read_table
 from laborllm.data.schemes import MISSING, Scheme
 from laborllm.errors import DataError, UserError
 from laborllm.models.base import Model
@@ -43,7 +43,7 @@ def read_history(source: str | Path) -> pd.DataFrame:
         if not p.is_file():
             raise DataError(f"{p}: no such file")
         return _from_json(p.read_text(encoding="utf-8-sig"), str(p))
-    return read_table(p)
+    return read_table(p, types=".json, .csv, .csv.gz, .tsv, .parquet or .dta")
 
 
 def _from_json(text: str, source: str) -> pd.DataFrame:
@@ -78,15 +78,23 @@ def history_events(model: Model, history: pd.DataFrame, source: str = "history")
     if "person_id" not in h:
         h["person_id"] = 1
     base = Panel.from_frame(h, source=source, scheme=_scheme(model),
-                            unknown_hint=f"; use the states the model knows ({len(model.states)}, listed in its model.json)")
+                            unknown_hint=f"; use the states the model knows ({len(model.states)}, listed in its model.json)",
+                            columns_hint="; a history needs the columns year and occupation (person_id optional)")
     f = base.frame
     bad = set(f.state) - set(model.states) - {MISSING}
     if bad:
         raise DataError(f"{source}: state(s) unknown to the model: {', '.join(sorted(bad)[:5])}")
     last = f.groupby("person_id").tail(1).copy()
-    last["year"] = last.year + 1
-    last["state"] = model.states[0]  # placeholder target: never an input to the prediction
-    frame = pd.concat([f.drop(columns="state_id"), last.drop(columns="state_id")]).sort_values(["person_id", "year"])
+    # the year after the history's last year, even when that year (or several) is Missing: the panel
+    # drops trailing Missing years, so they come back as Missing lines of the history
+    final = pd.to_numeric(h.year, errors="coerce").groupby(h.person_id.astype(str)).max()
+    end = last.person_id.astype(str).map(final).astype("int64").to_numpy()
+    n = end - last.year.to_numpy()  # trailing Missing years of each person
+    ext = last.loc[last.index.repeat(n + 1)].copy()
+    ext["year"] = ext.year + ext.groupby(level=0).cumcount() + 1
+    # Missing up to the last year given; then the target, whose placeholder state is never an input
+    ext["state"] = np.where(ext.year.to_numpy() > np.repeat(end, n + 1), model.states[0], MISSING)
+    frame = pd.concat([f, ext]).drop(columns="state_id").sort_values(["person_id", "year"])
     panel = Panel(frame.reset_index(drop=True), Scheme(_scheme(model)), source, states=list(model.states))
     ev = Events.from_panel(panel)
     ev.frame = ev.frame.groupby("person_id").tail(1).reset_index(drop=True)
@@ -118,16 +126,25 @@ def simulate(model: Model, history: pd.DataFrame, years: int = 5, samples: int =
     if samples < 1 or samples * years * h.person_id.nunique() > MAX_PATHS:
         raise UserError(f"--samples must be at least 1, and samples x years x people at most {MAX_PATHS:,} "
                         f"(got {samples} x {years} x {h.person_id.nunique()})")
+    last_year = pd.to_numeric(h.year, errors="coerce").max()
+    if pd.notna(last_year) and last_year + years > YEARS[1]:  # refused now, not after simulating part of it
+        raise UserError(f"{source}: simulating {years} years after {int(last_year)} would pass {YEARS[1]}; "
+                        f"use --years {max(1, YEARS[1] - int(last_year))} or fewer")
     rng = np.random.default_rng(seed)
+    # each sample's copy of a person gets a fresh id; the original ids come back from this list, so
+    # an id may hold any character
+    ids = list(pd.unique(h.person_id))
+    index = {pid: k for k, pid in enumerate(ids)}
     copies = []
     for s in range(samples):
         c = h.copy()
         c["sample"] = s
-        c["person_id"] = c.person_id.astype(str) + f"#{s}"
+        c["person_id"] = [f"{s}:{index[pid]}" for pid in h.person_id]
         copies.append(c)
     cur = pd.concat(copies, ignore_index=True)
     out = []
-    for _ in tqdm(range(years), desc="simulating", unit="year", disable=years < 3, leave=False):
+    big = samples * h.person_id.nunique() >= 10_000  # a long job however few the years: show where it is
+    for _ in tqdm(range(years), desc="simulating", unit="year", disable=years < 3 and not big, leave=False):
         ev = history_events(model, cur.drop(columns="sample"), source)
         p = np.exp(model.log_probs(ev))
         p /= p.sum(1, keepdims=True)
@@ -138,5 +155,5 @@ def simulate(model: Model, history: pd.DataFrame, years: int = 5, samples: int =
         out.append(nxt)
         cur = pd.concat([cur, nxt], ignore_index=True)
     sims = pd.concat(out, ignore_index=True)
-    sims["person_id"] = sims.person_id.str.split("#").str[0]
+    sims["person_id"] = [ids[int(x.split(":")[1])] for x in sims.person_id.astype(str)]
     return sims[["person_id", "sample", "year", "occupation"]].sort_values(["person_id", "sample", "year"])

@@ -17,8 +17,10 @@ run/
 """
 from __future__ import annotations
 
+import json
 import logging
 import platform
+import re
 import time
 from contextlib import contextmanager
 from importlib import metadata
@@ -29,7 +31,9 @@ import numpy as np
 from laborllm import api
 from laborllm.evaluation.compare import comparison_table, contrast_table, paired_table, write_tables
 from laborllm.evaluation.metrics import evaluate as evaluate_log_probs, paired_comparisons
+from laborllm.errors import UserError
 from laborllm.io import write_json_atomic
+from laborllm.models.base import OutputLock
 from laborllm.models.registry import MODELS as MODEL_KINDS, load_model
 from laborllm.profiles import MODELS, REFERENCE, profile as get_profile
 
@@ -38,7 +42,8 @@ log = logging.getLogger(__name__)
 
 
 def versions() -> dict:
-    out = {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu_name()}
+    out = {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu_name(),
+           "cpu_bf16": cpu_bf16()}
     for pkg in ("laborllm", "torch", "transformers", "peft", "accelerate", "pandas", "numpy", "scikit-learn"):
         try:
             out[pkg] = metadata.version(pkg)
@@ -62,6 +67,13 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def cpu_bf16() -> str:
+    """What the CPU offers for bf16 (which decides the precision LLMs train and score in)."""
+    from laborllm.models.lm_loading import amx_cpu, native_bf16_cpu
+
+    return "AMX" if amx_cpu() else "AVX512-BF16, no AMX" if native_bf16_cpu() else "no native bf16"
 
 
 @contextmanager
@@ -119,8 +131,32 @@ def run_log(path: Path):
 
 
 def panel_tag(data: str) -> str:
-    """The run subfolder of a panel: its embedded name, or a user file's stem."""
-    return Path(str(data)).stem if Path(str(data)).suffix else str(data)
+    """The run subfolder of a panel: its embedded name, or a user file's stem, made a plain folder
+    name (never a path, never hidden, never empty), so outputs stay inside the run folder."""
+    name = Path(str(data)).name
+    stem = Path(name).stem if Path(name).suffix else name
+    tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).lstrip(".")
+    return tag or "panel"
+
+
+MARKER = ".laborllm-run"  # a run folder of ours says so; any other non-empty folder is the user's
+
+
+def claim_run_folder(out: Path) -> None:
+    """Refuse to write config.json, report.html, run.log into a folder that is not a run folder of
+    ours (a run folder from before the marker is recognised by its config.json)."""
+    if out.is_file():
+        raise UserError(f"{out}: is a file; --out takes a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
+        try:
+            ours = {"profile", "benchmarks"} <= set(json.loads((out / "config.json").read_text()))
+        except (OSError, ValueError, TypeError):
+            ours = False
+        if not ours:
+            raise UserError(f"{out}: exists and is not a laborllm run folder; refusing to write config.json, "
+                            "metrics.json, report.html and run.log into it (choose another --out)")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).touch()
 
 
 def run(profile: str = "quick", out: str | Path | None = None, seed: int = 0, data: str | None = None,
@@ -132,7 +168,12 @@ def run(profile: str = "quick", out: str | Path | None = None, seed: int = 0, da
     model name to settings that replace the profile's (e.g. {"career": {"epochs": 1}})."""
     prof = get_profile(profile)
     out = Path(out or f"runs/{profile}")
-    out.mkdir(parents=True, exist_ok=True)
+    claim_run_folder(out)
+    with OutputLock(out):  # two runs into one folder would reuse and overwrite each other's models and scores
+        return _run(prof, profile, out, seed, data, models, report, base, overrides, data_kw)
+
+
+def _run(prof, profile, out, seed, data, models, report, base, overrides, data_kw) -> list[dict]:
     benches = [(data, prof.models)] if data else prof.benchmarks
     overrides = overrides or {}
     kinds = {n: (k, s) for n, k, s in MODELS}
@@ -174,16 +215,17 @@ def _benchmark(out: Path, panel: str, chosen, profile: str, seed: int, base, dat
     test = events.test
     y = test.frame.target.to_numpy()
     rows, nll, fitted, lps = [], {}, {}, {}
+    # every model's settings (and pretrained LM) checked before the first fit, not after hours of others
+    wanted = {name: api.make_model(kind, prof.preset, name=name, **settings, **_base(kind, base))
+              for name, kind, settings in chosen}
     for name, kind, settings in chosen:
         mfolder = folder / "models" / name
         t0 = time.time()
-        if (mfolder / "model.json").exists():
-            log.warning("%s/%s: already fitted in %s, reusing it", panel_tag(panel), name, mfolder)
-            model = load_model(mfolder)
-        else:
+        model = _reusable(mfolder, wanted[name], events, f"{panel_tag(panel)}/{name}")
+        if model is None:
             log.warning("fitting %s/%s (%s, %s profile)", panel_tag(panel), name, kind, profile)
-            extra = {"base": base} if base and MODEL_KINDS[kind].language_model else {}
-            model = api.fit(kind, panel, mfolder, prof.preset, seed=seed, name=name, **data_kw, **settings, **extra)
+            model = api.fit(kind, panel, mfolder, prof.preset, seed=seed, name=name, **data_kw, **settings,
+                            **_base(kind, base))
         lp, extra = api.model_log_probs(model, folder / "logprobs" / f"{name}-test.parquet", test)
         r = evaluate_log_probs(lp, test, model=name, split="test", normalization=model.normalization)
         r.update(extra, kind=kind, events="test", data=panel_tag(panel), profile=profile, label=model.describe(),
@@ -199,6 +241,35 @@ def _benchmark(out: Path, panel: str, chosen, profile: str, seed: int, base, dat
         _write(out, folder, results + rows, rows, nll, test, prof.contrasts)
     results.extend(rows)
     return rows, fitted, lps, events
+
+
+def _base(kind: str, base) -> dict:
+    return {"base": base} if base and MODEL_KINDS[kind].language_model else {}
+
+
+def _reusable(folder: Path, wanted, events, label: str):
+    """The model in `folder` when it is the very fit asked for (same kind, settings, data, split and
+    pretrained LM), read the way asked for; None when it must be fitted (again)."""
+    from laborllm.models.base import is_model_folder
+
+    if not (folder / "model.json").exists():
+        return None
+    if not is_model_folder(folder):
+        return None  # api.fit refuses a folder that is not ours, with its message
+    meta = json.loads((folder / "model.json").read_text())
+    if meta.get("kind") != wanted.kind:
+        diff = [f"kind {meta.get('kind')!r}, not {wanted.kind!r}"]
+    else:
+        diff = api.identity_differences(meta.get("fit_identity"), api.fit_identity(wanted, events),
+                                        wanted.default_config())
+    if diff:
+        log.warning("%s: the model in %s was fitted otherwise (%s); fitting it again", label, folder,
+                    ", ".join(diff[:6]))
+        return None
+    log.warning("%s: already fitted in %s with these settings and data, reusing it", label, folder)
+    model = load_model(folder)
+    model.config.update({k: wanted.config[k] for k in model.read_settings})  # how it is read: as asked now
+    return model
 
 
 def _write(out: Path, folder: Path, all_rows: list[dict], rows: list[dict], nll: dict, test, contrasts=()) -> None:

@@ -16,17 +16,18 @@ import pandas as pd  # noqa: E402
 
 from laborllm.evaluation.compare import _fmt, comparison_table, contrast_table, paired_table  # noqa: E402
 from laborllm.evaluation.population import SIM_PERSONS, SIM_YEARS, representativeness, trajectories  # noqa: E402
-from laborllm.io import write_text_atomic  # noqa: E402
+from laborllm.io import _atomic, write_text_atomic  # noqa: E402
 from laborllm.profiles import REFERENCE, profile as get_profile  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    """Atomically, like every other output: a full disk never leaves a truncated plot."""
+    try:
+        return _atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format=path.suffix[1:]))
+    finally:
+        plt.close(fig)
 
 
 def plot_perplexity(results: list[dict], path: Path, title: str) -> Path:

@@ -111,6 +111,9 @@ def main() -> None:
     ap.add_argument("dest", type=Path)
     a = ap.parse_args()
     if not a.source.is_dir():
+        if a.action == "restore":  # nothing committed yet: the run starts from the beginning
+            print(f"{a.source}: no milestone yet; nothing to restore")
+            return
         raise SystemExit(f"{a.source}: no such folder")
     for line in (save if a.action == "save" else restore)(a.source, a.dest) or ["nothing to carry"]:
         print(line)

@@ -21,7 +21,7 @@ from laborllm.profiles import PROFILES, REFERENCE
 
 def _header(cfg: dict, command: str, when: str) -> str:
     v = cfg["versions"]
-    machine = v.get("gpu") or f"{v.get('cpu', '?')} CPU"
+    machine = v.get("gpu") or f"{v.get('cpu', '?')} CPU" + (f" ({v['cpu_bf16']})" if v.get("cpu_bf16") else "")
     return (f"`{command}`, seed {cfg['seed']}, {machine}, torch {v.get('torch', '?')}, "
             f"transformers {v.get('transformers', '?')}, {when}.")
 

@@ -337,3 +337,44 @@ def test_llm_scoring_resumes_from_finished_people(panel_csv, tiny_base, tmp_path
     calls.clear()
     other.log_probs_and_figures(test, tmp_path / "parts")
     assert len(calls) == 8
+
+
+def test_same_seed_same_lora_model(panel_csv, tiny_base, tmp_path):
+    """The adapters' initial weights come from the seed: two fits with one seed give one model."""
+    fits = [api.fit("llm", panel_csv, tmp_path / f"m{i}", "quick", scheme="titles", base=tiny_base, lora=True,
+                    **{**LLM_QUICK, "max_steps": 2}) for i in range(2)]
+    few = api.events_for(api.data_spec(panel_csv, scheme="titles")).test.sample_persons(3, 0)
+    np.testing.assert_array_equal(fits[0].log_probs(few), fits[1].log_probs(few))
+    card = (tmp_path / "m0" / "README.md").read_text()
+    assert "precision (train): fp32 (asked for)" in card
+
+
+def test_career_resumes_after_the_last_finished_epoch(small_events, tmp_path, monkeypatch):
+    """A CAREER fit killed after an epoch continues from it and ends where an uninterrupted fit ends."""
+    settings = dict(layers=1, d=32, heads=2, ff=64, epochs=4, patience=10, lr=3e-3, warmup_steps=5)
+    whole = Career(**settings).fit(small_events)
+    save, calls = Career._save_checkpoint, []
+
+    def killed_after_two_epochs(self, *a, **k):
+        save(self, *a, **k)
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Career, "_save_checkpoint", killed_after_two_epochs)
+    m = Career(**settings)
+    m.work_dir = tmp_path / "career"
+    with pytest.raises(KeyboardInterrupt):
+        m.fit(small_events)
+    monkeypatch.setattr(Career, "_save_checkpoint", save)
+    score, epochs_run = Career.log_probs, []
+    monkeypatch.setattr(Career, "log_probs", lambda self, ev: (epochs_run.append(1), score(self, ev))[1])
+    again = Career(**settings)
+    again.work_dir = tmp_path / "career"
+    again.fit(small_events)
+    assert again.meta["fit_epochs"] == 4 and len(epochs_run) == 2  # only epochs 3 and 4 ran again
+    monkeypatch.setattr(Career, "log_probs", score)
+    test = small_events.test
+    np.testing.assert_allclose(again.log_probs(test), whole.log_probs(test), atol=1e-5)
+    again.save(tmp_path / "career", {"data": "x"})
+    assert not (tmp_path / ".career.checkpoints").exists()  # spent once the model is saved

@@ -180,7 +180,7 @@ def test_career_pretraining_crosswalk_sends_states_onto_the_target(tmp_path):
     men = ll.load_panel("nlsy79-males")
     model = Career(**settings)
     model.states = list(men.states)
-    pre = model._pretrain_panel()
+    pre = model._pretrain_panel(men)
     assert set(pre.states) == set(men.states) | {"Other occupations"}
     nlswork = ll.load_panel("nlswork").frame
     assert (pre.frame.state == "Clerical").sum() == (nlswork.state == "Clerical workers").sum()
@@ -190,7 +190,7 @@ def test_career_pretraining_crosswalk_sends_states_onto_the_target(tmp_path):
     bad.write_text("state,target\nClerical workers,Office clerks\n")
     model.config["pretrain_states"] = str(bad)
     with pytest.raises(UserError, match="Office clerks"):
-        model._pretrain_panel()
+        model._pretrain_panel(men)
 
 
 def test_packaged_models_load_by_name(small_events, tmp_path, monkeypatch):

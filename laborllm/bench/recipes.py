@@ -13,8 +13,10 @@ import json
 import tempfile
 from pathlib import Path
 
+import torch
+
 from laborllm import api
-from laborllm.pipeline import cpu_name
+from laborllm.pipeline import cpu_bf16, cpu_name
 
 
 def parse(recipe: str) -> dict:
@@ -32,7 +34,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="keep the fitted models here (default: a temp folder)")
     args = ap.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="laborllm-recipes-"))
-    print(f"data={args.data} cpu={cpu_name()!r} out={out}", flush=True)
+    print(f"data={args.data} cpu={cpu_name()!r} ({cpu_bf16()}) threads={torch.get_num_threads()} out={out}", flush=True)
     for recipe in args.recipes.split(","):
         folder = out / recipe.replace(":", "-")
         if not (folder / "model.json").exists():

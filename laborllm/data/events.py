@@ -109,12 +109,15 @@ class Events:
     def __len__(self) -> int:
         return len(self.frame)
 
-    def fingerprint(self) -> str:
-        """Identifies the exact event set and state set; models are only compared on equal ones."""
+    def fingerprint(self, legacy: bool = False) -> str:
+        """Identifies the exact event set and state set; models are only compared on equal ones.
+        `legacy`: as laborllm printed it before ids were hashed as text (model folders fitted then)."""
         h = hashlib.sha256()
         h.update("\x1f".join(self.states).encode())
         # ids hashed as text: the same people whatever dtype a loader gave the column
-        cols = self.frame[["person_id", "year", "target", "split"]].assign(person_id=self.frame.person_id.astype(str))
+        cols = self.frame[["person_id", "year", "target", "split"]]
+        if not legacy:
+            cols = cols.assign(person_id=self.frame.person_id.astype(str))
         h.update(pd.util.hash_pandas_object(cols, index=False).values.tobytes())
         return h.hexdigest()[:16]
 

@@ -6,6 +6,7 @@ mapped with ``columns={"their_name": "canonical_name"}``.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,7 @@ class Panel:
         unknown: str = "error",
         min_age: int | None = None,
         unknown_hint: str = "; pass --unknown missing to treat them as Missing",
+        columns_hint: str = "; map yours with --columns their_name=canonical_name",
         codebook: dict[str, str] | None = None,
         century: int | None = None,
     ) -> "Panel":
@@ -75,6 +77,10 @@ class Panel:
             raise DataError(f"unknown-code policy must be one of {UNKNOWN_POLICIES}, not {unknown!r}")
         df = df.reset_index(drop=True)
         if columns:
+            targets = [b for b in columns.values() if b not in (*REQUIRED, *OPTIONAL)]
+            if targets:  # a typo (sex=gendr) would otherwise drop the column silently
+                raise DataError(f"{source}: --columns maps onto {', '.join(map(repr, targets))}, which laborllm does "
+                                f"not know; the targets are {', '.join((*REQUIRED, *OPTIONAL))}")
             absent = [c for c in columns if c not in df.columns]
             if absent:
                 raise DataError(f"{source}: column mapping names column(s) {absent} that the file lacks "
@@ -86,10 +92,12 @@ class Panel:
             df = df.rename(columns=columns)
         missing = [c for c in REQUIRED if c not in df.columns]
         if missing:
-            raise DataError(
-                f"{source}: missing required column(s) {', '.join(missing)} (found: {', '.join(map(str, df.columns))}); "
-                "map yours with --columns their_name=canonical_name"
-            )
+            found = ", ".join(map(str, df.columns))
+            sep = next((n for c, n in ((";", "semicolon"), ("\t", "tab"), ("|", "bar")) if len(df.columns) == 1
+                        and c in str(df.columns[0])), None)
+            hint = (f"; the file looks {sep}-separated: laborllm reads comma-separated CSV (tabs: name it .tsv)"
+                    if sep else columns_hint)
+            raise DataError(f"{source}: missing required column(s) {', '.join(missing)} (found: {found}){hint}")
         if df.empty:
             raise DataError(f"{source}: the panel has no rows")
         out = pd.DataFrame(index=df.index)
@@ -97,7 +105,15 @@ class Panel:
         if pid.isna().any():
             raise DataError(f"{source}: person_id is empty in {_rows(pid.isna())}")
         out["person_id"] = pd.to_numeric(pid).astype("int64") if _all_int(pid) else pid.astype(str)
+        if century is not None and (isinstance(century, bool) or not isinstance(century, int) or century % 100):
+            raise DataError(f"--century must be a whole century such as 1900 or 2000, not {century!r}")
         out["year"] = _integer_column(df.year, "year", source, century=century).astype("int64")
+        if century is not None:  # 97, 98, 99, 00 in one history: the years wrapped around the century
+            back = out.groupby("person_id", sort=False).year.diff() <= 0
+            if back.any():
+                raise DataError(f"{source}: with --century {century}, years go backwards within a person in "
+                                f"{_rows(back)} (e.g. {df.year[back].iloc[0]!r} after a later year): two-digit years "
+                                "that cross a century cannot be read; write the years in full")
         dup = out.duplicated(["person_id", "year"], keep=False)
         if dup.any():
             raise DataError(f"{source}: duplicate person-years (person_id, year) in {_rows(dup)}")
@@ -121,6 +137,10 @@ class Panel:
                 continue
             if c == "birth_year":
                 out[c] = _integer_column(df[c], c, source, allow_missing=True, century=century)
+                late = out[c].notna() & (out[c] > out.year)
+                if late.any():  # born after a year of the history: a wrong century or a wrong column
+                    raise DataError(f"{source}: birth_year is after the year of the row in {_rows(late)} "
+                                    f"(e.g. born {int(out[c][late].iloc[0])}, year {int(out.year[late].iloc[0])})")
             elif c == "weight":
                 w = pd.to_numeric(df[c], errors="coerce")
                 if (w < 0).any() or (w.isna() & df[c].notna()).any():
@@ -138,6 +158,16 @@ class Panel:
         return cls(out, sch, source, int(bad.sum()))
 
     # -- views ---------------------------------------------------------------------------------
+    def fingerprint(self) -> str:
+        """The panel's content (every column, the states, the scheme): equal panels, equal prints,
+        whatever file or path they came from."""
+        h = hashlib.sha256(f"{self.scheme.name}\x1f{chr(31).join(self.states)}".encode())
+        f = self.frame.assign(person_id=self.frame.person_id.astype(str))
+        h.update(pd.util.hash_pandas_object(f.astype({c: "object" for c in f.columns if str(f[c].dtype) == "string"}),
+                                            index=False).values.tobytes())
+        h.update("\x1f".join(map(str, f.columns)).encode())
+        return h.hexdigest()[:16]
+
     @property
     def covariates(self) -> list[str]:
         return [c for c in OPTIONAL if c in self.frame.columns]
@@ -157,10 +187,35 @@ class Panel:
                 f"{len(self.states)} states, scheme={self.scheme.name})")
 
 
+def _where(source: str):
+    q = Path(str(source))
+    return q.resolve() if q.exists() else str(source)
+
+
+def same_source(name: str, panel: Panel) -> bool:
+    """Whether the panel `name` (an embedded name or a path, however written) is where `panel` came from."""
+    return _where(name) == _where(panel.source)
+
+
+def same_people(a: Panel, b: Panel) -> bool:
+    """Whether two loaded panels are one survey: the same file (however its path was written) or
+    the same person-years (however its occupations were coded or its columns named)."""
+    if same_source(a.source, b):
+        return True
+    keys = lambda p: pd.util.hash_pandas_object(  # noqa: E731
+        p.frame[["person_id", "year"]].assign(person_id=p.frame.person_id.astype(str)), index=False)
+    return len(a.frame) == len(b.frame) and bool((keys(a).sort_values().values == keys(b).sort_values().values).all())
+
+
 def _all_int(s: pd.Series) -> bool:
-    """Integer ids that fit in int64 exactly (longer ids, like 20-digit ones, stay strings)."""
+    """Ids that are integers written plainly ("17", not "017", "17.0" or "+17") and fit in int64
+    exactly: only those are read as numbers, so "01" and "1" stay two people; the rest stay text."""
+    if pd.api.types.is_integer_dtype(s):
+        return True
     v = pd.to_numeric(s, errors="coerce")
-    return bool(v.notna().all() and (v == v.round()).all() and (v.abs() < 2**53).all())
+    if not (v.notna().all() and (v == v.round()).all() and (v.abs() < 2**53).all()):
+        return False
+    return bool((s.astype(str).str.strip() == v.astype("int64").astype(str)).all())
 
 
 YEARS = (1900, 2100)  # plausible calendar years (of events and of births)
@@ -211,7 +266,7 @@ def _trim_missing(f: pd.DataFrame) -> pd.DataFrame:
     return f[seen_before & seen_after].reset_index(drop=True)
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
+def read_table(path: str | Path, types: str = ".csv, .csv.gz, .tsv, .parquet or .dta") -> pd.DataFrame:
     """Read CSV (optionally gzipped), TSV, Parquet or Stata; a corrupt file is a DataError."""
     p = Path(path)
     if not p.exists():
@@ -227,6 +282,22 @@ def read_table(path: str | Path) -> pd.DataFrame:
         if name.endswith((".csv", ".csv.gz", ".txt", ".tsv", ".tsv.gz")):
             sep = "\t" if ".tsv" in name else ","
             return pd.read_csv(p, sep=sep, dtype=str, keep_default_na=True)
+    except UnicodeDecodeError:
+        raise DataError(f"{p}: {_not_utf8(p)}; save the file as UTF-8") from None
     except Exception as e:  # the readers raise many types; all mean "cannot read this file"
         raise DataError(f"{p}: cannot read as {p.suffix or 'table'} ({type(e).__name__}: {str(e)[:200]})") from None
-    raise DataError(f"{p}: unsupported file type; use .csv, .csv.gz, .tsv, .parquet or .dta")
+    raise DataError(f"{p}: unsupported file type; use {types}")
+
+
+def _not_utf8(p: Path) -> str:
+    """Which line of a text file is not UTF-8 (line 1 is the header)."""
+    import gzip
+
+    opener = gzip.open if p.name.lower().endswith(".gz") else open
+    with opener(p, "rb") as f:
+        for n, line in enumerate(f, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return f"line {n} is not UTF-8 (byte 0x{line[e.start]:02x} at character {e.start + 1})"
+    return "the file is not UTF-8"

@@ -95,9 +95,11 @@ def read_codebook(path) -> dict[str, str]:
     if empty.any():
         raise DataError(f"{p}: empty code or title in row(s) {', '.join(str(i + 2) for i in empty[empty].index[:5])}")
     norm = codes.map(_norm_code)
-    dup = norm.duplicated(keep=False) & ~titles.duplicated(keep=False)
-    if dup.any():
-        raise DataError(f"{p}: code(s) {', '.join(sorted(set(codes[dup]))[:5])} given two different titles")
+    for code, rows in norm.groupby(norm).groups.items():
+        names = titles[rows].unique()
+        if len(names) > 1:  # one code, two titles: which one is meant cannot be guessed
+            where = ", ".join(f"row {i + 2} ({titles[i]!r})" for i in rows[:4])
+            raise DataError(f"{p}: code {codes[rows[0]]!r} is given two different titles: {where}")
     return dict(zip(norm, titles))
 
 
@@ -116,7 +118,7 @@ class Scheme:
         v = value.strip()
         if v.startswith(UNKNOWN_CODE):
             return None
-        if v in ("", "nan", "NaN", "None", "<NA>", MISSING):
+        if v in ("", MISSING):  # empty cells arrive as "" (the caller maps NaN); "None" may be a real title
             return MISSING
         if v in SPECIAL_STATES:
             return v

@@ -10,6 +10,8 @@ one, where person-years of weight 0 (9.9% of NLSY97's) count for nothing. Subgro
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
@@ -20,6 +22,8 @@ from laborllm.errors import UserError
 
 SUBGROUPS = ("gender", "race", "education", "cohort", "region")
 N_BINS = 10
+
+log = logging.getLogger(__name__)
 
 
 def check_log_probs(lp: np.ndarray, events: Events) -> None:
@@ -140,7 +144,12 @@ def evaluate(lp: np.ndarray, events: Events, model: str = "model", split: str | 
     m = {"model": model, "split": split or (ev.split.iloc[0] if len(ev) else "?"), **core_metrics(lp, events, None, n_boot),
          "n_states": len(events.states), "normalization": normalization, "events_fingerprint": events.fingerprint()}
     w = ev.weight.to_numpy(dtype=float) if "weight" in ev else None
-    if w is not None and np.isfinite(w).all() and w.sum() > 0:
+    if w is not None and not np.isfinite(w).all():
+        # a blank weight cannot be guessed; the weighted figures are left out, and say why
+        log.warning("%s: %d of %d events have no survey weight; the weighted figures are left out",
+                    model, int((~np.isfinite(w)).sum()), len(w))
+        m["weighted_skipped"] = f"{int((~np.isfinite(w)).sum())} events without a weight"
+    elif w is not None and w.sum() > 0:
         wm = core_metrics(lp, events, w, n_boot=200)
         m["weighted"] = {k: wm[k] for k in ("perplexity", "perplexity_ci95", "top1", "top5", "move", "working", "ece")}
     m["subgroups"] = {}

@@ -24,6 +24,8 @@ from safetensors.torch import load_file, save_file
 
 from laborllm.data.events import Events
 from laborllm.errors import UserError
+from laborllm.io import folder_mode
+from laborllm.models.settings import check_settings
 
 FORMAT_VERSION = 1
 
@@ -41,13 +43,19 @@ class Model(ABC):
     normalization: str = "exact, over all states"
     #: a causal language model over resume texts (takes a pretrained `base`, has the LLM scoring modes)
     language_model: ClassVar[bool] = False
+    #: settings that do not change the fitted model (how it is scored, how often it checkpoints)
+    fit_exempt: ClassVar[tuple] = ()
+    #: settings that change the scores of a fitted model: with its fingerprint, they key cached scores
+    read_settings: ClassVar[tuple] = ()
+    #: settings naming other panels the fit reads (pooled, pretrained on): their content is part of the fit
+    data_settings: ClassVar[tuple] = ()
 
     def __init__(self, **config):
         unknown = set(config) - set(self.default_config()) - {"name"}
         if unknown:  # checked here, so every way of building a model refuses a misspelt setting
             raise UserError(f"unknown setting(s) for {self.kind}: {', '.join(sorted(unknown))}; "
                             f"known: {', '.join(sorted(self.default_config()))}")
-        self.config = {**self.default_config(), **config}
+        self.config = check_settings(self.kind, {**self.default_config(), **config}, self.default_config())
         self.states: list[str] = []
         self.meta: dict = {}  # what fitting measured (timings, steps, validation figures), for the model card
         self.work_dir: Path | None = None  # where training checkpoints go, so a killed fit resumes there
@@ -96,7 +104,7 @@ class Model(ABC):
         out = Path(out)
         check_output_folder(out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        tmp = folder_mode(Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent)))
         try:
             # this saved artefact's identity: cached scores are keyed by it, so a refit never reads old ones
             self.meta.update(model_id=uuid.uuid4().hex, saved=time.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -116,6 +124,15 @@ class Model(ABC):
 
     def save_extra(self, folder: Path) -> None:
         """Extra files (e.g. a Hugging Face model folder)."""
+
+    def fit_settings(self) -> dict:
+        """The settings that define the fit (for reuse checks): all but `fit_exempt` and the name."""
+        return {k: v for k, v in self.config.items() if k not in self.fit_exempt and k != "name"}
+
+    def score_key(self) -> str:
+        """What cached scores of this model are keyed by: the fitted model and how it is read."""
+        read = json.dumps({k: self.config.get(k) for k in self.read_settings}, sort_keys=True, default=str)
+        return self.fingerprint() + ("-" + hashlib.sha256(read.encode()).hexdigest()[:8] if self.read_settings else "")
 
     def fingerprint(self) -> str:
         """This fitted model: the id given when it was saved (a model never saved, or saved before ids
@@ -164,9 +181,10 @@ def _aside(out: Path) -> Path:
 
 
 def recover(out: Path) -> None:
-    """Put back a model folder left aside by a replacement that was killed between its two renames."""
+    """Put back a model folder left aside by a replacement that was killed between its two renames;
+    never while a live process holds the folder's lock (its replacement is under way, not killed)."""
     old = _aside(out)
-    if old.is_dir() and not out.exists():
+    if old.is_dir() and not out.exists() and not OutputLock(out).held():
         os.replace(old, out)
 
 
@@ -207,24 +225,42 @@ class OutputLock:
 
     def __enter__(self) -> "OutputLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                pid = self._owner()
-                if pid and _alive(pid):
-                    raise UserError(f"{self.path.with_name(self.path.name[1:-5])}: being written by process {pid} "
-                                    f"(lock {self.path}); wait for it or stop it") from None
-                self.path.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
-            return self
+        # the lock appears with its pid already in it (a hard link of a written temp file), so no
+        # other process ever sees an empty lock and takes it for a dead one
+        fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", dir=self.path.parent)
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        try:
+            for _ in range(2):
+                try:
+                    os.link(tmp, self.path)
+                except FileExistsError:
+                    if self.held():
+                        raise UserError(f"{self.path.with_name(self.path.name[1:-5])}: being written by process "
+                                        f"{self._owner()} (lock {self.path}); wait for it or stop it") from None
+                    self.path.unlink(missing_ok=True)  # stale: its process is gone
+                    continue
+                return self
+        finally:
+            os.unlink(tmp)
         raise UserError(f"{self.path}: cannot take the output lock")
+
+    def held(self) -> bool:
+        """Whether a live process holds the lock (an unreadable or empty lock younger than a minute,
+        written by an older laborllm, counts as held)."""
+        if not self.path.exists():
+            return False
+        pid = self._owner()
+        if pid is None:
+            try:
+                return time.time() - self.path.stat().st_mtime < 60
+            except OSError:
+                return False
+        return pid != os.getpid() and _alive(pid)
 
     def _owner(self) -> int | None:
         try:
-            return int(self.path.read_text().strip() or 0)
+            return int(self.path.read_text().strip()) or None
         except (OSError, ValueError):
             return None
 
@@ -253,9 +289,14 @@ def model_card(meta: dict) -> str:
         f"- states: {len(meta['states'])}; probabilities are {meta['normalization']}",
         f"- config: `{json.dumps(meta['config'], default=str)}`",
     ]
-    for k in ("fit_seconds", "valid_perplexity", "train_events", "train_persons", "pool_persons"):
+    for k in ("fit_seconds", "valid_perplexity", "train_events", "train_persons", "pool_persons", "train_tokens",
+              "train_busy_seconds", "tokens_per_second", "train_steps", "epochs_done"):
         if k in meta:
             lines.append(f"- {k.replace('_', ' ')}: {meta[k]}")
+    if meta.get("valid_curve"):
+        lines.append("- validation loss by epoch: " + ", ".join(f"{c['epoch']:g}: {c['eval_loss']}" for c in meta["valid_curve"]))
+    for purpose, why in (meta.get("precision_choice") or {}).items():
+        lines.append(f"- precision ({purpose}): {why}")
     pool = meta["config"].get("pool")
     if pool:
         who = (f"a seeded sample of {meta['config']['pool_persons']} people from each of"

@@ -13,7 +13,10 @@ target's where the codings differ; a state it does not send keeps an embedding o
 from __future__ import annotations
 
 import copy
+import json
+import logging
 import math
+import shutil
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,7 +29,10 @@ from tqdm.auto import tqdm
 
 from laborllm.data.events import Events
 from laborllm.data.schemes import MISSING
+from laborllm.io import _atomic, write_json_atomic
 from laborllm.models.base import Model
+
+log = logging.getLogger(__name__)
 
 COVARIATES = ("year", "education", "gender", "race", "region")
 
@@ -74,6 +80,7 @@ class CareerNet(nn.Module):
 
 class Career(Model):
     kind = "career"
+    data_settings = ("pretrain_data",)
     profiles = {
         # at least 300 steps however small the panel (the men panel has 6 batches an epoch), early stopped
         "quick": {"layers": 4, "d": 192, "heads": 3, "ff": 768, "epochs": 3, "min_steps": 300},
@@ -147,21 +154,28 @@ class Career(Model):
         return CareerNet(len(self.states_all) + 2, len(self.states_all), {k: len(v) + 1 for k, v in self.cov_vocab.items()},
                          c["d"], c["layers"], c["heads"], c["ff"], c["dropout"])
 
-    def _pretrain_panel(self):
+    def _pretrain_panel(self, target):
         """The pretraining panel, its states sent onto the target's by the crosswalk if one is given."""
         from laborllm.data.loaders import load_panel
-        from laborllm.data.panel import read_table
+        from laborllm.data.panel import read_table, same_people, same_source
         from laborllm.errors import UserError
 
-        pre, path = load_panel(self.config["pretrain_data"]), self.config["pretrain_states"]
+        name, path = self.config["pretrain_data"], self.config["pretrain_states"]
+        pre = None if same_source(name, target) else load_panel(name)
+        if pre is None or same_people(pre, target):
+            raise UserError(f"pretrain_data {self.config['pretrain_data']!r} is the target panel itself: its "
+                            "validation and test people would enter training")
         if not path:
             return pre
         x = read_table(path)
         if list(x.columns[:2]) != ["state", "target"]:
             raise UserError(f"{path}: a crosswalk needs the columns state,target")
-        unknown = set(x.target) - set(self.states)
-        if unknown:
-            raise UserError(f"{path}: target state(s) not in the panel: {', '.join(sorted(map(str, unknown))[:5])}")
+        for col, known, what in (("target", target.states, "the panel"), ("state", pre.states, "the pretraining panel")):
+            unknown = set(x[col].dropna()) - set(known)
+            if unknown:  # a typo or a wrong case would otherwise leave a group unmapped, or map onto nothing
+                rows = [i + 2 for i, v in enumerate(x[col]) if v in unknown][:5]
+                raise UserError(f"{path}: {col} state(s) not in {what}: {', '.join(sorted(map(str, unknown))[:5])} "
+                                f"(line(s) {', '.join(map(str, rows))})")
         xwalk = dict(zip(x.state, x.target))
         frame = pre.frame.assign(state=pre.frame.state.map(lambda s: xwalk.get(s, s)))
         return SimpleNamespace(frame=frame, states=sorted(set(frame.state) - {MISSING}))
@@ -173,26 +187,61 @@ class Career(Model):
 
     # -- training ---------------------------------------------------------------------------
     def fit(self, events: Events) -> "Career":
-        from laborllm.data.loaders import load_panel
 
         torch.manual_seed(self.config["seed"])
         self.states = list(events.states)
-        pre = self._pretrain_panel() if self.config["pretrain_data"] else None
+        pre = self._pretrain_panel(events.panel) if self.config["pretrain_data"] else None
         self._vocab([events.panel] + ([pre] if pre is not None else []))
         dev = "cuda" if torch.cuda.is_available() else "cpu"
         self.net = self._net().to(dev)
         t0 = time.time()
+        stamp = {"settings": json.loads(json.dumps(self.fit_settings(), default=str)), "data": events.fingerprint()}
         if pre is not None:
             data = self._sequences(pre)
-            self._train(data, None, self.config["pretrain_epochs"], allowed=None, desc="pretrain")
+            self._train(data, None, self.config["pretrain_epochs"], allowed=None, desc="pretrain", stamp=stamp)
         train_ids = events.frame[events.frame.split == "train"].person_id.unique()
         data = self._sequences(events.panel, set(train_ids))
-        self._train(data, events.valid, self.config["epochs"], allowed=self._allowed(dev), desc="fit")
+        self._train(data, events.valid, self.config["epochs"], allowed=self._allowed(dev), desc="fit", stamp=stamp)
         self.meta.update(fit_seconds=round(time.time() - t0, 1), train_persons=len(train_ids),
                          parameters=sum(p.numel() for p in self.net.parameters()), device=dev)
         return self
 
-    def _train(self, data, valid: Events | None, epochs, allowed, desc):
+    # -- checkpoints: each epoch, so a killed fit of the paper's size loses one epoch at most --------
+    def _checkpoints(self) -> Path | None:
+        return None if self.work_dir is None else self.work_dir.parent / f".{self.work_dir.name}.checkpoints"
+
+    def _resume(self, desc: str, stamp: dict | None, parts: dict) -> dict | None:
+        """The training state of this very fit (same settings and events) saved after an epoch, or None."""
+        folder = self._checkpoints()
+        if folder is None or stamp is None or not (folder / f"{desc}.pt").is_file():
+            return None
+        try:
+            if json.loads((folder / f"{desc}.json").read_text()) != stamp:
+                return None
+            state = torch.load(folder / f"{desc}.pt", weights_only=True)  # tensors and numbers only, never code
+            for k, obj in parts.items():
+                obj.load_state_dict(state[k])
+        except Exception as e:  # damaged or of another version: start this stage over, and say so
+            log.warning("%s: cannot resume from %s (%s); training from the start", self.name, folder, type(e).__name__)
+            return None
+        torch.set_rng_state(state["rng"])
+        log.warning("%s: resuming %s after epoch %d from %s", self.name, desc, state["epoch"], folder)
+        return state
+
+    def _save_checkpoint(self, desc: str, stamp: dict | None, parts: dict, **extra) -> None:
+        folder = self._checkpoints()
+        if folder is None or stamp is None:
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: obj.state_dict() for k, obj in parts.items()} | {"rng": torch.get_rng_state()} | extra
+        _atomic(folder / f"{desc}.pt", lambda tmp: torch.save(state, tmp))
+        write_json_atomic(folder / f"{desc}.json", stamp)
+
+    def save_extra(self, folder: Path) -> None:
+        if self._checkpoints() is not None:  # saved: the checkpoints are spent
+            shutil.rmtree(self._checkpoints(), ignore_errors=True)
+
+    def _train(self, data, valid: Events | None, epochs, allowed, desc, stamp: dict | None = None):
         c, dev = self.config, next(self.net.parameters()).device
         opt = torch.optim.AdamW(self.net.parameters(), lr=c["lr"], betas=(0.9, 0.98), weight_decay=c["weight_decay"])
         n = len(data["prev"])
@@ -203,9 +252,15 @@ class Career(Model):
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: min(1.0, (s + 1) / warm) * min(1.0, math.sqrt(warm / (s + 1))))
         bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
-        best, best_state, bad = float("inf"), None, 0
-        bar = tqdm(range(epochs), desc=f"career {desc}", unit="epoch")
-        done = 0
+        best, best_state, bad, done = float("inf"), None, 0, 0
+        parts = {"net": self.net, "opt": opt, "sched": sched}
+        state = self._resume(desc, stamp, parts)
+        if state is not None:
+            best, bad, done = state["best"], state["bad"], state["epoch"]
+            best_state = state.get("best_state") or None
+            if state.get("stopped"):
+                epochs = done  # it had stopped early: nothing left to train
+        bar = tqdm(range(done, epochs), desc=f"career {desc}", unit="epoch", initial=done, total=epochs)
         for _ in bar:
             done += 1
             self.net.train()
@@ -222,13 +277,19 @@ class Career(Model):
                 sched.step()
             if valid is None:
                 bar.set_postfix(loss=f"{loss.item():.3f}")
+                self._save_checkpoint(desc, stamp, parts, epoch=done, best=best, bad=bad)
                 continue
             lpv = self.log_probs(valid)
             v = float(-lpv[np.arange(len(valid)), valid.frame.target.to_numpy()].mean())
             bar.set_postfix(valid_ppl=f"{math.exp(v):.3f}")
             if v < best - 1e-4:
                 best, bad, best_state = v, 0, copy.deepcopy(self.net.state_dict())
-            elif (bad := bad + 1) >= c["patience"]:
+            else:
+                bad += 1
+            stop = bad >= c["patience"]
+            self._save_checkpoint(desc, stamp, parts, epoch=done, best=best, bad=bad, stopped=stop,
+                                  best_state=best_state or {})
+            if stop:
                 break
         if best_state is not None:
             self.net.load_state_dict(best_state)

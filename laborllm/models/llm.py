@@ -22,11 +22,12 @@ from tqdm.auto import tqdm
 from laborllm.data.events import Events, sample_ids
 from laborllm.errors import UserError
 from laborllm.models.base import Model, is_main_process
-from laborllm.models.lm_loading import load_lm, resolve_base, use_bf16
+from laborllm.models.lm_loading import check_base, load_lm, precision_reason, resolve_base, use_bf16
 from laborllm.models.lm_training import run_stamp, run_trainer
 from laborllm.scoring import MODES, ExactScorer
 from laborllm.scoring.partial import PartialScores
 from laborllm.text import ResumeTemplate, SegmentEncoder
+from laborllm.text.templates import VARIANTS
 
 log = logging.getLogger(__name__)
 POOL_MODES = ("joint", "sequential")
@@ -36,6 +37,9 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 class LLM(Model):
     kind = "llm"
     language_model = True
+    fit_exempt = ("scoring", "score_max_tokens", "checkpoint_minutes")
+    read_settings = ("scoring", "precision")
+    data_settings = ("pool",)
     profiles = {
         # CPU-sized (the men panel's 382 training people in about 5 minutes on 2 cores, bf16 where native):
         # LoRA, one epoch, every training person; scored in the constrained normalisation, which agrees
@@ -69,6 +73,9 @@ class LLM(Model):
             self.config["pool"] = [p.strip() for p in self.config["pool"].split(",") if p.strip()]
         if self.config["pool_mode"] not in POOL_MODES:
             raise UserError(f"unknown pool_mode {self.config['pool_mode']!r}; choose {' or '.join(POOL_MODES)}")
+        if self.config["variant"] not in VARIANTS:
+            raise UserError(f"unknown variant {self.config['variant']!r}; choose {' or '.join(VARIANTS)}")
+        check_base(self.config["base"])  # a missing pretrained LM is refused now, not after other models ran
 
     @property
     def normalization(self) -> str:
@@ -90,8 +97,11 @@ class LLM(Model):
                if c["lora"] else "full fine-tune")
         pool = (f" + {m.get('pool_persons', '?')} pooled from {', '.join(map(str, c['pool']))} ({c['pool_mode']})"
                 if c["pool"] else "")
+        steps = m.get("train_steps", "?")
+        if isinstance(steps, int) and isinstance(m.get("pool_stage"), dict):  # sequential: both stages' steps
+            steps += m["pool_stage"].get("train_steps", 0)
         return (f"{self.name} ({self.base_label()}, {how}, {c['variant']}, {m.get('train_persons', '?')} training people"
-                f"{pool}, {m.get('train_steps', '?')} steps, {m.get('precision', '?')}, {c['scoring']})")
+                f"{pool}, {steps} steps, {m.get('precision', '?')}, {c['scoring']})")
 
     # -- text -------------------------------------------------------------------------------
     def _encoder(self, panel) -> SegmentEncoder:
@@ -124,16 +134,23 @@ class LLM(Model):
 
     def _pool_panels(self, events: Events) -> list:
         from laborllm.data.loaders import load_panel
+        from laborllm.data.panel import same_people, same_source
 
         panels = []
         for name in self.config["pool"] or []:
             try:
-                p = load_panel(name)
+                p = None if same_source(name, events.panel) else load_panel(name)
             except UserError as e:
                 raise UserError(f"pool {name!r}: {e}") from None
-            if p.source == events.panel.source:
+            if p is None or same_people(p, events.panel):
                 raise UserError(f"pool {name!r} is the target panel itself: its validation and test people "
                                 "would enter training")
+            if self.config["variant"] == "codes" and "titles" in (p.scheme.name, events.panel.scheme.name):
+                # a titles-scheme panel numbers its states by position: code 2004 would name one
+                # occupation in one panel and another in the next
+                raise UserError(f"pool {name!r}: variant=codes cannot pool panels coded by their own titles "
+                                f"({p.source}: {p.scheme.name}, target: {events.panel.scheme.name}); their numeric "
+                                "codes mean different occupations in each panel. Pool with variant=titles")
             panels.append(p)
         return panels
 
@@ -174,6 +191,10 @@ class LLM(Model):
         self._ckpts = [ckpt]
         bf16 = use_bf16(cfg["precision"], "train")
         world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun / accelerate launch
+        self.meta["precision_choice"] = {"train": precision_reason(cfg["precision"], "train"),
+                                         "score": precision_reason(cfg["precision"], "score")}
+        log.warning("%s: training in %s, scoring in %s", self.name, self.meta["precision_choice"]["train"],
+                    self.meta["precision_choice"]["score"])
 
         def trainer(resumes, folder, stage=None):
             stamp = run_stamp(cfg, events.fingerprint(), bf16, world, stage)

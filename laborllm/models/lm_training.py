@@ -74,11 +74,18 @@ def run_trainer(lm, train: list[list[int]], valid: list[list[int]], ckpt: Path, 
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
     resume = _latest(ckpt) if _resumable(ckpt, stamp) else None
-    if resume:
-        log.warning("%s: resuming training from %s", name, resume)
-    speed.on_train_begin_totals(resume)
     t0 = time.time()
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    while True:
+        if resume:
+            log.warning("%s: resuming training from %s", name, resume)
+        speed.on_train_begin_totals(resume)
+        try:
+            result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+            break
+        except Exception as e:
+            if not resume or speed.began:  # failed while training, not while reading the checkpoint
+                raise
+            resume = _set_aside(resume, e, name)
     curve = [{"epoch": round(h["epoch"], 2), "eval_loss": round(h["eval_loss"], 4), "step": h["step"]}
              for h in trainer.state.log_history if "eval_loss" in h]
     # the whole run's figures, also when it was resumed: busy seconds and tokens kept in the checkpoints
@@ -160,6 +167,24 @@ def _resumable(ckpt: Path, run: dict) -> bool:
         ckpt.mkdir(parents=True, exist_ok=True)
         write_json_atomic(stamp, run)
     return False
+
+
+def _set_aside(bad: Path, error: Exception, name: str) -> Path:
+    """A checkpoint that cannot be read (truncated by a kill or a full disk, or holding a file that
+    is not plain tensors) is moved aside, never deleted, and the one before it is used instead."""
+    aside = bad.with_name(f"damaged-{bad.name}")
+    shutil.rmtree(aside, ignore_errors=True)
+    bad.rename(aside)
+    previous = _latest(bad.parent)
+    log.warning("%s: checkpoint %s cannot be read (%s: %s); moved to %s, %s", name, bad.name, type(error).__name__,
+                str(error).splitlines()[0][:160] if str(error) else "", aside.name,
+                f"resuming from {previous.name}" if previous else "no other checkpoint")
+    if previous is None:
+        from laborllm.errors import UserError
+
+        raise UserError(f"{bad.parent}: its only checkpoint cannot be read and was moved to {aside.name}; "
+                        "run the same command again to train from the start") from None
+    return previous
 
 
 def _latest(ckpt: Path) -> Path | None:
@@ -260,6 +285,7 @@ class _Progress(TrainerCallback):
         self.per_step, self.name, self.every = tokens_per_step, name, every
         self.steps, self.busy, self.bar, self.saved = 0, 0.0, None, time.time()
         self.before = {"tokens": 0, "seconds": 0.0}
+        self.began = False
 
     @property
     def tokens(self) -> int:
@@ -270,7 +296,7 @@ class _Progress(TrainerCallback):
         return self.tokens / self.busy if self.busy else None
 
     def on_train_begin(self, args, state, control, **kw):
-        self.saved = time.time()
+        self.saved, self.began = time.time(), True  # the checkpoint (if any) was read
         if is_main_process():
             self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=f"training {self.name}", unit="step")
 

@@ -59,6 +59,15 @@ def state_codes(states: list[str], scheme) -> dict[str, str]:
     for i, s in enumerate(states):
         c = scheme.code_of(s)
         out[s] = c if c.isdigit() else str(1001 + SPECIAL_STATES.index(s)) if s in SPECIAL_STATES else str(2000 + i)
+    # a title that is itself a number (a titles-scheme state "2001") could take another state's code:
+    # every state whose code is taken twice gets a fresh one past all of them
+    taken, fresh = set(), 2000 + len(states)
+    for s in states:
+        if out[s] in taken:
+            while str(fresh) in out.values():
+                fresh += 1
+            out[s] = str(fresh)
+        taken.add(out[s])
     return out
 
 
