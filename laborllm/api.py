@@ -234,7 +234,7 @@ def evaluate(folders, split: str = "test", n_boot: int = 500, unnormalised: bool
         name = model.name if model.name not in nll else f"{model.name} ({folder})"  # two folders, one name
         r = evaluate_log_probs(lp, events, model=name, split=split, normalization=model.normalization, n_boot=n_boot)
         r.update(extra, kind=model.kind, folder=str(folder), label=model.describe())
-        nll[name] = -lp[np.arange(len(events)), events.frame.target.to_numpy()]
+        nll[name] = events.target_nll(lp)
         try:
             write_json_atomic(folder / f"metrics-{split}.json", r)
         except OSError as e:

@@ -20,6 +20,8 @@ def _atomic(path: Path, write) -> Path:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: give the file the mode the user's umask asks for
         os.replace(tmp, path)
+    except OSError as e:  # a full disk or a size limit: name the file the user asked for, not our temp file
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

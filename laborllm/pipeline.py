@@ -26,7 +26,6 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
 
 from laborllm import api
 from laborllm.evaluation.compare import comparison_table, contrast_table, paired_table, write_tables
@@ -213,7 +212,6 @@ def _benchmark(out: Path, panel: str, chosen, profile: str, seed: int, base, dat
     spec = api.data_spec(panel, seed=seed, **data_kw)
     events = api.events_for(spec)
     test = events.test
-    y = test.frame.target.to_numpy()
     rows, nll, fitted, lps = [], {}, {}, {}
     # every model's settings (and pretrained LM) checked before the first fit, not after hours of others
     wanted = {name: api.make_model(kind, prof.preset, name=name, **settings, **_base(kind, base))
@@ -231,7 +229,7 @@ def _benchmark(out: Path, panel: str, chosen, profile: str, seed: int, base, dat
         r.update(extra, kind=kind, events="test", data=panel_tag(panel), profile=profile, label=model.describe(),
                  fit_seconds=model.meta.get("fit_seconds"))
         rows.append(r)
-        nll[name] = -lp[np.arange(len(y)), y]
+        nll[name] = test.target_nll(lp)
         fitted[name], lps[name] = model, lp
         config["timings_seconds"][f"{panel_tag(panel)}/{name}"] = round(time.time() - t0, 1)
         lo, hi = r["perplexity_ci95"]

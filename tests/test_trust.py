@@ -345,3 +345,17 @@ def test_a_damaged_checkpoint_falls_back_to_the_one_before(tmp_path, caplog):
     assert (ckpts / "damaged-checkpoint-8").is_dir() and "cannot be read" in caplog.text
     with pytest.raises(UserError, match="only checkpoint cannot be read"):
         _set_aside(ckpts / "checkpoint-4", EOFError("x"), "m")
+
+
+def test_a_failed_write_names_the_file_asked_for(tmp_path, monkeypatch):
+    import errno
+
+    from laborllm.io import write_text_atomic
+
+    def full(self, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("pathlib.Path.write_text", full)
+    with pytest.raises(OSError) as e:
+        write_text_atomic(tmp_path / "report.html", "x")
+    assert e.value.filename == str(tmp_path / "report.html") and not list(tmp_path.iterdir())

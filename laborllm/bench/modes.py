@@ -44,7 +44,6 @@ def main() -> None:
         data = load_model(args.model).meta["data"]["data"]
     events = api.events_for(api.data_spec(data))
     test = events.test.sample_persons(args.persons, seed=0)
-    y = test.frame.target.to_numpy()
     print(f"model={args.model} data={data} persons={args.persons} events={len(test)} "
           f"cpu={platform.processor() or platform.machine()} cuda={torch.cuda.is_available()} threads={torch.get_num_threads()}")
     base = {}
@@ -55,7 +54,7 @@ def main() -> None:
             t0 = time.perf_counter()
             lp, figures = m.log_probs_and_figures(test)
             dt = time.perf_counter() - t0
-            ppl = float(np.exp(-lp[np.arange(len(y)), y].mean()))
+            ppl = float(np.exp(test.target_nll(lp).mean()))
             mass = figures.get("valid_mass_mean")
             base.setdefault(mode, dt)
             print(f"mode={mode} precision={precision} events={len(test)} s_per_event={dt / len(test):.4f} "

@@ -109,6 +109,10 @@ class Events:
     def __len__(self) -> int:
         return len(self.frame)
 
+    def target_nll(self, lp: np.ndarray) -> np.ndarray:
+        """Each event's negative log-probability of the state that happened, from an (events, states) matrix."""
+        return -lp[np.arange(len(self.frame)), self.frame.target.to_numpy()]
+
     def fingerprint(self, legacy: bool = False) -> str:
         """Identifies the exact event set and state set; models are only compared on equal ones.
         `legacy`: as laborllm printed it before ids were hashed as text (model folders fitted then)."""

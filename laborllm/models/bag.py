@@ -7,7 +7,9 @@ import numpy as np
 import torch
 
 from laborllm.data.events import Events
+from laborllm.errors import UserError
 from laborllm.models.base import Model
+from laborllm.models.early_stopping import EarlyStopping
 
 
 class BagOfJobs(Model):
@@ -19,7 +21,7 @@ class BagOfJobs(Model):
 
     @classmethod
     def default_config(cls) -> dict:
-        return {"epochs": 30, "lr": 0.03, "batch_size": 1024, "weight_decay": 1e-5, "seed": 0}
+        return {"epochs": 30, "lr": 0.03, "batch_size": 1024, "weight_decay": 1e-5, "patience": 3, "seed": 0}
 
     def _inputs(self, events: Events):
         f = events.panel.frame
@@ -54,20 +56,21 @@ class BagOfJobs(Model):
         vl, vm = self._inputs(events.valid)
         vy = torch.as_tensor(events.valid.frame.target.to_numpy())
         opt = torch.optim.AdamW([self.W_last, self.W_bag, self.b], lr=self.config["lr"], weight_decay=self.config["weight_decay"])
-        best, best_state, bad = float("inf"), None, 0
+        weights = lambda: [t.detach().clone() for t in (self.W_last, self.W_bag, self.b)]  # noqa: E731
+        valid_loss = lambda: torch.nn.functional.cross_entropy(self._logits(vl, vm), vy).item()  # noqa: E731
+        stop = EarlyStopping(self.config["patience"])
+        with torch.no_grad():  # the unigram start is a candidate too (and the model when epochs=0)
+            stop.update(valid_loss(), weights)
         for _ in range(self.config["epochs"]):
             for idx in torch.randperm(len(y)).split(self.config["batch_size"]):
                 opt.zero_grad()
                 torch.nn.functional.cross_entropy(self._logits(last[idx], mean[idx]), y[idx]).backward()
                 opt.step()
             with torch.no_grad():
-                v = torch.nn.functional.cross_entropy(self._logits(vl, vm), vy).item()
-            if v < best - 1e-4:
-                best, bad, best_state = v, 0, [t.detach().clone() for t in (self.W_last, self.W_bag, self.b)]
-            elif (bad := bad + 1) >= 3:
-                break
-        self.W_last, self.W_bag, self.b = best_state
-        self.meta["valid_perplexity"] = round(float(np.exp(best)), 4)
+                if stop.update(valid_loss(), weights):
+                    break
+        self.W_last, self.W_bag, self.b = stop.best_state
+        self.meta["valid_perplexity"] = round(float(np.exp(stop.best)), 4)
         return self
 
     @torch.no_grad()
@@ -79,3 +82,7 @@ class BagOfJobs(Model):
 
     def load_tensors(self, t):
         self.W_last, self.W_bag, self.b = t["W_last"], t["W_bag"], t["b"]
+        K = len(self.states)
+        if self.W_last.shape != (K, K) or self.W_bag.shape != (K, K) or self.b.shape != (K,):
+            raise UserError(f"bag: weights of shapes {tuple(self.W_last.shape)}, {tuple(self.W_bag.shape)}, "
+                            f"{tuple(self.b.shape)} do not fit the {K} states of model.json")

@@ -31,6 +31,7 @@ from laborllm.data.events import Events
 from laborllm.data.schemes import MISSING
 from laborllm.io import _atomic, write_json_atomic
 from laborllm.models.base import Model
+from laborllm.models.early_stopping import EarlyStopping
 
 log = logging.getLogger(__name__)
 
@@ -252,12 +253,12 @@ class Career(Model):
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: min(1.0, (s + 1) / warm) * min(1.0, math.sqrt(warm / (s + 1))))
         bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
-        best, best_state, bad, done = float("inf"), None, 0, 0
+        stopper, done = EarlyStopping(c["patience"]), 0
         parts = {"net": self.net, "opt": opt, "sched": sched}
         state = self._resume(desc, stamp, parts)
         if state is not None:
-            best, bad, done = state["best"], state["bad"], state["epoch"]
-            best_state = state.get("best_state") or None
+            stopper.best, stopper.bad, done = state["best"], state["bad"], state["epoch"]
+            stopper.best_state = state.get("best_state") or None
             if state.get("stopped"):
                 epochs = done  # it had stopped early: nothing left to train
         bar = tqdm(range(done, epochs), desc=f"career {desc}", unit="epoch", initial=done, total=epochs)
@@ -277,23 +278,18 @@ class Career(Model):
                 sched.step()
             if valid is None:
                 bar.set_postfix(loss=f"{loss.item():.3f}")
-                self._save_checkpoint(desc, stamp, parts, epoch=done, best=best, bad=bad)
+                self._save_checkpoint(desc, stamp, parts, epoch=done, best=stopper.best, bad=stopper.bad)
                 continue
-            lpv = self.log_probs(valid)
-            v = float(-lpv[np.arange(len(valid)), valid.frame.target.to_numpy()].mean())
+            v = float(valid.target_nll(self.log_probs(valid)).mean())
             bar.set_postfix(valid_ppl=f"{math.exp(v):.3f}")
-            if v < best - 1e-4:
-                best, bad, best_state = v, 0, copy.deepcopy(self.net.state_dict())
-            else:
-                bad += 1
-            stop = bad >= c["patience"]
-            self._save_checkpoint(desc, stamp, parts, epoch=done, best=best, bad=bad, stopped=stop,
-                                  best_state=best_state or {})
+            stop = stopper.update(v, lambda: copy.deepcopy(self.net.state_dict()))
+            self._save_checkpoint(desc, stamp, parts, epoch=done, best=stopper.best, bad=stopper.bad, stopped=stop,
+                                  best_state=stopper.best_state or {})
             if stop:
                 break
-        if best_state is not None:
-            self.net.load_state_dict(best_state)
-            self.meta["valid_perplexity"] = round(math.exp(best), 4)
+        if stopper.best_state is not None:
+            self.net.load_state_dict(stopper.best_state)
+            self.meta["valid_perplexity"] = round(math.exp(stopper.best), 4)
         self.meta[f"{desc}_steps"] = steps_per_epoch * done
         self.meta[f"{desc}_epochs"] = done
         self.meta[f"{desc}_warmup_steps"] = warm

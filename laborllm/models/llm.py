@@ -324,9 +324,8 @@ class LLM(Model):
         if self.config["scoring"] == "constrained":
             return raw, {}
         mass = np.logaddexp.reduce(raw, axis=1)
-        y = events.frame.target.to_numpy()
         return raw - mass[:, None], {
-            "unnormalised_perplexity": float(np.exp(-raw[np.arange(len(y)), y].mean())),
+            "unnormalised_perplexity": float(np.exp(events.target_nll(raw).mean())),
             "valid_mass_mean": float(np.exp(mass).mean()),
             "valid_mass_min": float(np.exp(mass).min()),
         }

@@ -124,7 +124,10 @@ def _make_trainer_class():
 
 
 class LengthGroupedSampler(torch.utils.data.Sampler):
-    """A seeded shuffle cut into mega-batches of 50 batches, each sorted by length (longest first)."""
+    """Batches of resumes of similar length, in random order: a seeded shuffle cut into mega-batches
+    of 50 batches, each sorted by length and cut into batches, and the batches shuffled (so training
+    never runs from long to short resumes as a curriculum). A short last batch stays last, so the
+    data loader cuts batches where these were cut."""
 
     def __init__(self, lengths: list[int], batch_size: int, seed: int):
         self.lengths, self.batch, self.seed, self.epoch = lengths, max(1, batch_size), seed, 0
@@ -139,8 +142,12 @@ class LengthGroupedSampler(torch.utils.data.Sampler):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(len(self.lengths), generator=g).tolist()
         mega = 50 * self.batch
-        for i in range(0, len(order), mega):
-            yield from sorted(order[i: i + mega], key=lambda j: -self.lengths[j])
+        grouped = [j for i in range(0, len(order), mega) for j in sorted(order[i: i + mega], key=lambda j: -self.lengths[j])]
+        batches = [grouped[i: i + self.batch] for i in range(0, len(grouped), self.batch)]
+        full = [b for b in batches if len(b) == self.batch]
+        for k in torch.randperm(len(full), generator=g).tolist():
+            yield from full[k]
+        yield from (j for b in batches if len(b) < self.batch for j in b)
 
 
 def _checkpointing(cfg: dict) -> dict:

@@ -113,7 +113,7 @@ class Logit(Model):
         opt.step(closure)
         self.meta.update(fit_seconds=round(time.time() - t0, 1), train_events=len(y), features=F)
         va = self.log_probs(events.valid)
-        self.meta["valid_perplexity"] = round(float(np.exp(-va[np.arange(len(va)), events.valid.frame.target].mean())), 4)
+        self.meta["valid_perplexity"] = round(float(np.exp(events.valid.target_nll(va).mean())), 4)
         return self
 
     @torch.no_grad()
