@@ -6,54 +6,21 @@ import logging
 import shutil
 import time
 from contextlib import nullcontext
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from laborllm.data import Events, load_panel, make_events
+from laborllm.data import Events
+from laborllm.data.spec import data_spec, events_for  # noqa: F401 (the API's data entry points)
 from laborllm.errors import UserError
 from laborllm.evaluation.metrics import evaluate as evaluate_log_probs, paired_comparisons
 from laborllm.io import read_log_probs, write_json_atomic, write_log_probs
-from laborllm.models.base import Model, OutputLock, check_output_folder, is_main_process
+from laborllm.models.base import Model, is_main_process
+from laborllm.models.folder import OutputLock, check_output_folder
 from laborllm.models.registry import MODELS, load_model
 from laborllm.profiles import check_preset
 
 log = logging.getLogger(__name__)
-
-
-def data_spec(data="nlsy97", columns=None, scheme=None, unknown="error", seed=0, codebook=None, century=None) -> dict:
-    """How to rebuild the exact events a model was fitted on (stored in the model folder)."""
-    data = str(data)
-    if Path(data).exists():
-        data = str(Path(data).resolve())
-    spec = {"data": data, "columns": columns, "scheme": scheme, "unknown": unknown, "seed": seed}
-    if codebook:
-        spec["codebook"] = str(Path(codebook).resolve())
-    if century is not None:
-        spec["century"] = century
-    return spec
-
-
-@lru_cache(maxsize=4)
-def _events_cached(spec_json: str, files: str = "") -> Events:
-    s = json.loads(spec_json)
-    return make_events(load_panel(s["data"], columns=s["columns"], scheme=s["scheme"], unknown=s["unknown"],
-                                  codebook=s.get("codebook"), century=s.get("century")), seed=s["seed"])
-
-
-def events_for(spec: dict) -> Events:
-    """The events of a data spec, cached while its files are unchanged (size and modification time)."""
-    stamps = {k: _file_stamp(spec.get(k)) for k in ("data", "codebook") if spec.get(k)}
-    return _events_cached(json.dumps(spec, sort_keys=True), json.dumps(stamps))
-
-
-def _file_stamp(path) -> list | None:
-    try:
-        st = Path(str(path)).stat()
-    except OSError:
-        return None
-    return [st.st_size, st.st_mtime_ns]
 
 
 def read_config(path: str | Path | None) -> dict:
@@ -101,8 +68,6 @@ def fit_identity(model: Model, events: Events) -> dict:
     """Everything that defines a fit, by content: the model's kind and fit settings, the panel's
     content and split (its events), the pretrained LM's weights, the panels it pools or pretrains on.
     A model folder is reused only when its identity equals the one asked for."""
-    from laborllm.data.loaders import load_panel
-
     ident = {"kind": model.kind, "name": model.name, "settings": json.loads(json.dumps(model.fit_settings(), default=str)),
              "panel": events.panel.fingerprint(), "events": events.fingerprint()}
     if model.language_model:
@@ -111,8 +76,17 @@ def fit_identity(model: Model, events: Events) -> dict:
         ident["base"] = base_fingerprint(model.config["base"])
     for key in model.data_settings:
         names = model.config.get(key) or []
-        ident[key] = [load_panel(n).fingerprint() for n in ([names] if isinstance(names, str) else names)]
+        ident[key] = [_panel_print(key, n) for n in ([names] if isinstance(names, str) else names)]
     return ident
+
+
+def _panel_print(setting: str, name: str) -> str:
+    from laborllm.data.loaders import load_panel
+
+    try:
+        return load_panel(name).fingerprint()
+    except UserError as e:
+        raise UserError(f"{setting} {name!r}: {e}") from None
 
 
 def identity_differences(stored: dict | None, wanted: dict, defaults: dict) -> list[str]:
@@ -154,7 +128,7 @@ def fit(kind: str, data="nlsy97", out: str | Path | None = None, profile: str = 
     with OutputLock(Path(out)) if out is not None and is_main_process() else nullcontext():
         t0 = time.time()
         model.fit(events)
-        model.meta.setdefault("fit_seconds", round(time.time() - t0, 1))
+        model.meta["fit_seconds"] = round(time.time() - t0, 1)  # timed here, for every kind
         model.meta["events_fingerprint"] = events.fingerprint()
         if out is not None and is_main_process():
             model.save(out, spec)

@@ -242,7 +242,7 @@ def text(person: str = typer.Option(..., "--person", help="person_id"), data: st
     panel = load_panel(data, columns=columns, scheme=scheme, unknown=unknown)
     rows = panel.person(person)
     tpl = ResumeTemplate(variant, birth_year)
-    print("".join(t for _, t in tpl.segments(rows, state_codes(panel.states, panel.scheme))))
+    print(tpl.text(rows, state_codes(panel.states, panel.scheme)))
 
 
 def interrupted_message(argv: list[str]) -> str:

@@ -22,7 +22,6 @@ import logging
 import platform
 import re
 import time
-from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -32,7 +31,8 @@ from laborllm.evaluation.compare import comparison_table, contrast_table, paired
 from laborllm.evaluation.metrics import evaluate as evaluate_log_probs, paired_comparisons
 from laborllm.errors import UserError
 from laborllm.io import write_json_atomic
-from laborllm.models.base import OutputLock
+from laborllm.logs import run_log
+from laborllm.models.folder import OutputLock, is_model_folder, read_model_json
 from laborllm.models.registry import MODELS as MODEL_KINDS, load_model
 from laborllm.profiles import MODELS, REFERENCE, profile as get_profile
 
@@ -73,60 +73,6 @@ def cpu_bf16() -> str:
     from laborllm.models.lm_loading import amx_cpu, native_bf16_cpu
 
     return "AMX" if amx_cpu() else "AVX512-BF16, no AMX" if native_bf16_cpu() else "no native bf16"
-
-
-@contextmanager
-def run_log(path: Path):
-    """Library warnings and the trainer's raw figures go to the run folder's log file; the console
-    keeps laborllm's own messages and one progress bar per stage."""
-    import warnings
-
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
-    root, pywarn = logging.getLogger(), logging.getLogger("py.warnings")
-    libs = [logging.getLogger(n) for n in ("transformers", "peft", "accelerate", "torch")]
-    llm_log = logging.getLogger("laborllm.models.llm")
-    saved = (root.level, pywarn.propagate, [(lg.propagate, lg.handlers[:]) for lg in libs], llm_log.level)
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_default_handler()
-        bars = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # "Loading weights" bars: the console keeps one bar per stage
-    except ImportError:  # pragma: no cover
-        hf_logging = None
-    root.addHandler(handler)
-    root.setLevel(min(root.level, logging.INFO))
-    llm_log.setLevel(logging.INFO)  # the trainer's figures, for the file
-    quieted = [h for h in root.handlers if h is not handler and h.level == logging.NOTSET]
-    for h in quieted:  # the console shows warnings and errors only
-        h.setLevel(logging.WARNING)
-    logging.captureWarnings(True)
-    pywarn.propagate = False
-    pywarn.addHandler(handler)
-    for lg in libs:
-        lg.propagate = False
-        lg.handlers = [handler]
-    with warnings.catch_warnings():
-        warnings.simplefilter("default")
-        try:
-            yield
-        finally:
-            logging.captureWarnings(False)
-            root.removeHandler(handler)
-            pywarn.removeHandler(handler)
-            root.setLevel(saved[0])
-            llm_log.setLevel(saved[3])
-            for h in quieted:
-                h.setLevel(logging.NOTSET)
-            pywarn.propagate = saved[1]
-            for lg, (prop, handlers) in zip(libs, saved[2]):
-                lg.propagate, lg.handlers = prop, handlers
-            if hf_logging is not None:
-                hf_logging.enable_default_handler()
-                if bars:
-                    hf_logging.enable_progress_bar()
-            handler.close()
 
 
 def panel_tag(data: str) -> str:
@@ -248,13 +194,9 @@ def _base(kind: str, base) -> dict:
 def _reusable(folder: Path, wanted, events, label: str):
     """The model in `folder` when it is the very fit asked for (same kind, settings, data, split and
     pretrained LM), read the way asked for; None when it must be fitted (again)."""
-    from laborllm.models.base import is_model_folder
-
-    if not (folder / "model.json").exists():
-        return None
     if not is_model_folder(folder):
-        return None  # api.fit refuses a folder that is not ours, with its message
-    meta = json.loads((folder / "model.json").read_text())
+        return None  # nothing there, or not ours (api.fit then refuses it, with its message)
+    meta = read_model_json(folder)
     if meta.get("kind") != wanted.kind:
         diff = [f"kind {meta.get('kind')!r}, not {wanted.kind!r}"]
     else:

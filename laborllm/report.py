@@ -110,6 +110,16 @@ def _img(path: Path) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}">'
 
 
+def _numbers(df: pd.DataFrame) -> pd.DataFrame:
+    """Three decimals; a figure that does not apply (a panel without a not-working state) reads n/a."""
+    def cell(v):
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return "n/a"
+        return f"{v:.3f}" if isinstance(v, (int, float, np.number)) and not isinstance(v, bool) else v
+
+    return df.map(cell)
+
+
 def _table(df: pd.DataFrame) -> str:
     return df.to_html(index=False, border=0, classes="t", escape=True, na_rep="")
 
@@ -144,14 +154,18 @@ def panel_section(folder: Path, results: list[dict], events, models: dict, lps: 
                             "mean mass on valid states": r.get("valid_mass_mean")} for r in llm_rows])
         parts += ["<h3>Titles vs numeric codes, and mass outside the state set</h3>",
                   "<p>The renormalised figure divides by the probability the LLM gives to all valid state texts; "
-                  "the unnormalised one counts the mass spent on invalid text as loss.</p>", _table(ab.round(4))]
+                  "the unnormalised one counts the mass spent on invalid text as loss.</p>", _table(_numbers(ab))]
     parts += ["<h3>Calibration</h3>", _img(plot_calibration(results, plots / "calibration.png"))]
     tasks = pd.DataFrame([{"model": r["model"], "move AUC": r["move"]["auc"],
                            "move log loss": r["move"]["logloss"], "move rate observed": r["move"]["rate"],
                            "move rate predicted": r["move"]["predicted_rate"], "working AUC": r["working"]["auc"],
                            "working log loss": r["working"]["logloss"], "working rate observed": r["working"]["rate"],
                            "working rate predicted": r["working"]["predicted_rate"]} for r in results])
-    parts += ["<h3>Derived tasks: change state, and working next year</h3>", _table(tasks.round(4))]
+    # a task that does not apply (no not-working state: the rates are all 0) reads n/a, not None and 0.0
+    for task in ("move", "working"):
+        if all(r[task]["auc"] is None for r in results):
+            tasks[[c for c in tasks.columns if c.startswith(task)]] = None
+    parts += ["<h3>Derived tasks: change state, and working next year</h3>", _table(_numbers(tasks))]
     rep = representativeness(test, lps)
     if len(rep):
         rep.to_csv(folder / "representativeness.csv", index=False)
@@ -159,7 +173,7 @@ def panel_section(folder: Path, results: list[dict], events, models: dict, lps: 
         parts += ["<h3>Representativeness by subgroup</h3>",
                   "<p>For each group: total variation distance between the mean predicted and the observed "
                   "distribution of next states, and predicted vs observed move rates.</p>",
-                  _table(summary.round(4)), _img(plot_representativeness(rep, plots / "representativeness.png"))]
+                  _table(_numbers(summary)), _img(plot_representativeness(rep, plots / "representativeness.png"))]
     simulate_llms = get_profile(profile).simulate_llms
     cheap = {name: m for name, m in models.items() if not m.language_model or simulate_llms}
     if cheap:

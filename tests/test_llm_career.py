@@ -30,7 +30,7 @@ def tiny_base(tmp_path_factory, panel_csv):
     texts = []
     for variant in ("titles", "codes"):
         tpl = ResumeTemplate(variant)
-        texts += ["".join(t for _, t in tpl.segments(g, codes)) for _, g in ev.panel.frame.groupby("person_id")]
+        texts += [tpl.text(g, codes) for _, g in ev.panel.frame.groupby("person_id")]
     return str(tiny_model_folder(tmp_path_factory.mktemp("tiny") / "lm", texts, vocab_size=500, hidden=48))
 
 

@@ -171,7 +171,7 @@ def test_simulated_ids_keep_every_character():
 
 # -- 12: model-folder races ------------------------------------------------------------------------
 def test_a_fresh_empty_lock_is_not_taken_for_a_dead_one_and_recover_waits_for_the_lock(tmp_path):
-    from laborllm.models.base import OutputLock, recover
+    from laborllm.models.folder import OutputLock, recover
 
     out = tmp_path / "model"
     lock = OutputLock(out)

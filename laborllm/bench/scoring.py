@@ -33,7 +33,7 @@ def main() -> None:
         from laborllm.models.tiny import tiny_llama, train_tokenizer
 
         codes = state_codes(panel.states, panel.scheme)
-        texts = ["".join(t for _, t in tpl.segments(g, codes)) for _, g in list(panel.frame.groupby("person_id"))[:300]]
+        texts = [tpl.text(g, codes) for _, g in list(panel.frame.groupby("person_id"))[:300]]
         tok = train_tokenizer(texts + [f" {s}\n" for s in panel.states], 2000)
         model = tiny_llama(len(tok), hidden=256, layers=4).to(default_device())
     else:

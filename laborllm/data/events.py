@@ -83,12 +83,8 @@ class Events:
 
     def sample_persons(self, n: int | None, seed: int = 0) -> "Events":
         """The events of n people drawn without replacement (seeded); all of them when n is None."""
-        ids = self.person_sample(n, seed)
+        ids = sample_ids(self.frame.person_id, n, seed)
         return self if ids is None else self.of_persons(ids)
-
-    def person_sample(self, n: int | None, seed: int = 0) -> list | None:
-        """n person ids drawn without replacement from these events' people (None: no sampling)."""
-        return sample_ids(self.frame.person_id, n, seed)
 
     @property
     def train(self) -> "Events":

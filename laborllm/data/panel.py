@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 REQUIRED = ("person_id", "year", "occupation")
 OPTIONAL = ("gender", "race", "birth_year", "education", "region", "enrolled", "weight")
-CATEGORICAL = ("gender", "race", "education", "region")
+CATEGORICAL = ("education", "gender", "race", "region")  # the covariates models read as categories, in this order
 UNKNOWN_POLICIES = ("error", "missing")
 
 

@@ -75,7 +75,7 @@ def paired_table(results: list[dict]) -> pd.DataFrame:
         for b in results[i + 1:]:
             p = a.get("paired", {}).get(b["model"])
             if p:
-                rows.append({"model": a["model"], "vs": b["model"], "ratio": p["ratio"], "ratio_ci": _ci(*p["ci95"])})
+                rows.append({"model": a["model"], "vs": b["model"], "ratio": f"{p['ratio']:.3f}", "ratio_ci": _ci(*p["ci95"])})
     return pd.DataFrame(rows, columns=["model", "vs", "ratio", "ratio_ci"])
 
 

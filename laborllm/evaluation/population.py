@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from laborllm.data.events import sample_ids
 from laborllm.evaluation.metrics import subgroup_column
 
 GROUPS = ("gender", "race", "education", "cohort")
@@ -43,7 +44,7 @@ def trajectories(events, models: dict, seed: int) -> pd.DataFrame:
     from laborllm.forecast import simulate
 
     f = events.panel.frame
-    ids = events.person_sample(SIM_PERSONS, seed)
+    ids = sample_ids(events.frame.person_id, SIM_PERSONS, seed)
     scheme = events.panel.scheme
     people = f[f.person_id.isin(set(ids))]
     first = people.groupby("person_id").head(1)

@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import shutil
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -28,6 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from laborllm.data.events import Events
+from laborllm.data.panel import CATEGORICAL
 from laborllm.data.schemes import MISSING
 from laborllm.io import _atomic, write_json_atomic
 from laborllm.models.base import Model
@@ -35,7 +35,7 @@ from laborllm.models.early_stopping import EarlyStopping
 
 log = logging.getLogger(__name__)
 
-COVARIATES = ("year", "education", "gender", "race", "region")
+COVARIATES = ("year", *CATEGORICAL)
 
 
 class CareerNet(nn.Module):
@@ -195,7 +195,6 @@ class Career(Model):
         self._vocab([events.panel] + ([pre] if pre is not None else []))
         dev = "cuda" if torch.cuda.is_available() else "cpu"
         self.net = self._net().to(dev)
-        t0 = time.time()
         stamp = {"settings": json.loads(json.dumps(self.fit_settings(), default=str)), "data": events.fingerprint()}
         if pre is not None:
             data = self._sequences(pre)
@@ -203,7 +202,7 @@ class Career(Model):
         train_ids = events.frame[events.frame.split == "train"].person_id.unique()
         data = self._sequences(events.panel, set(train_ids))
         self._train(data, events.valid, self.config["epochs"], allowed=self._allowed(dev), desc="fit", stamp=stamp)
-        self.meta.update(fit_seconds=round(time.time() - t0, 1), train_persons=len(train_ids),
+        self.meta.update(train_persons=len(train_ids),
                          parameters=sum(p.numel() for p in self.net.parameters()), device=dev)
         return self
 

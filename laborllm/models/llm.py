@@ -347,7 +347,7 @@ class ICL(LLM):
 
     def _prepare_prompt(self, events: Events) -> None:
         f = events.panel.frame
-        shots = events.train.person_sample(self.config["shots"], self.config["seed"]) or []
+        shots = sample_ids(events.train.frame.person_id, self.config["shots"], self.config["seed"]) or []
         enc = self._encoder(events.panel)
         intro = enc.encode("Below are work histories of survey respondents, one year per line.\n\n")
         ids = list(intro)

@@ -18,9 +18,10 @@ from transformers import TrainerCallback
 from tqdm.auto import tqdm
 
 from laborllm.io import write_json_atomic
+from laborllm.logs import TRAINER_LOG
 from laborllm.models.base import is_main_process
 
-log = logging.getLogger("laborllm.models.llm")  # the run log's trainer figures
+log = logging.getLogger(TRAINER_LOG)
 PROGRESS = "laborllm-progress.json"  # in each checkpoint: tokens and busy seconds so far
 
 # the settings that define what training produces (with the data, the resolved precision and the

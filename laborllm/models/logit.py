@@ -9,7 +9,6 @@ economists let tenure and age move the stay rate. Full-batch L-BFGS from the fir
 """
 from __future__ import annotations
 
-import time
 import warnings
 
 import numpy as np
@@ -17,12 +16,12 @@ import pandas as pd
 import torch
 
 from laborllm.data.events import Events
+from laborllm.data.panel import CATEGORICAL
 from laborllm.models.base import Model
 from laborllm.models.features import history_features
 
 TENURE_BINS = [0, 1, 2, 3, 4, 6, 9, 1000]
 COUNT_BINS = [-1, 0, 1, 2, 3, 5, 8, 1000]
-CATEGORICAL = ("education", "gender", "race", "region")
 
 
 def design(events: Events, vocab: dict[str, list] | None = None):
@@ -82,7 +81,6 @@ class Logit(Model):
 
     def fit(self, events: Events) -> "Logit":
         torch.manual_seed(self.config["seed"])
-        t0 = time.time()
         self.states = list(events.states)
         x, self.vocab, last, K = design(events.train)
         y = torch.as_tensor(events.train.frame.target.to_numpy().copy())
@@ -111,7 +109,7 @@ class Logit(Model):
             return loss
 
         opt.step(closure)
-        self.meta.update(fit_seconds=round(time.time() - t0, 1), train_events=len(y), features=F)
+        self.meta.update(train_events=len(y), features=F)
         va = self.log_probs(events.valid)
         self.meta["valid_perplexity"] = round(float(np.exp(events.valid.target_nll(va).mean())), 4)
         return self

@@ -5,7 +5,8 @@ import json
 from pathlib import Path
 
 from laborllm.errors import UserError
-from laborllm.models.base import Model, recover
+from laborllm.models.base import Model
+from laborllm.models.folder import recover
 from laborllm.models.career import Career
 from laborllm.models.llm import ICL, LLM
 from laborllm.models.logit import Logit

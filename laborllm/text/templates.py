@@ -45,6 +45,10 @@ class ResumeTemplate:
             text += f" Education at the start: {first['education']}."
         return text + " One line per year, with the job held.\n"
 
+    def text(self, rows: pd.DataFrame, codes: dict[str, str]) -> str:
+        """One person's resume as the LLM reads it."""
+        return "".join(t for _, t in self.segments(rows, codes))
+
     def segments(self, rows: pd.DataFrame, codes: dict[str, str]) -> list[tuple[str, str]]:
         """[(kind, text)] with kind in header / year / state / end; rows are one person's years."""
         segs = [("header", self.header(rows.iloc[0]))]
@@ -107,4 +111,4 @@ class SegmentEncoder:
         return ids, np.array(starts)
 
     def text(self, rows: pd.DataFrame) -> str:
-        return "".join(t for _, t in self.template.segments(rows, self.codes))
+        return self.template.text(rows, self.codes)

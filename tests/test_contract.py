@@ -1,0 +1,65 @@
+"""The contract every registered model kind keeps (like scikit-learn's check_estimator), with tiny
+settings on real NLSY97 people: fit returns the model, leaves its settings as given, gives rows
+that are distributions over the states, saves and loads to the same numbers, and never looks ahead."""
+import copy
+
+import numpy as np
+import pytest
+
+import laborllm as ll
+from laborllm.models.registry import MODELS, load_model
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory, small_events):
+    from laborllm.models.tiny import tiny_model_folder
+    from laborllm.text.templates import ResumeTemplate, state_codes
+
+    codes = state_codes(small_events.states, small_events.panel.scheme)
+    texts = [ResumeTemplate(v).text(g, codes) for v in ("titles", "codes")
+             for _, g in small_events.panel.frame.groupby("person_id")]
+    return str(tiny_model_folder(tmp_path_factory.mktemp("lm") / "lm", texts, vocab_size=400, hidden=32))
+
+
+def tiny(kind: str, base: str) -> dict:
+    lm = dict(base=base, precision="fp32", scoring="constrained")
+    return {"markov": {}, "bag": {"epochs": 2}, "logit": {"max_iter": 5},
+            "career": {"layers": 1, "d": 24, "heads": 2, "ff": 48, "epochs": 1},
+            "llm": {**lm, "lora": True, "max_steps": 2, "batch_size": 4, "max_train_persons": 12,
+                    "max_valid_persons": 4},
+            "icl": {**lm, "shots": 1}}[kind]
+
+
+def later_years_changed(events, person, cut):
+    """The same panel with every year of `person` after row `cut` in another state."""
+    f = events.panel.frame.copy()
+    rows = f.index[f.person_id == person]
+    other = next(s for s in events.states if s not in set(f.state[rows]))
+    f.loc[(f.person_id == person) & (f.index > cut), "state"] = other
+    return ll.make_events(ll.load_panel(f.assign(occupation=f.state), scheme="titles"), seed=0)
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_model_contract(kind, small_events, tiny_lm, tmp_path):
+    settings = tiny(kind, tiny_lm)
+    model = MODELS[kind](**settings)
+    model.work_dir = tmp_path / "m"  # where an LLM keeps its training checkpoints
+    before = copy.deepcopy(model.config)
+    assert model.fit(small_events) is model
+    assert model.config == before, "fit changed the settings"
+    test = small_events.test
+    person = test.frame.person_id.value_counts().index[0]
+    rows = test.frame.row[test.frame.person_id == person].to_numpy()
+    cut = int(rows[len(rows) // 2])
+    mine = (test.frame.person_id == person).to_numpy()
+    few = test.where(mine | (np.arange(len(test)) < 10))
+    lp = model.log_probs(few)
+    assert lp.shape == (len(few), len(small_events.states)) and np.isfinite(lp).all()
+    np.testing.assert_allclose(np.exp(lp).sum(1), 1, atol=1e-5)
+    model.save(tmp_path / "m", {"data": "test"})
+    np.testing.assert_allclose(load_model(tmp_path / "m").log_probs(few), lp, atol=1e-5)
+    # no look-ahead: this person's predictions up to `cut` ignore the years after it
+    changed = later_years_changed(small_events, person, cut)
+    early = lambda e: e.test.where((e.test.frame.person_id == person).to_numpy()  # noqa: E731
+                                   & (e.test.frame.row <= cut).to_numpy())
+    np.testing.assert_allclose(model.log_probs(early(small_events)), model.log_probs(early(changed)), atol=1e-5)
