@@ -114,77 +114,74 @@ def run(profile: str = "quick", out: str | Path | None = None, seed: int = 0, da
     prof = get_profile(profile)
     out = Path(out or f"runs/{profile}")
     claim_run_folder(out)
-    with OutputLock(out):  # two runs into one folder would reuse and overwrite each other's models and scores
-        return _run(prof, profile, out, seed, data, models, report, base, overrides, data_kw)
-
-
-def _run(prof, profile, out, seed, data, models, report, base, overrides, data_kw) -> list[dict]:
-    benches = [(data, prof.models)] if data else prof.benchmarks
     overrides = overrides or {}
+    plan = _plan(prof, data, models, overrides)
+    config = {"profile": profile, "seed": seed, "versions": versions(), "timings_seconds": {}, "overrides": overrides,
+              "benchmarks": [{"data": api.data_spec(panel, seed=seed, **data_kw), "folder": panel_tag(panel),
+                              "models": [m[0] for m in chosen]} for panel, chosen in plan]}
+    results, sections = [], []
+    with OutputLock(out), run_log(out / "run.log"):  # two runs into one folder would overwrite each other
+        write_json_atomic(out / "config.json", config)
+        for panel, chosen in plan:
+            rows, fitted, lps, events, timings = _benchmark(out, panel, chosen, prof, seed, base, data_kw, results)
+            results += rows
+            config["timings_seconds"].update(timings)
+            write_json_atomic(out / "config.json", config)
+            if report:
+                from laborllm.report import panel_section
+
+                sections.append(panel_section(out / panel_tag(panel), rows, events, fitted, lps, prof, seed))
+        if report and sections:
+            from laborllm.report import write_report
+
+            write_report(out, sections, prof)
+    return results
+
+
+def _plan(prof, data, models, overrides) -> list:
+    """[(panel, [(name, kind, settings)])]: each model's settings are its entry's, then the profile's,
+    then the caller's overrides."""
+    benches = [(data, prof.models)] if data else prof.benchmarks
     kinds = {n: (k, s) for n, k, s in MODELS}
     plan = [(panel, [(n, kinds[n][0], {**kinds[n][1], **prof.settings.get(n, {}), **overrides.get(n, {})})
                      for n in names if not models or n in models])
             for panel, names in benches]
-    config = {"profile": profile, "seed": seed, "versions": versions(), "timings_seconds": {}, "overrides": overrides,
-              "benchmarks": [{"data": api.data_spec(panel, seed=seed, **data_kw), "folder": panel_tag(panel),
-                              "models": [m[0] for m in chosen]} for panel, chosen in plan]}
-    write_json_atomic(out / "config.json", config)
-    results: list[dict] = []
-    sections = []
-    with run_log(out / "run.log"):
-        _run_plan(out, plan, profile, seed, base, data_kw, results, config, sections, report)
-    return results
+    return [(panel, chosen) for panel, chosen in plan if chosen]
 
 
-def _run_plan(out, plan, profile, seed, base, data_kw, results, config, sections, report) -> None:
-    for panel, chosen in plan:
-        if not chosen:
-            continue
-        rows, fitted, lps, events = _benchmark(out, panel, chosen, profile, seed, base, data_kw, results, config)
-        write_json_atomic(out / "config.json", config)
-        if report:
-            from laborllm.report import panel_section
-
-            sections.append(panel_section(out / panel_tag(panel), rows, events, fitted, lps, profile, seed))
-    if report and sections:
-        from laborllm.report import write_report
-
-        write_report(out, sections, profile)
-
-
-def _benchmark(out: Path, panel: str, chosen, profile: str, seed: int, base, data_kw: dict, results: list,
-               config: dict):
-    folder, prof = out / panel_tag(panel), get_profile(profile)
-    spec = api.data_spec(panel, seed=seed, **data_kw)
-    events = api.events_for(spec)
+def _benchmark(out: Path, panel: str, chosen, prof, seed: int, base, data_kw: dict, earlier: list):
+    """Fit or reuse each model of one panel and score it on the panel's test events; the run's files
+    are rewritten after each model, so a run cut short keeps what it finished."""
+    folder, tag = out / panel_tag(panel), panel_tag(panel)
+    events = api.events_for(api.data_spec(panel, seed=seed, **data_kw))
     test = events.test
-    rows, nll, fitted, lps = [], {}, {}, {}
+    rows, nll, fitted, lps, timings = [], {}, {}, {}, {}
     # every model's settings (and pretrained LM) checked before the first fit, not after hours of others
     wanted = {name: api.make_model(kind, prof.preset, name=name, **settings, **_base(kind, base))
               for name, kind, settings in chosen}
     for name, kind, settings in chosen:
         mfolder = folder / "models" / name
         t0 = time.time()
-        model = _reusable(mfolder, wanted[name], events, f"{panel_tag(panel)}/{name}")
+        model = _reusable(mfolder, wanted[name], events, f"{tag}/{name}")
         if model is None:
-            log.warning("fitting %s/%s (%s, %s profile)", panel_tag(panel), name, kind, profile)
-            model = api.fit(kind, panel, mfolder, prof.preset, seed=seed, name=name, **data_kw, **settings,
-                            **_base(kind, base))
+            log.warning("fitting %s/%s (%s, %s profile)", tag, name, kind, prof.name)
+            # settings travel as one dict: a model's own `seed` never collides with the split's
+            model = api.fit(kind, panel, mfolder, prof.preset, seed=seed, settings={**settings, **_base(kind, base)},
+                            name=name, **data_kw)
         lp, extra = api.model_log_probs(model, folder / "logprobs" / f"{name}-test.parquet", test)
         r = evaluate_log_probs(lp, test, model=name, split="test", normalization=model.normalization)
-        r.update(extra, kind=kind, events="test", data=panel_tag(panel), profile=profile, label=model.describe(),
+        r.update(extra, kind=kind, events="test", data=tag, profile=prof.name, label=model.describe(),
                  fit_seconds=model.meta.get("fit_seconds"))
         rows.append(r)
         nll[name] = test.target_nll(lp)
         fitted[name], lps[name] = model, lp
-        config["timings_seconds"][f"{panel_tag(panel)}/{name}"] = round(time.time() - t0, 1)
+        timings[f"{tag}/{name}"] = round(time.time() - t0, 1)
         lo, hi = r["perplexity_ci95"]
-        log.warning("%s/%s: test perplexity %.3f [%.3f, %.3f] on %d events (%.0f s)", panel_tag(panel), name,
+        log.warning("%s/%s: test perplexity %.3f [%.3f, %.3f] on %d events (%.0f s)", tag, name,
                     r["perplexity"], lo if lo is not None else float("nan"), hi if hi is not None else float("nan"),
                     r["n_events"], time.time() - t0)
-        _write(out, folder, results + rows, rows, nll, test, prof.contrasts)
-    results.extend(rows)
-    return rows, fitted, lps, events
+        _write(out, folder, earlier + rows, rows, nll, test, prof.contrasts)
+    return rows, fitted, lps, events, timings
 
 
 def _base(kind: str, base) -> dict:

@@ -7,7 +7,7 @@ the pooled panel in its own words, CAREER pretrains on it through a crosswalk on
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 PRESETS = ("quick", "full")
@@ -45,6 +45,7 @@ class Profile:
     contrasts: tuple = ()  # ((model, the same model without one ingredient), ...): the profile's question
     question: str = ""
     settings: dict = field(default_factory=dict)  # model name -> settings over the preset's, for this profile
+    name: str = ""
 
     @property
     def models(self) -> tuple:
@@ -52,10 +53,11 @@ class Profile:
         return tuple(dict.fromkeys(n for _, names in self.benchmarks for n in names))
 
 
-# The NLSY97 CPU recipe: LoRA r16 on the top 10 of SmolLM2's 30 layers in fp32 (1.47x the tokens/s of
-# all layers on a 2-core CPU without AMX: the backward pass stops at layer 20; docs/benchmarks.md),
-# up to 3 epochs with the best validation epoch kept, scored constrained; CAREER at the paper's size.
-CPU_LLM = {"lora": True, "lora_layers": 10, "lora_r": 16, "epochs": 3, "batch_size": 8, "lr": 1e-3,
+# The NLSY97 CPU recipe, chosen on validation perplexity per CPU-minute (docs/benchmarks.md): LoRA r16
+# on the top 15 of SmolLM2's 30 layers (the backward pass stops at layer 15: as fast as the top 10 on a
+# 2-core CPU, as good per epoch as all 30), fp32 where bf16 is not faster, up to 3 epochs with the best
+# validation epoch kept, scored constrained; CAREER at the paper's size.
+CPU_LLM = {"lora": True, "lora_layers": 15, "lora_r": 16, "epochs": 3, "batch_size": 8, "lr": 1e-3,
            "max_valid_persons": 500, "scoring": "constrained", "precision": "auto"}
 NLSY97_CPU = ("markov1", "markov2", "logit", "llm-titles", "career", "llm-codes")
 
@@ -85,7 +87,7 @@ def profile(name: str) -> Profile:
 
     if name not in PROFILES:
         raise UserError(f"unknown profile {name!r}; choose {', '.join(PROFILES)}")
-    return PROFILES[name]
+    return replace(PROFILES[name], name=name)
 
 
 def check_preset(name: str) -> str:

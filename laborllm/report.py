@@ -17,7 +17,7 @@ import pandas as pd  # noqa: E402
 from laborllm.evaluation.compare import _fmt, comparison_table, contrast_table, paired_table  # noqa: E402
 from laborllm.evaluation.population import SIM_PERSONS, SIM_YEARS, representativeness, trajectories  # noqa: E402
 from laborllm.io import _atomic, write_text_atomic  # noqa: E402
-from laborllm.profiles import REFERENCE, profile as get_profile  # noqa: E402
+from laborllm.profiles import REFERENCE  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def _table(df: pd.DataFrame) -> str:
     return df.to_html(index=False, border=0, classes="t", escape=True, na_rep="")
 
 
-def panel_section(folder: Path, results: list[dict], events, models: dict, lps: dict, profile: str, seed: int) -> str:
+def panel_section(folder: Path, results: list[dict], events, models: dict, lps: dict, profile, seed: int) -> str:
     """The report's part for one benchmark panel: comparison, paired ratios, LLM normalisation,
     calibration, derived tasks, representativeness and simulated careers, fed what the run holds."""
     test = events.test
@@ -142,9 +142,9 @@ def panel_section(folder: Path, results: list[dict], events, models: dict, lps: 
              "<h3>Paired perplexity ratios</h3><p>Each pair on the same events; the interval resamples the same "
              "people for both models, so it is much tighter than the marginal intervals suggest.</p>",
              _table(_fmt(paired_table(results)))]
-    contrasts = contrast_table(results, get_profile(profile).contrasts)
+    contrasts = contrast_table(results, profile.contrasts)
     if len(contrasts):
-        parts += [f"<h3>{html.escape(get_profile(profile).question)}</h3><p>Each model against the same model "
+        parts += [f"<h3>{html.escape(profile.question)}</h3><p>Each model against the same model "
                   "without the ingredient in question, on the same test events; the interval is paired by person. "
                   "Better or worse only where the interval excludes 1.</p>", _table(_fmt(contrasts))]
     llm_rows = [r for r in results if models[r["model"]].language_model]
@@ -174,7 +174,7 @@ def panel_section(folder: Path, results: list[dict], events, models: dict, lps: 
                   "<p>For each group: total variation distance between the mean predicted and the observed "
                   "distribution of next states, and predicted vs observed move rates.</p>",
                   _table(_numbers(summary)), _img(plot_representativeness(rep, plots / "representativeness.png"))]
-    simulate_llms = get_profile(profile).simulate_llms
+    simulate_llms = profile.simulate_llms
     cheap = {name: m for name, m in models.items() if not m.language_model or simulate_llms}
     if cheap:
         traj = trajectories(test, cheap, seed)
@@ -186,8 +186,8 @@ def panel_section(folder: Path, results: list[dict], events, models: dict, lps: 
     return "".join(parts)
 
 
-def write_report(out: Path, sections: list[str], profile: str) -> Path:
-    intro = (f"<h1>laborllm benchmark ({html.escape(profile)} profile)</h1><p>Perplexity is exp(mean negative "
+def write_report(out: Path, sections: list[str], profile) -> Path:
+    intro = (f"<h1>laborllm benchmark ({html.escape(profile.name)} profile)</h1><p>Perplexity is exp(mean negative "
              "log-likelihood per event) over the full state set; intervals resample people (95%).</p>")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>laborllm report</title><style>
 body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}

@@ -359,3 +359,11 @@ def test_a_failed_write_names_the_file_asked_for(tmp_path, monkeypatch):
     with pytest.raises(OSError) as e:
         write_text_atomic(tmp_path / "report.html", "x")
     assert e.value.filename == str(tmp_path / "report.html") and not list(tmp_path.iterdir())
+
+
+def test_a_models_own_seed_set_in_a_run_is_not_the_split_seed(tmp_path):
+    """`run --set logit.seed=1` reached the model beside the split's seed (once a TypeError)."""
+    run("quick", tmp_path / "r", seed=0, data="nlsy79-males", models=["logit"], report=False,
+        overrides={"logit": {"seed": 1, "max_iter": 5}})
+    meta = json.loads((tmp_path / "r" / "nlsy79-males" / "models" / "logit" / "model.json").read_text())
+    assert meta["config"]["seed"] == 1 and meta["data"]["seed"] == 0
