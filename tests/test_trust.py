@@ -367,3 +367,9 @@ def test_a_models_own_seed_set_in_a_run_is_not_the_split_seed(tmp_path):
         overrides={"logit": {"seed": 1, "max_iter": 5}})
     meta = json.loads((tmp_path / "r" / "nlsy79-males" / "models" / "logit" / "model.json").read_text())
     assert meta["config"]["seed"] == 1 and meta["data"]["seed"] == 0
+
+
+def test_the_nlsy97_events_keep_the_identity_the_long_run_is_stamped_with(nlsy97):
+    """The NLSY97 CPU run's checkpoints are stamped with this fingerprint (hours of training): a change
+    to loading, splitting or hashing must be deliberate, and carry the checkpoints over."""
+    assert nlsy97.fingerprint() == "affa3ad44b9a766c"
