@@ -3,16 +3,20 @@
 A profile (laborllm.profiles) is a list of benchmarks, each a panel and the models compared on its
 full test set: quick runs every model where the whole method fits on a 2-core CPU (the NLSY79 men
 panel) and the baselines on NLSY97; full runs every model on NLSY97 (GPU); pooling sets the men panel
-alone against the men panel pooled with the NLS Young Women.
+alone against the men panel pooled with the NLS Young Women; nlsy97-cpu fits the LLMs on NLSY97 on a
+CPU over several sittings.
 
 run/
   config.json              profile, seed, benchmarks, package versions, timings
   metrics.json             the `evaluate --json` list, one row per (panel, model), with paired ratios;
                            rewritten after each model, so a run cut short keeps what it finished
   report.html
-  PANEL/models/NAME/       one model folder per model (reused on rerun when already fitted)
+  run.log                  library warnings and the trainer's per-step figures
+  .laborllm-run            says the folder is a run folder of ours (any other non-empty folder is refused)
+  PANEL/models/NAME/       one model folder per model (reused on rerun only when it is the very fit asked for)
   PANEL/logprobs/          per-event log-probabilities (Parquet), the cache a rerun reuses
-  PANEL/comparison.*, PANEL/paired.*, PANEL/plots/
+  PANEL/logprobs/NAME-test.partial/   an LLM's scores so far (finished people), while it is scoring
+  PANEL/comparison.*, PANEL/paired.*, PANEL/calibration.json, PANEL/plots/
   PANEL/contrasts.*        the profile's question (pooling: each pooled model against it alone)
 """
 from __future__ import annotations

@@ -79,7 +79,7 @@ def run_trainer(lm, train: list[list[int]], valid: list[list[int]], ckpt: Path, 
     while True:
         if resume:
             log.warning("%s: resuming training from %s", name, resume)
-        speed.on_train_begin_totals(resume)
+        speed.resume_totals(resume)
         try:
             result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
             break
@@ -322,7 +322,7 @@ class _Progress(TrainerCallback):
         if time.time() - self.saved >= self.every and state.global_step < state.max_steps:
             control.should_save = True
 
-    def on_train_begin_totals(self, ckpt: Path | None) -> None:
+    def resume_totals(self, ckpt: Path | None) -> None:
         """Tokens and busy seconds of the pieces before this one, from the checkpoint resumed (a
         checkpoint killed before its figures were written: its steps' tokens, seconds unknown)."""
         f = ckpt / PROGRESS if ckpt else None
