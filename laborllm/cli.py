@@ -135,8 +135,9 @@ def evaluate(folders: list[Path] = typer.Argument(..., help="model folders"),
 
 
 @app.command()
-def run(profile: str = typer.Option("quick", "--profile", help="quick (2-core CPU, ~15 min), full (GPU), or pooling "
-                                     "(2-core CPU, ~1 h: the men panel alone and pooled with nlswork)"),
+def run(profile: str = typer.Option("quick", "--profile", help="quick (2-core CPU, ~15 min), full (GPU), pooling "
+                                     "(2-core CPU, ~1 h: the men panel alone and pooled with nlswork), or nlsy97-cpu "
+                                     "(NLSY97 with the fine-tuned LLMs on a 2-core CPU: hours, in resumable pieces)"),
         out_dir: Optional[Path] = typer.Option(None, "--out", help="run folder (default runs/PROFILE)"),
         data: Optional[str] = typer.Option(None, "--data", help="one panel (embedded name or file) with every model of "
                                            "the profile, instead of the profile's panels (quick: nlsy79-males with "
