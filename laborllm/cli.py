@@ -115,6 +115,10 @@ def evaluate(folders: list[Path] = typer.Argument(..., help="model folders"),
 
     if table_dir is not None and table_dir.exists() and not table_dir.is_dir():
         raise UserError(f"{table_dir}: is a file; --tables takes a folder")
+    if table_dir is not None and not (table_dir / TABLES_MARKER).exists() and any(
+            (table_dir / f"comparison{x}").exists() for x in (".csv", ".md", ".tex")):
+        raise UserError(f"{table_dir}: holds comparison tables laborllm did not write; refusing to overwrite "
+                        "them (choose another --tables folder)")
     results = api.evaluate(folders, split, unnormalised=unnormalised)
     if unnormalised:
         if as_json:
@@ -127,6 +131,7 @@ def evaluate(folders: list[Path] = typer.Argument(..., help="model folders"),
     table = comparison_table(results)
     if table_dir:
         write_tables(table, table_dir)
+        (table_dir / TABLES_MARKER).touch()  # ours from now on: a later evaluate may replace them
     if as_json:
         slim = [{k: v for k, v in r.items() if k not in ("reliability",)} for r in results]
         out.print_json(json.dumps(slim, default=str))
@@ -170,6 +175,9 @@ def run(profile: str = typer.Option("quick", "--profile", help="quick (2-core CP
         for r in rows:
             out.print(f"  {r['label']}")
     out.print(f"report: {out_dir / 'report.html'}")
+
+
+TABLES_MARKER = ".laborllm-tables"
 
 
 def _source(history: str) -> str:

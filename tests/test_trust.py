@@ -373,3 +373,20 @@ def test_the_nlsy97_events_keep_the_identity_the_long_run_is_stamped_with(nlsy97
     """The NLSY97 CPU run's checkpoints are stamped with this fingerprint (hours of training): a change
     to loading, splitting or hashing must be deliberate, and carry the checkpoints over."""
     assert nlsy97.fingerprint() == "affa3ad44b9a766c"
+
+
+def test_evaluate_never_overwrites_a_users_comparison_tables(tmp_path):
+    from typer.testing import CliRunner
+
+    from laborllm.cli import app
+
+    api.fit("markov", "nlsy79-males", tmp_path / "m")
+    mine = tmp_path / "mytables"
+    mine.mkdir()
+    (mine / "comparison.csv").write_text("my,own\n")
+    r = CliRunner().invoke(app, ["evaluate", str(tmp_path / "m"), "--tables", str(mine)])
+    assert r.exit_code != 0 and (mine / "comparison.csv").read_text() == "my,own\n"
+    ours = tmp_path / "ours"
+    for _ in range(2):  # a folder we wrote may be written again
+        r = CliRunner().invoke(app, ["evaluate", str(tmp_path / "m"), "--tables", str(ours)])
+        assert r.exit_code == 0, r.output
