@@ -179,10 +179,15 @@ def test_career_two_stage_head_and_reload(small_events, tmp_path):
 
 
 def test_career_pretraining_on_another_panel(small_events):
-    m = Career(layers=1, d=48, heads=3, ff=96, epochs=2, pretrain_data="nlsy79-males", pretrain_epochs=1).fit(small_events)
+    settings = dict(layers=1, d=48, heads=3, ff=96, epochs=2)
+    m = Career(**settings, pretrain_data="nlsy79-males", pretrain_epochs=1).fit(small_events)
     assert len(m.states_all) > len(m.states)  # shared vocabulary includes the other panel's states
+    assert m.meta["pretrain_epochs"] == 1 and m.meta["pretrain_steps"] > 0  # the pretraining really ran
     lp = m.log_probs(small_events.test)
     np.testing.assert_allclose(np.exp(lp).sum(1), 1, atol=1e-5)
+    # and changed the model: the same seed without pretraining predicts otherwise
+    alone = Career(**settings).fit(small_events).log_probs(small_events.test)
+    assert np.abs(lp - alone).max() > 1e-3
 
 
 def test_bad_base_model_is_a_clear_error(panel_csv, tmp_path):

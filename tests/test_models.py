@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -6,6 +8,7 @@ from laborllm.models.registry import load_model
 from laborllm.models.logit import Logit, design
 from laborllm.models.bag import BagOfJobs
 from laborllm.models.career import Career
+from laborllm.models.features import history_features
 from laborllm.models.markov import Markov
 
 
@@ -26,7 +29,7 @@ def test_markov_orders_normalise_and_reload(small_events, tmp_path):
     lp1, lp2 = m1.log_probs(test), m2.log_probs(test)
     _check_distribution(lp1, test), _check_distribution(lp2, test)
     # a huge back-off weight makes the second-order chain the first-order one
-    far = m2._log_probs(__import__("laborllm.models.features", fromlist=["x"]).history_features(test), m2.alpha_, 1e9)
+    far = m2._log_probs(history_features(test), m2.alpha_, 1e9)
     np.testing.assert_allclose(far, lp1, atol=1e-6)
     # both beat the unconditional distribution by a wide margin on real careers
     assert _ppl(lp1, test) < 0.5 * len(test.states)
@@ -103,10 +106,10 @@ def test_fit_cli_with_config_file_and_bad_settings(tmp_path):
     cfg.write_text('data = "nlsy79-males"\nseed = 3\n[model]\norder = 2\n')
     r = CliRunner().invoke(app, ["fit", "markov", "--config", str(cfg), "--out", str(tmp_path / "m")])
     assert r.exit_code == 0, r.output
-    meta = __import__("json").loads((tmp_path / "m" / "model.json").read_text())
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
     assert meta["config"]["order"] == 2 and meta["data"]["seed"] == 3 and meta["data"]["data"] == "nlsy79-males"
     r = CliRunner().invoke(app, ["evaluate", str(tmp_path / "m"), "--json"])
-    assert r.exit_code == 0 and __import__("json").loads(r.stdout)[0]["n_events"] > 0
+    assert r.exit_code == 0 and json.loads(r.stdout)[0]["n_events"] > 0
     bad = tmp_path / "bad.toml"
     bad.write_text("data = [unclosed")
     from laborllm.errors import UserError
