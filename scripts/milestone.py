@@ -3,11 +3,14 @@
 python scripts/milestone.py save RUN_DIR MILESTONE_DIR     # after a piece of the run: then commit MILESTONE_DIR
 python scripts/milestone.py restore MILESTONE_DIR RUN_DIR  # on a fresh clone, before `laborllm run` continues
 
-What travels is what costs hours and is small: each LLM's newest complete training checkpoint (the
-LoRA adapter, optimiser and schedule, a few MiB to tens of MiB) with the stamp that says which run it
-belongs to, the LLM's finished model folder, and its scores (finished, or the parts scored so far).
-Baselines refit in minutes and are not carried. `restore` never replaces newer progress in the run
-folder with older progress from the milestone.
+What travels is what costs hours: each LLM's newest complete training checkpoint (the LoRA adapter,
+optimiser and schedule) with the stamp that says which run it belongs to, the LLM's finished model
+folder, and its scores (finished, or the parts scored so far). Baselines refit in minutes and are not
+carried. `restore` never replaces newer progress in the run folder with older progress.
+
+To keep the repository light, the optimiser's Adam moments travel in bf16 (half the bytes; the
+weights and the schedule travel exactly), the pickled training arguments (never read on resume)
+stay behind, and any file over 6 MiB is cut into numbered parts, joined again by `restore`.
 """
 from __future__ import annotations
 
@@ -16,10 +19,11 @@ import json
 import shutil
 from pathlib import Path
 
+from laborllm.models.lm_training import latest_checkpoint
+from laborllm.pipeline import MARKER
 
-def _latest(ckpts: Path) -> Path | None:
-    done = [p for p in ckpts.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
-    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+PART = 6 << 20  # bytes per part of a large file in the milestone (git hosts flag files over 8 MB)
+LEFT_BEHIND = ("training_args.bin",)  # a pickle the Trainer writes and never reads when resuming
 
 
 def _llm_models(models: Path) -> list[str]:
@@ -31,17 +35,82 @@ def _llm_models(models: Path) -> list[str]:
     return sorted(names)
 
 
-def _copy(src: Path, dst: Path) -> None:
+def _copy(src: Path | list[Path], dst: Path, convert=None) -> None:
+    """Copy a folder, a file, or a file's parts into place at `dst` via a temp folder; `convert`
+    (_pack or _unpack) rewrites the copy first (a packed file may become `dst.part-NNN` files)."""
     tmp = dst.with_name(dst.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp) if src.is_dir() else (tmp.parent.mkdir(parents=True, exist_ok=True), shutil.copy2(src, tmp))
-    if dst.is_dir():
-        shutil.rmtree(dst)
-    tmp.replace(dst)
+    whole = not isinstance(src, list) and src.is_dir()
+    if whole:
+        shutil.copytree(src, tmp)
+    else:
+        tmp.mkdir(parents=True)
+        for f in src if isinstance(src, list) else [src]:
+            shutil.copy2(f, tmp / f.name.replace(f.name.split(".part-")[0], dst.name, 1))
+    if convert:
+        convert(tmp)
+    shutil.rmtree(dst, ignore_errors=True) if dst.is_dir() else dst.unlink(missing_ok=True)
+    for old in dst.parent.glob(f"{dst.name}.part-*"):
+        old.unlink()
+    if whole:
+        tmp.replace(dst)
+        return
+    for f in tmp.iterdir():
+        f.replace(dst.parent / f.name)
+    tmp.rmdir()
+
+
+def _files(path: Path) -> list[Path]:
+    return [f for f in path.rglob("*") if f.is_file()] if path.is_dir() else [path]
+
+
+def _pack(path: Path) -> None:
+    """Milestone form: Adam moments in bf16, left-behind files dropped, large files in parts."""
+    import torch
+
+    for f in _files(path):
+        if f.name in LEFT_BEHIND:
+            f.unlink()
+            continue
+        if f.name == "optimizer.pt":
+            state = torch.load(f, weights_only=True)  # our own checkpoint: tensors and numbers only
+            for s in state["state"].values():
+                for k in ("exp_avg", "exp_avg_sq"):
+                    if k in s:
+                        s[k] = s[k].to(torch.bfloat16)
+            torch.save(state, f)
+        if f.stat().st_size > PART:
+            data = f.read_bytes()
+            for i in range(0, len(data), PART):
+                (f.parent / f"{f.name}.part-{i // PART:03d}").write_bytes(data[i: i + PART])
+            f.unlink()
+
+
+def _unpack(path: Path) -> None:
+    """Back to what the Trainer wrote: parts joined, Adam moments in fp32 again."""
+    import torch
+
+    parts: dict[Path, list[Path]] = {}
+    for f in _files(path):
+        if ".part-" in f.name:
+            parts.setdefault(f.with_name(f.name.split(".part-")[0]), []).append(f)
+    for whole, pieces in parts.items():
+        with open(whole, "wb") as out:
+            for piece in sorted(pieces):
+                out.write(piece.read_bytes())
+                piece.unlink()
+    for f in _files(path):
+        if f.name == "optimizer.pt":
+            state = torch.load(f, weights_only=True)
+            for s in state["state"].values():
+                for k in ("exp_avg", "exp_avg_sq"):
+                    if k in s and s[k].dtype == torch.bfloat16:
+                        s[k] = s[k].float()
+            torch.save(state, f)
 
 
 def _step(ckpts: Path) -> int:
-    latest = _latest(ckpts) if ckpts.is_dir() else None
+    latest = latest_checkpoint(ckpts) if ckpts.is_dir() else None
     return int(latest.name.split("-")[-1]) if latest else -1
 
 
@@ -53,22 +122,22 @@ def save(run: Path, dest: Path) -> list[str]:
         for name in _llm_models(models):
             out = dest / panel.name
             for ckpts in models.glob(f".{name}.checkpoints*"):
-                latest = _latest(ckpts)
+                latest = latest_checkpoint(ckpts)
                 if latest is None:
                     continue
                 target = out / "models" / ckpts.name
                 shutil.rmtree(target, ignore_errors=True)
                 target.mkdir(parents=True)
                 shutil.copy2(ckpts / "laborllm-run.json", target / "laborllm-run.json")
-                _copy(latest, target / latest.name)
+                _copy(latest, target / latest.name, _pack)
                 done.append(f"{panel.name}/{name}: {ckpts.name}/{latest.name}")
             if (models / name / "model.json").is_file():
-                _copy(models / name, out / "models" / name)
+                _copy(models / name, out / "models" / name, _pack)
                 for old in (out / "models").glob(f".{name}.checkpoints*"):  # fitted: checkpoints are spent
                     shutil.rmtree(old)
                 done.append(f"{panel.name}/{name}: fitted model")
             for scores in (panel / "logprobs").glob(f"{name}-*"):
-                _copy(scores, out / "logprobs" / scores.name)
+                _copy(scores, out / "logprobs" / scores.name, _pack)
                 done.append(f"{panel.name}/{name}: {scores.name}")
     return done
 
@@ -76,6 +145,9 @@ def save(run: Path, dest: Path) -> list[str]:
 def restore(src: Path, run: Path) -> list[str]:
     """Copy milestone progress into the run folder where the run folder has less."""
     done = []
+    if not run.exists() or not any(run.iterdir()):  # a fresh clone: the folder is a run folder of ours
+        run.mkdir(parents=True, exist_ok=True)
+        (run / MARKER).touch()
     for models in sorted(src.glob("*/models")):
         panel = run / models.parent.name
         for item in sorted(models.iterdir()):
@@ -83,25 +155,27 @@ def restore(src: Path, run: Path) -> list[str]:
             if item.name.startswith("."):  # checkpoints: the further one wins
                 fitted = panel / "models" / item.name[1:].split(".checkpoints")[0] / "model.json"
                 if not fitted.exists() and _step(item) > _step(target):
-                    _copy(item, target)
+                    _copy(item, target, _unpack)
                     done.append(f"{panel.name}/{item.name} (step {_step(item)})")
             elif not (target / "model.json").exists():
-                _copy(item, target)
+                _copy(item, target, _unpack)
                 done.append(f"{panel.name}/models/{item.name}")
-        for scores in sorted((models.parent / "logprobs").glob("*")):
-            target = panel / "logprobs" / scores.name
-            finished = panel / "logprobs" / (scores.name.split(".partial")[0] + ".parquet")
-            if scores.name.endswith(".partial") and (finished.exists() or _parts(target) >= _parts(scores)):
+        kept = models.parent / "logprobs"
+        for name in sorted({p.name.split(".part-")[0] for p in kept.glob("*")}):
+            scores, target = kept / name, panel / "logprobs" / name
+            finished = panel / "logprobs" / (name.split(".partial")[0] + ".parquet")
+            if name.endswith(".partial") and (finished.exists() or _parts(target) >= _parts(scores)):
                 continue
-            if not scores.name.endswith(".partial") and target.exists():
+            if not name.endswith(".partial") and target.exists():
                 continue
-            _copy(scores, target)
-            done.append(f"{panel.name}/logprobs/{scores.name}")
+            _copy(scores if scores.is_dir() else sorted(kept.glob(f"{name}*")), target, _unpack)
+            done.append(f"{panel.name}/logprobs/{name}")
     return done
 
 
 def _parts(folder: Path) -> int:
-    return len(list(folder.glob("part-*.npz"))) if folder.is_dir() else -1
+    """How many parts of finished people a scoring folder holds (a part cut in pieces counts once)."""
+    return len({p.name.split(".part-")[0] for p in folder.glob("part-*.npz*")}) if folder.is_dir() else -1
 
 
 def main() -> None:

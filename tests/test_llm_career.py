@@ -90,9 +90,10 @@ def test_lora_codes_variant_and_icl(panel_csv, tiny_base, tmp_path):
         np.testing.assert_allclose(np.exp(model.log_probs(few)).sum(1), 1, atol=1e-6)
 
 
-def test_llm_training_resumes_from_checkpoint(panel_csv, tiny_base, tmp_path):
-    """A run killed after a checkpoint resumes from it instead of starting over, and its model card
-    counts the whole run's tokens, not only the last piece's."""
+def test_llm_training_resumes_from_checkpoint(panel_csv, tiny_base, tmp_path, monkeypatch):
+    """A run killed after a checkpoint resumes from it instead of starting over, also on a machine
+    where precision "auto" would pick bf16 for a new run, and its model card counts the whole run's
+    tokens, not only the last piece's."""
     out = tmp_path / "llm"
     code = f"""
 import sys
@@ -111,8 +112,12 @@ api.fit("llm", {panel_csv!r}, {str(out)!r}, "quick", scheme="titles", base={tiny
     assert r.returncode == 3, r.stderr[-2000:]
     assert any((tmp_path / ".llm.checkpoints").glob("checkpoint-4"))
     # settings that do not change what is trained (checkpoint interval, scoring) keep the checkpoints
+    import laborllm.models.llm as llm
+
+    monkeypatch.setattr(llm, "use_bf16", lambda precision, purpose="score": precision != "fp32")  # an AMX CPU
     m = api.fit("llm", panel_csv, out, "quick", scheme="titles", base=tiny_base, lora=False, checkpoint_minutes=5,
-                scoring="constrained", **{**LLM_QUICK})
+                scoring="constrained", **{**LLM_QUICK, "precision": "auto"})
+    assert m.meta["precision"] == "fp32" and "continues" in m.meta["precision_choice"]["train"]
     # 8 steps in all, of which only the 4 after the checkpoint ran again (a restart would run 8)
     assert m.meta["train_steps"] == 8 and m.meta["steps_this_run"] == 4 and (out / "hf").exists()
     assert m.meta["resumed"] and m.meta["train_tokens"] == 8 * m.meta["tokens_per_step"]

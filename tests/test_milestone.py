@@ -42,6 +42,9 @@ def test_save_carries_the_newest_checkpoint_and_partial_scores_only_and_restore_
     milestone("restore", ms, fresh)
     assert (fresh / "nlsy97" / "models" / ".llm-titles.checkpoints" / "checkpoint-8" / "trainer_state.json").exists()
     assert (fresh / "nlsy97" / "logprobs" / "llm-titles-test.partial" / "part-00001.npz").exists()
+    from laborllm.pipeline import claim_run_folder
+
+    claim_run_folder(fresh)  # `laborllm run --out fresh` continues there (it refuses folders not its own)
     # a run folder further along keeps its own progress
     checkpoint(tmp_path / "ahead" / "nlsy97" / "models", 12)
     milestone("restore", ms, tmp_path / "ahead")
@@ -52,3 +55,39 @@ def test_save_carries_the_newest_checkpoint_and_partial_scores_only_and_restore_
     (models / "llm-titles" / "model.json").write_text('{"kind": "llm"}')
     milestone("save", run, ms)
     assert (ms / "nlsy97" / "models" / "llm-titles" / "model.json").exists() and not kept.exists()
+
+
+def test_large_files_travel_in_parts_and_adam_moments_in_bf16(tmp_path):
+    import os
+
+    import torch
+
+    run, ms = tmp_path / "run", tmp_path / "milestones"
+    models = run / "nlsy97" / "models"
+    checkpoint(models, 8)
+    ck = models / ".llm-titles.checkpoints" / "checkpoint-8"
+    weights = os.urandom(7 << 20)  # an adapter over the 6 MiB part size
+    (ck / "adapter_model.safetensors").write_bytes(weights)
+    p = torch.nn.Parameter(torch.zeros(3_300_000))
+    opt = torch.optim.AdamW([p])
+    p.grad = torch.randn_like(p)
+    opt.step()
+    torch.save(opt.state_dict(), ck / "optimizer.pt")
+    (ck / "training_args.bin").write_bytes(b"a pickle never read on resume")
+    scores = run / "nlsy97" / "logprobs" / "llm-titles-test.parquet"
+    scores.parent.mkdir(parents=True)
+    finished = os.urandom(13 << 20)
+    scores.write_bytes(finished)
+    milestone("save", run, ms)
+    carried = [f for f in ms.rglob("*") if f.is_file()]
+    assert max(f.stat().st_size for f in carried) <= 6 << 20
+    assert not any(f.name == "training_args.bin" for f in carried)
+    fresh = tmp_path / "fresh"
+    milestone("restore", ms, fresh)
+    back = fresh / "nlsy97" / "models" / ".llm-titles.checkpoints" / "checkpoint-8"
+    assert (back / "adapter_model.safetensors").read_bytes() == weights  # the weights travel exactly
+    state = torch.load(back / "optimizer.pt", weights_only=True)["state"][0]
+    want = opt.state_dict()["state"][0]
+    assert state["exp_avg_sq"].dtype == torch.float32 and state["step"] == want["step"]
+    torch.testing.assert_close(state["exp_avg"], want["exp_avg"], rtol=1e-2, atol=0)  # bf16: 3 digits
+    assert (fresh / "nlsy97" / "logprobs" / "llm-titles-test.parquet").read_bytes() == finished

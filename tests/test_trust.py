@@ -334,14 +334,14 @@ def test_outputs_follow_the_users_umask(tmp_path):
 
 
 def test_a_damaged_checkpoint_falls_back_to_the_one_before(tmp_path, caplog):
-    from laborllm.models.lm_training import _latest, _set_aside
+    from laborllm.models.lm_training import _set_aside, latest_checkpoint
 
     ckpts = tmp_path / ".m.checkpoints"
     for step in (4, 8):
         (ckpts / f"checkpoint-{step}").mkdir(parents=True)
         (ckpts / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
-    assert _latest(ckpts).name == "checkpoint-8"
-    assert _set_aside(_latest(ckpts), EOFError("truncated optimizer.pt"), "m").name == "checkpoint-4"
+    assert latest_checkpoint(ckpts).name == "checkpoint-8"
+    assert _set_aside(latest_checkpoint(ckpts), EOFError("truncated optimizer.pt"), "m").name == "checkpoint-4"
     assert (ckpts / "damaged-checkpoint-8").is_dir() and "cannot be read" in caplog.text
     with pytest.raises(UserError, match="only checkpoint cannot be read"):
         _set_aside(ckpts / "checkpoint-4", EOFError("x"), "m")

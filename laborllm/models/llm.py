@@ -23,7 +23,7 @@ from laborllm.data.events import Events, sample_ids
 from laborllm.errors import UserError
 from laborllm.models.base import Model, is_main_process
 from laborllm.models.lm_loading import check_base, load_lm, precision_reason, resolve_base, use_bf16
-from laborllm.models.lm_training import run_stamp, run_trainer
+from laborllm.models.lm_training import run_stamp, run_trainer, started_precision
 from laborllm.scoring import MODES, ExactScorer
 from laborllm.scoring.partial import PartialScores
 from laborllm.text import ResumeTemplate, SegmentEncoder
@@ -195,6 +195,11 @@ class LLM(Model):
         world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun / accelerate launch
         self.meta["precision_choice"] = {"train": precision_reason(cfg["precision"], "train"),
                                          "score": precision_reason(cfg["precision"], "score")}
+        started = started_precision([ckpt, ckpt.with_name(ckpt.name + "-pool")],
+                                    run_stamp(cfg, events.fingerprint(), bf16, world))
+        if cfg["precision"] == "auto" and started is not None and started != bf16:
+            bf16 = started
+            self.meta["precision_choice"]["train"] = f"{'bf16' if bf16 else 'fp32'} (continues a run started in it)"
         log.warning("%s: training in %s, scoring in %s", self.name, self.meta["precision_choice"]["train"],
                     self.meta["precision_choice"]["score"])
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import TrainerCallback
+from transformers import Trainer, TrainerCallback
 from tqdm.auto import tqdm
 
 from laborllm.io import write_json_atomic
@@ -74,7 +74,7 @@ def run_trainer(lm, train: list[list[int]], valid: list[list[int]], ckpt: Path, 
 
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
-    resume = _latest(ckpt) if _resumable(ckpt, stamp) else None
+    resume = latest_checkpoint(ckpt) if _resumable(ckpt, stamp) else None
     t0 = time.time()
     while True:
         if resume:
@@ -104,24 +104,18 @@ def run_trainer(lm, train: list[list[int]], valid: list[list[int]], ckpt: Path, 
     )
 
 
-def _make_trainer_class():
-    from transformers import Trainer
+class _Trainer(Trainer):
+    """Batches of resumes of similar length (little padding), in an order that depends on the seed
+    and the epoch only, so a resumed epoch continues the same order it started."""
 
-    class LengthGroupedTrainer(Trainer):
-        """Batches of resumes of similar length (little padding), in an order that depends on the
-        seed and the epoch only, so a resumed epoch continues the same order it started."""
+    length_grouped = True
 
-        length_grouped = True
-
-        def _get_train_sampler(self, train_dataset=None):
-            ds = train_dataset if train_dataset is not None else self.train_dataset
-            if not self.length_grouped or ds is None:
-                return super()._get_train_sampler(train_dataset)
-            return LengthGroupedSampler([len(x["input_ids"]) for x in ds], self.args.train_batch_size
-                                        * self.args.gradient_accumulation_steps * self.args.world_size,
-                                        self.args.seed)
-
-    return LengthGroupedTrainer
+    def _get_train_sampler(self, train_dataset=None):
+        ds = train_dataset if train_dataset is not None else self.train_dataset
+        if not self.length_grouped or ds is None:
+            return super()._get_train_sampler(train_dataset)
+        return LengthGroupedSampler([len(x["input_ids"]) for x in ds], self.args.train_batch_size
+                                    * self.args.gradient_accumulation_steps * self.args.world_size, self.args.seed)
 
 
 class LengthGroupedSampler(torch.utils.data.Sampler):
@@ -160,12 +154,28 @@ def _checkpointing(cfg: dict) -> dict:
     return {"eval_strategy": "no", "save_strategy": "no", "load_best_model_at_end": False}
 
 
+def started_precision(ckpts: list[Path], run: dict) -> bool | None:
+    """Whether a started run of these same settings and data trained in bf16 (None: none started).
+    Precision "auto" continues in it, so a run moved between machines (with AMX and without) keeps
+    one precision and its checkpoints instead of starting over."""
+    def same(stamp: dict) -> dict:
+        return {k: v for k, v in json.loads(json.dumps(stamp, default=str)).items() if k not in ("precision", "stage")}
+
+    for ckpt in ckpts:
+        f = ckpt / "laborllm-run.json"
+        if f.exists() and latest_checkpoint(ckpt) is not None:
+            old = json.loads(f.read_text())
+            if same(old) == same(run):
+                return old["precision"] == "bf16"
+    return None
+
+
 def _resumable(ckpt: Path, run: dict) -> bool:
     """Whether `ckpt` holds checkpoints of this very run (same settings, events and processes);
     checkpoints of another run are removed (they are ours, never the user's) so training starts over."""
     stamp = ckpt / "laborllm-run.json"
     same = stamp.exists() and json.loads(stamp.read_text()) == json.loads(json.dumps(run, default=str))
-    if same and _latest(ckpt) is not None:
+    if same and latest_checkpoint(ckpt) is not None:
         return True
     if ckpt.exists() and is_main_process():
         if any(ckpt.glob("checkpoint-*")):
@@ -183,7 +193,7 @@ def _set_aside(bad: Path, error: Exception, name: str) -> Path:
     aside = bad.with_name(f"damaged-{bad.name}")
     shutil.rmtree(aside, ignore_errors=True)
     bad.rename(aside)
-    previous = _latest(bad.parent)
+    previous = latest_checkpoint(bad.parent)
     log.warning("%s: checkpoint %s cannot be read (%s: %s); moved to %s, %s", name, bad.name, type(error).__name__,
                 str(error).splitlines()[0][:160] if str(error) else "", aside.name,
                 f"resuming from {previous.name}" if previous else "no other checkpoint")
@@ -195,7 +205,7 @@ def _set_aside(bad: Path, error: Exception, name: str) -> Path:
     return previous
 
 
-def _latest(ckpt: Path) -> Path | None:
+def latest_checkpoint(ckpt: Path) -> Path | None:
     """The newest complete checkpoint (its trainer state written last), or None."""
     done = [p for p in ckpt.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
     return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
@@ -363,5 +373,3 @@ def _duration(seconds: float) -> str:
     m = int(seconds // 60)
     return f"{m // 60} h {m % 60:02d} min" if m >= 60 else f"{m} min"
 
-
-_Trainer = _make_trainer_class()
