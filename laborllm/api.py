@@ -18,6 +18,7 @@ from laborllm.io import read_log_probs, write_json_atomic, write_log_probs
 from laborllm.models.base import Model, is_main_process
 from laborllm.models.folder import OutputLock, check_output_folder
 from laborllm.models.registry import MODELS, load_model
+from laborllm.models.settings import layered
 from laborllm.profiles import check_preset
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,7 @@ def make_model(kind: str, profile: str = "quick", **overrides) -> Model:
     if kind not in MODELS:
         raise UserError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}")
     cls = MODELS[kind]
-    preset = getattr(cls, "profiles", {}).get(check_preset(profile), {})
-    return cls(**{**preset, **overrides})
+    return cls(**layered(cls.presets, check_preset(profile), overrides))
 
 
 def fit_identity(model: Model, events: Events) -> dict:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperCommand
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -73,7 +74,29 @@ def _parse_sets(items: list[str]) -> dict:
     return out
 
 
-@app.command()
+class _FitCommand(TyperCommand):
+    """`fit --help` ends with every model's settings, read from the models' Settings dataclasses
+    when the help is shown (importing the models costs seconds; other commands need not pay it)."""
+
+    @property
+    def epilog(self) -> str:
+        from laborllm.models.registry import MODELS
+        from laborllm.models.settings import settings_help
+
+        blocks = ["Model settings (--set key=value, or the config file's \\[model] table; a preset, "
+                  "--profile quick or full, goes under them):"]
+        for kind, cls in MODELS.items():
+            presets = "; ".join(f"{p}: {', '.join(f'{k}={v}' for k, v in s.items())}" for p, s in cls.presets.items())
+            blocks.append(f"{kind}" + (f" (presets {presets})" if presets else "") + ":\n"
+                          + "\n".join(f"  {line}" for line in settings_help(cls.Settings)))
+        return "\n\n".join(blocks)
+
+    @epilog.setter
+    def epilog(self, value) -> None:  # click sets it in __init__; ours is computed
+        pass
+
+
+@app.command(cls=_FitCommand)
 def fit(model: str = typer.Argument(..., help="markov, bag, logit, career, llm or icl"),
         data: Optional[str] = typer.Option(None, "--data", help="embedded data set name or a panel file (default nlsy97)"),
         out_dir: Path = typer.Option(..., "--out", help="model folder to write"),
@@ -88,11 +111,11 @@ def fit(model: str = typer.Argument(..., help="markov, bag, logit, career, llm o
         set_: list[str] = typer.Option([], "--set", help="model setting key=value (repeatable)")):
     """Fit a model on the train split (valid for tuning) and save it as a model folder."""
     from laborllm import api
+    from laborllm.models.settings import layered
 
     cfg = api.read_config(config)
-    model_cfg = {**cfg.get("model", {}), **_parse_sets(set_)}
-    if pool:
-        model_cfg["pool"] = [p.strip() for p in pool.split(",") if p.strip()]
+    # over the preset: the config file's [model] table, then --set, then --pool
+    model_cfg = layered({}, "", cfg.get("model"), _parse_sets(set_), {"pool": pool} if pool else None)
     # command-line values win over the config file, which wins over the defaults
     pick = lambda name, value, default: value if value is not None else cfg.get(name, default)  # noqa: E731
     m = api.fit(model, pick("data", data, "nlsy97"), out_dir, pick("profile", profile, "quick"),

@@ -245,3 +245,14 @@ def test_interrupt_and_internal_error(monkeypatch, panel, tmp_path):
     assert code == 1 and "internal error" in text and "Traceback" not in text
     logs = list((tmp_path / "cache" / "logs").glob("laborllm-error-*.log"))
     assert len(logs) == 1 and "something we did not foresee" in logs[0].read_text()
+
+
+def test_fit_help_lists_every_models_settings_with_presets(monkeypatch):
+    """`fit --help` names each setting with its type, default and what it does, from the models'
+    Settings dataclasses (a setting added to a model shows up with no second list to update)."""
+    monkeypatch.setenv("COLUMNS", "400")  # one line per setting
+    code, text = call(["fit", "--help"])
+    assert code == 0
+    assert "lora_layers (int or none, default None): LoRA on the top N layers only" in text
+    assert "scoring (renormalised | constrained, default 'renormalised')" in text
+    assert "career (presets quick: layers=4" in text and "order (int, default 1)" in text

@@ -2,6 +2,8 @@
 settings on real NLSY97 people: fit returns the model, leaves its settings as given, gives rows
 that are distributions over the states, saves and loads to the same numbers, and never looks ahead."""
 import copy
+import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -58,6 +60,10 @@ def test_model_contract(kind, small_events, tiny_lm, tmp_path):
     np.testing.assert_allclose(np.exp(lp).sum(1), 1, atol=1e-5)
     model.save(tmp_path / "m", {"data": "test"})
     np.testing.assert_allclose(load_model(tmp_path / "m").log_probs(few), lp, atol=1e-5)
+    # every setting is typed and explained, and the model card lists each with its value
+    card = (tmp_path / "m" / "README.md").read_text()
+    for f in dataclasses.fields(model.Settings):
+        assert f.metadata["help"] and f"{f.name} = {json.dumps(model.config[f.name], default=str)}: " in card
     # no look-ahead: this person's predictions up to `cut` ignore the years after it
     changed = later_years_changed(small_events, person, cut)
     early = lambda e: e.test.where((e.test.frame.person_id == person).to_numpy()  # noqa: E731

@@ -271,7 +271,7 @@ def test_packed_schedule_keeps_the_recipe_per_step(tiny_base):
     m = LLM()
     m.tok = tok
     lengths = [len(r) for r in m._resume_ids(events, "train", None)]
-    cfg = {**LLM.default_config(), **LLM.profiles["full"]}
+    cfg = {**LLM.default_config(), **LLM.presets["full"]}
     assert cfg["pack_tokens"] == 2048 and cfg["batch_size"] == 32
     plain = training_schedule(lengths, {**cfg, "pack_tokens": 0})
     packed = training_schedule(lengths, cfg)

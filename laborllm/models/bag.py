@@ -2,6 +2,7 @@
 the static covariates, each read out linearly into next-state logits."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -10,6 +11,17 @@ from laborllm.data.events import Events
 from laborllm.errors import UserError
 from laborllm.models.base import Model
 from laborllm.models.early_stopping import EarlyStopping
+from laborllm.models.settings import setting
+
+
+@dataclass
+class BagSettings:
+    epochs: int = setting(30, "at most this many passes over the training events", 0, 1000)
+    lr: float = setting(0.03, "Adam's learning rate", 1e-9, 10)
+    batch_size: int = setting(1024, "events per optimiser step", 1, 65536)
+    weight_decay: float = setting(1e-5, "Adam's L2 penalty", 0, 10)
+    patience: int = setting(3, "stop after this many epochs without a better validation perplexity", 1, 1000)
+    seed: int = setting(0, "the initial weights and the batch order", 0, 2**32 - 1)
 
 
 class BagOfJobs(Model):
@@ -18,10 +30,7 @@ class BagOfJobs(Model):
     fitted by Adam with early stopping on validation perplexity."""
 
     kind = "bag"
-
-    @classmethod
-    def default_config(cls) -> dict:
-        return {"epochs": 30, "lr": 0.03, "batch_size": 1024, "weight_decay": 1e-5, "patience": 3, "seed": 0}
+    Settings = BagSettings
 
     def _inputs(self, events: Events):
         f = events.panel.frame

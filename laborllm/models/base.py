@@ -24,10 +24,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from laborllm.data.events import Events
-from laborllm.errors import UserError
 from laborllm.io import folder_mode
 from laborllm.models.folder import FORMAT_VERSION, _replace_dir, check_output_folder, model_card
-from laborllm.models.settings import check_settings
+from laborllm.models.settings import check_settings, defaults, settings_card
 
 
 def is_main_process() -> bool:
@@ -50,19 +49,20 @@ class Model(ABC):
     #: settings naming other panels the fit reads (pooled, pretrained on): their content is part of the fit
     data_settings: ClassVar[tuple] = ()
 
+    #: the model's typed settings (laborllm.models.settings): type, default, help and range per field
+    Settings: ClassVar[type]
+    #: settings over the defaults for each preset (quick: a 2-core CPU, full: one GPU)
+    presets: ClassVar[dict] = {}
+
     def __init__(self, **config):
-        unknown = set(config) - set(self.default_config()) - {"name"}
-        if unknown:  # checked here, so every way of building a model refuses a misspelt setting
-            raise UserError(f"unknown setting(s) for {self.kind}: {', '.join(sorted(unknown))}; "
-                            f"known: {', '.join(sorted(self.default_config()))}")
-        self.config = check_settings(self.kind, {**self.default_config(), **config}, self.default_config())
+        self.config = check_settings(self.kind, self.Settings, config)
         self.states: list[str] = []
         self.meta: dict = {}  # what fitting measured (timings, steps, validation figures), for the model card
         self.work_dir: Path | None = None  # where training checkpoints go, so a killed fit resumes there
 
     @classmethod
     def default_config(cls) -> dict:
-        return {}
+        return defaults(cls.Settings)
 
     @property
     def name(self) -> str:
@@ -115,7 +115,7 @@ class Model(ABC):
             save_file({k: v.detach().cpu().contiguous() for k, v in self.tensors().items()} or {"_": torch.zeros(1)},
                       str(tmp / "weights.safetensors"))
             (tmp / "model.json").write_text(json.dumps(meta, indent=2, default=str))
-            (tmp / "README.md").write_text(model_card(meta))
+            (tmp / "README.md").write_text(model_card(meta, settings_card(self.Settings, self.config)))
             _replace_dir(tmp, out)
         finally:
             if tmp.exists():

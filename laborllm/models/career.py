@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -32,6 +33,7 @@ from laborllm.data.schemes import MISSING
 from laborllm.io import _atomic, write_json_atomic
 from laborllm.models.base import Model
 from laborllm.models.early_stopping import EarlyStopping
+from laborllm.models.settings import setting
 
 log = logging.getLogger(__name__)
 
@@ -79,21 +81,37 @@ class CareerNet(nn.Module):
         return lp.scatter(-1, idx, torch.where(has[..., None], stay[..., None], lp.gather(-1, idx)))
 
 
+@dataclass
+class CareerSettings:
+    layers: int = setting(12, "transformer layers (the paper's size: 12)", 1, 128)
+    d: int = setting(192, "model width", 1, 65536)
+    heads: int = setting(3, "attention heads", 1, 1024)
+    ff: int = setting(768, "feed-forward width", 1, 1 << 20)
+    dropout: float = setting(0.1, "dropout", 0, 0.99)
+    lr: float = setting(1e-3, "peak learning rate (AdamW, warm-up then inverse square root decay)", 1e-9, 10)
+    warmup_steps: int | None = setting(None, "warm-up steps (none: 5% of all steps, at most 200)", 1, 10**6)
+    weight_decay: float = setting(0.01, "AdamW weight decay", 0, 10)
+    batch_size: int = setting(64, "people per optimiser step", 1, 65536)
+    epochs: int = setting(60, "at most this many epochs, early stopped on validation", 0, 1000)
+    patience: int = setting(3, "stop after this many epochs without a better validation perplexity", 1, 1000)
+    clip: float = setting(1.0, "gradient norm clipping", 1e-9, 1e6)
+    seed: int = setting(0, "the initial weights and the batch order", 0, 2**32 - 1)
+    pretrain_data: str | None = setting(None, "a panel to pretrain on first (embedded name or file)")
+    pretrain_epochs: int = setting(10, "epochs of pretraining", 0, 1000)
+    pretrain_states: str | None = setting(None, "a CSV of state,target sending the pretraining panel's "
+                                                "states onto this panel's")
+    min_steps: int = setting(0, "at least this many optimiser steps (more epochs on small panels)", 0, 10**6)
+
+
 class Career(Model):
     kind = "career"
+    Settings = CareerSettings
     data_settings = ("pretrain_data",)
-    profiles = {
+    presets = {
         # at least 300 steps however small the panel (the men panel has 6 batches an epoch), early stopped
         "quick": {"layers": 4, "d": 192, "heads": 3, "ff": 768, "epochs": 3, "min_steps": 300},
         "full": {"layers": 12, "d": 192, "heads": 3, "ff": 768, "epochs": 60},
     }
-
-    @classmethod
-    def default_config(cls) -> dict:
-        return {"layers": 12, "d": 192, "heads": 3, "ff": 768, "dropout": 0.1, "lr": 1e-3, "warmup_steps": None,
-                "weight_decay": 0.01, "batch_size": 64, "epochs": 60, "patience": 3, "clip": 1.0, "seed": 0,
-                "pretrain_data": None, "pretrain_epochs": 10, "pretrain_states": None,
-                "min_steps": 0}  # more epochs on small panels: at least this many optimiser steps
 
     def describe(self) -> str:
         c, m = self.config, self.meta

@@ -151,7 +151,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def model_card(meta: dict) -> str:
+def model_card(meta: dict, settings: list[str] = ()) -> str:
+    """The README.md of a model folder; `settings`: one line per setting (value and what it does)."""
     d = meta.get("data", {})
     lines = [
         "---", "library_name: laborllm", f"model_type: {meta['kind']}", "metrics: [perplexity]", "---", "",
@@ -159,8 +160,9 @@ def model_card(meta: dict) -> str:
         "Next-state model for career panels, fitted by laborllm.", "",
         f"- data: `{d.get('data', '?')}` (scheme {d.get('scheme') or 'default'}, split seed {d.get('seed', 0)})",
         f"- states: {len(meta['states'])}; probabilities are {meta['normalization']}",
-        f"- config: `{json.dumps(meta['config'], default=str)}`",
     ]
+    lines += ["- settings:", *(f"  - {line}" for line in settings)] if settings else [
+        f"- config: `{json.dumps(meta['config'], default=str)}`"]
     for k in ("fit_seconds", "valid_perplexity", "train_events", "train_persons", "pool_persons", "train_tokens",
               "train_busy_seconds", "tokens_per_second", "train_steps", "epochs_done"):
         if k in meta:

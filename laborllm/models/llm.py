@@ -13,6 +13,7 @@ import copy
 import logging
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +23,9 @@ from tqdm.auto import tqdm
 from laborllm.data.events import Events, sample_ids
 from laborllm.errors import UserError
 from laborllm.models.base import Model, is_main_process
-from laborllm.models.lm_loading import check_base, load_lm, precision_reason, resolve_base, use_bf16
+from laborllm.models.lm_loading import PRECISIONS, check_base, load_lm, precision_reason, resolve_base, use_bf16
 from laborllm.models.lm_training import run_stamp, run_trainer, started_precision
+from laborllm.models.settings import setting
 from laborllm.scoring import MODES, ExactScorer
 from laborllm.scoring.partial import PartialScores
 from laborllm.text import ResumeTemplate, SegmentEncoder
@@ -34,13 +36,51 @@ POOL_MODES = ("joint", "sequential")
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
+@dataclass
+class LLMSettings:
+    base: str = setting("smollm2", "the pretrained LM: smollm2 (packaged), a Hugging Face folder or a GGUF file")
+    variant: str = setting("titles", "how states are written: occupation titles or codes", choices=VARIANTS)
+    birth_year: bool = setting(True, "the resume states the birth year")
+    lora: bool = setting(False, "train a LoRA adapter instead of every weight")
+    lora_r: int = setting(16, "LoRA rank", 1, 4096)
+    lora_layers: int | None = setting(None, "LoRA on the top N layers only (none: all; fewer is faster on a CPU)",
+                                      1, 1024)
+    lora_alpha: float = setting(32, "LoRA scaling", 1e-9, 1e6)
+    epochs: int = setting(3, "epochs over the training resumes; several: the best validation epoch is kept", 0, 1000)
+    batch_size: int = setting(32, "resumes per optimiser step", 1, 65536)
+    lr: float = setting(2e-4, "peak learning rate (warm-up, then cosine decay)", 1e-9, 10)
+    warmup_ratio: float = setting(0.05, "share of the steps spent warming up", 0, 1)
+    weight_decay: float = setting(0.0, "AdamW weight decay", 0, 10)
+    max_steps: int = setting(-1, "stop after this many optimiser steps (-1: the epochs decide)", -1, 10**7)
+    max_train_persons: int | None = setting(None, "train on at most this many people, a seeded sample (none: all)",
+                                            1, 10**9)
+    max_valid_persons: int | None = setting(None, "validate on at most this many people (none: all)", 1, 10**9)
+    score_max_tokens: int | None = setting(None, "tokens per scoring pass (none: chosen from the memory)",
+                                           64, 1 << 20)
+    seed: int = setting(0, "the adapter's initial weights and the batch order", 0, 2**32 - 1)
+    gradient_checkpointing: bool = setting(False, "recompute activations in the backward pass (less memory)")
+    pack_tokens: int = setting(0, "> 0: pack resumes into rows of this many tokens (no padding)", 0, 1 << 20)
+    precision: str = setting("auto", "auto: bf16 where it is faster (GPUs; on CPUs, scoring with native bf16 "
+                                     "and training with AMX), else fp32", choices=PRECISIONS)
+    scoring: str = setting("renormalised", "exact scoring: renormalised over all states, or constrained to "
+                                           "the state texts' branches (laborllm.scoring.exact)", choices=MODES)
+    pool: list | None = setting(None, "other panels whose people join the training, each career in its own words")
+    pool_mode: str = setting("joint", "joint: one training; sequential: the pool first, then the target",
+                             choices=POOL_MODES)
+    pool_persons: int | None = setting(None, "at most this many people of each pooled panel, a seeded sample "
+                                             "(none: all)", 1, 10**9)
+    checkpoint_minutes: float = setting(10, "a killed fit loses at most this much training", 0, 10_000)
+    patience: int = setting(1, "several epochs: stop after this many without a better validation loss", 1, 1000)
+
+
 class LLM(Model):
     kind = "llm"
+    Settings = LLMSettings
     language_model = True
     fit_exempt = ("scoring", "score_max_tokens", "checkpoint_minutes")
     read_settings = ("scoring", "precision")
     data_settings = ("pool",)
-    profiles = {
+    presets = {
         # CPU-sized (the men panel's 382 training people in about 3 minutes on 2 cores): LoRA on the top 10
         # layers at lr 2e-3, one epoch, every training person (the best validation perplexity per
         # CPU-minute of the recipes measured, docs/benchmarks.md); scored constrained, which agrees
@@ -49,33 +89,10 @@ class LLM(Model):
         "full": {"lora": False, "epochs": 3, "batch_size": 32, "lr": 2e-4, "pack_tokens": 2048},
     }
 
-    @classmethod
-    def default_config(cls) -> dict:
-        return {"base": "smollm2", "variant": "titles", "birth_year": True, "lora": False, "lora_r": 16, "lora_layers": None,
-                "lora_alpha": 32, "epochs": 3, "batch_size": 32, "lr": 2e-4, "warmup_ratio": 0.05,
-                "weight_decay": 0.0, "max_steps": -1, "max_train_persons": None, "max_valid_persons": None,
-                "score_max_tokens": None, "seed": 0, "gradient_checkpointing": False,
-                "pack_tokens": 0,  # > 0: pack resumes into rows of this many tokens (no padding)
-                "precision": "auto",  # auto: bf16 on GPUs and on CPUs with native bf16, else fp32
-                "scoring": "renormalised",  # or "constrained" (see laborllm.scoring.exact)
-                # other panels whose people join the training, each career in its own panel's words;
-                # joint: one training; sequential: the pool, then the target
-                "pool": None, "pool_mode": "joint",
-                "pool_persons": None,  # at most this many people of each pooled panel, a seeded sample (None: all)
-                "checkpoint_minutes": 10,  # a killed fit loses at most this much training
-                "patience": 1}  # several epochs: stop after this many epochs without a better validation loss
-
     def __init__(self, **config):
+        if isinstance(config.get("pool"), str):  # --set pool=a,b
+            config["pool"] = [p.strip() for p in config["pool"].split(",") if p.strip()]
         super().__init__(**config)
-        if self.config["scoring"] not in MODES:
-            raise UserError(f"unknown scoring mode {self.config['scoring']!r}; choose {' or '.join(MODES)}")
-        use_bf16(self.config["precision"])  # refuses an unknown precision now, not after training
-        if isinstance(self.config["pool"], str):  # --set pool=a,b
-            self.config["pool"] = [p.strip() for p in self.config["pool"].split(",") if p.strip()]
-        if self.config["pool_mode"] not in POOL_MODES:
-            raise UserError(f"unknown pool_mode {self.config['pool_mode']!r}; choose {' or '.join(POOL_MODES)}")
-        if self.config["variant"] not in VARIANTS:
-            raise UserError(f"unknown variant {self.config['variant']!r}; choose {' or '.join(VARIANTS)}")
         check_base(self.config["base"])  # a missing pretrained LM is refused now, not after other models ran
 
     @property
@@ -338,15 +355,19 @@ class LLM(Model):
         }
 
 
+@dataclass
+class ICLSettings(LLMSettings):
+    epochs: int = setting(0, "not fine-tuned", 0, 0)
+    shots: int = setting(3, "example histories from the training split in the prompt", 0, 100)
+    max_shot_years: int = setting(8, "years shown of each example history", 1, 200)
+
+
 class ICL(LLM):
     """The base model without fine-tuning, prompted with example histories from the training split."""
 
     kind = "icl"
-    profiles = {"quick": {"shots": 2}, "full": {"shots": 5}}
-
-    @classmethod
-    def default_config(cls) -> dict:
-        return {**super().default_config(), "epochs": 0, "shots": 3, "max_shot_years": 8}
+    Settings = ICLSettings
+    presets = {"quick": {"shots": 2}, "full": {"shots": 5}}
 
     def describe(self) -> str:
         return (f"{self.name} ({self.base_label()} not fine-tuned, {self.config['shots']} example histories "

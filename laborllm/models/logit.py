@@ -10,6 +10,7 @@ economists let tenure and age move the stay rate. Full-batch L-BFGS from the fir
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ from laborllm.data.events import Events
 from laborllm.data.panel import CATEGORICAL
 from laborllm.models.base import Model
 from laborllm.models.features import history_features
+from laborllm.models.settings import setting
 
 TENURE_BINS = [0, 1, 2, 3, 4, 6, 9, 1000]
 COUNT_BINS = [-1, 0, 1, 2, 3, 5, 8, 1000]
@@ -61,14 +63,20 @@ def design(events: Events, vocab: dict[str, list] | None = None):
     return x, vocab, torch.as_tensor(h["last_state"].to_numpy().copy()), K
 
 
+@dataclass
+class LogitSettings:
+    l2: float | None = setting(None, "L2 penalty (none: 30 / training events, a fixed prior strength "
+                                     "whatever the panel size)", 0, 1e6)
+    max_iter: int = setting(50, "L-BFGS iterations", 1, 100_000)
+    stay_term: bool = setting(True, "a feature for staying in the last state")
+    markov_offset: bool = setting(True, "start from (and shrink to) the smoothed first-order Markov chain")
+    seed: int = setting(0, "the initial weights", 0, 2**32 - 1)
+
+
 class Logit(Model):
     kind = "logit"
-    profiles = {"quick": {"max_iter": 30}, "full": {"max_iter": 50}}
-
-    @classmethod
-    def default_config(cls) -> dict:
-        # l2=None: penalty 30 / n_train, a fixed prior strength whatever the panel size
-        return {"l2": None, "max_iter": 50, "stay_term": True, "markov_offset": True, "seed": 0}
+    Settings = LogitSettings
+    presets = {"quick": {"max_iter": 30}, "full": {"max_iter": 50}}
 
     def describe(self) -> str:
         return f"{self.name} (multinomial logit, history features + stay term, shrunk to the Markov chain)"

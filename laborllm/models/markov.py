@@ -8,24 +8,33 @@ before the event (a Missing year in between is skipped over).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from laborllm.data.events import Events
 from laborllm.errors import UserError
 from laborllm.models.base import Model
+from laborllm.models.settings import setting
 from laborllm.models.features import history_features
 
 ALPHAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 BETAS = (1.0, 3.0, 10.0, 30.0, 100.0)
 
 
+@dataclass
+class MarkovSettings:
+    order: int = setting(1, "1: the last state; 2: the last two states, backed off to the first order", 1, 2)
+    alpha: float | None = setting(None, "first-order smoothing toward the unigram (none: chosen on validation)",
+                                  1e-12, 1e6)
+    beta: float | None = setting(None, "second-order weight of the first-order chain (none: chosen on validation)",
+                                 1e-12, 1e6)
+
+
 class Markov(Model):
     kind = "markov"
-
-    @classmethod
-    def default_config(cls) -> dict:
-        return {"order": 1, "alpha": None, "beta": None}
+    Settings = MarkovSettings
 
     @property
     def name(self) -> str:

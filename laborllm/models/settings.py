@@ -1,82 +1,87 @@
-"""Every model setting checked for type and range when a model is built, before any work starts.
+"""Model settings: each model kind declares one typed `Settings` dataclass (a type, a default, a
+help text and the allowed range or choices per field) and its presets (quick, full) beside it.
 
-A rule is (type, low, high, may_be_none): type one of int, float, bool, str, list; low/high inclusive
-bounds (None: unbounded). Settings without a rule take their type from the default value. Choices
-(variant, precision, scoring, pool_mode) are checked by the models themselves.
+`layered` is the one place the layers meet: preset -> config file -> `--set` (-> a run profile's
+own settings, then the user's overrides, in `laborllm run`). `check_settings` checks a built
+model's settings against the dataclass before any work starts; `settings_help` lists them for
+`fit --help` and the model card. A model keeps its settings as a plain dict (`model.config`), the
+form saved in model.json and stamped on training checkpoints.
 """
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import MISSING, asdict, field, fields
 
 from laborllm.errors import UserError
 
-_BIG = 10**6
-RULES = {
-    "seed": ("int", 0, 2**32 - 1, False),
-    "epochs": ("int", 0, 1000, False),
-    "pretrain_epochs": ("int", 0, 1000, False),
-    "lr": ("float", 1e-9, 10, False),
-    "batch_size": ("int", 1, 65536, False),
-    "weight_decay": ("float", 0, 10, False),
-    "order": ("int", 1, 2, False),
-    "alpha": ("float", 1e-12, 1e6, True),
-    "beta": ("float", 1e-12, 1e6, True),
-    "l2": ("float", 0, 1e6, True),
-    "max_iter": ("int", 1, 100_000, False),
-    "layers": ("int", 1, 128, False),
-    "d": ("int", 1, 65536, False),
-    "heads": ("int", 1, 1024, False),
-    "ff": ("int", 1, 1 << 20, False),
-    "dropout": ("float", 0, 0.99, False),
-    "warmup_steps": ("int", 1, _BIG, True),
-    "patience": ("int", 1, 1000, False),
-    "clip": ("float", 1e-9, 1e6, False),
-    "min_steps": ("int", 0, _BIG, False),
-    "lora_r": ("int", 1, 4096, False),
-    "lora_layers": ("int", 1, 1024, True),
-    "lora_alpha": ("float", 1e-9, 1e6, False),
-    "warmup_ratio": ("float", 0, 1, False),
-    "max_steps": ("int", -1, 10 * _BIG, False),
-    "max_train_persons": ("int", 1, 10**9, True),
-    "max_valid_persons": ("int", 1, 10**9, True),
-    "pool_persons": ("int", 1, 10**9, True),
-    "score_max_tokens": ("int", 64, 1 << 20, True),
-    "pack_tokens": ("int", 0, 1 << 20, False),
-    "checkpoint_minutes": ("float", 0, 10_000, False),
-    "shots": ("int", 0, 100, False),
-    "max_shot_years": ("int", 1, 200, False),
-}
+
+def setting(default, help: str, lo=None, hi=None, choices: tuple = ()):
+    """One field of a `Settings` dataclass: its default, what it does, its range or its choices."""
+    return field(default=default, metadata={"help": help, "lo": lo, "hi": hi, "choices": tuple(choices)})
 
 
-def check_settings(kind: str, config: dict, defaults: dict) -> dict:
-    """The settings as given, or a UserError naming the first bad one and what it must be. Whole
-    numbers written as floats (1.0, 1e3) are accepted where an integer is wanted and made integers."""
-    out = dict(config)
-    for key, value in config.items():
-        if key == "name" or key not in defaults:
-            continue
-        default = defaults[key]
-        kind_, lo, hi, none_ok = RULES.get(key, (_type_of(default), None, None, default is None))
-        if value is None:
-            if none_ok or default is None:
-                continue
-            raise UserError(f"{kind}: setting {key} cannot be empty (default {default!r})")
-        out[key] = value = _coerce(kind, key, value, kind_)
-        if kind_ in ("int", "float") and ((lo is not None and value < lo) or (hi is not None and value > hi)):
-            raise UserError(f"{kind}: setting {key}={value!r} is out of range; expected {_range(kind_, lo, hi)}")
+def defaults(settings_cls) -> dict:
+    return asdict(settings_cls())
+
+
+def layered(presets: dict, preset: str, *layers: dict | None) -> dict:
+    """The settings asked for: the preset's, then each layer over the one before (None: no layer)."""
+    out = dict(presets.get(preset, {}))
+    for layer in layers:
+        out.update(layer or {})
     return out
 
 
-def _type_of(default) -> str:
-    if isinstance(default, bool):
-        return "bool"
-    if isinstance(default, int):
-        return "int"
-    if isinstance(default, float):
-        return "float"
-    if isinstance(default, (list, tuple)):
-        return "list"
-    return "str" if isinstance(default, str) else "any"
+def check_settings(kind: str, settings_cls, given: dict) -> dict:
+    """The defaults with `given` over them, or a UserError naming the first unknown or bad setting and
+    what it must be. Whole numbers written as floats (1.0, 1e3) are made integers where one is wanted."""
+    known = {f.name: f for f in fields(settings_cls)}
+    unknown = set(given) - set(known) - {"name"}
+    if unknown:  # checked here, so every way of building a model refuses a misspelt setting
+        raise UserError(f"unknown setting(s) for {kind}: {', '.join(sorted(unknown))}; "
+                        f"known: {', '.join(sorted(known))}")
+    out = {**defaults(settings_cls), **given}
+    for key, value in given.items():
+        if key == "name":
+            continue
+        f = known[key]
+        want, none_ok = _type(f)
+        if value is None:
+            if none_ok:
+                continue
+            raise UserError(f"{kind}: setting {key} cannot be empty (default {f.default!r})")
+        out[key] = value = _coerce(kind, key, value, want)
+        lo, hi, choices = f.metadata.get("lo"), f.metadata.get("hi"), f.metadata.get("choices")
+        if want in ("int", "float") and ((lo is not None and value < lo) or (hi is not None and value > hi)):
+            raise UserError(f"{kind}: setting {key}={value!r} is out of range; expected {_range(want, lo, hi)}")
+        if choices and value not in choices:
+            raise UserError(f"{kind}: unknown {key} {value!r}; choose {' or '.join(map(str, choices))}")
+    return out
+
+
+def settings_help(settings_cls) -> list[str]:
+    """One line per setting: name, type, default and what it does."""
+    lines = []
+    for f in fields(settings_cls):
+        want, none_ok = _type(f)
+        default = f.default if f.default is not MISSING else None
+        choices = f.metadata.get("choices")
+        kind = " | ".join(choices) if choices else want + (" or none" if none_ok else "")
+        lines.append(f"{f.name} ({kind}, default {default!r}): {f.metadata.get('help', '')}")
+    return lines
+
+
+def settings_card(settings_cls, config: dict) -> list[str]:
+    """One line per setting as a model was fitted: name, value and what it does (for the model card)."""
+    return [f"{f.name} = {json.dumps(config.get(f.name), default=str)}: {f.metadata.get('help', '')}"
+            for f in fields(settings_cls)]
+
+
+def _type(f) -> tuple[str, bool]:
+    """The field's type from its annotation ("int", "float | None", ...) and whether None is allowed."""
+    parts = [p.strip() for p in str(f.type).split("|")]
+    return parts[0], "None" in parts
 
 
 def _coerce(kind: str, key: str, value, want: str):
