@@ -79,7 +79,7 @@ def test_usage_errors_exit_2_in_one_line(args, words):
     assert_bad(*call(args), *words)
 
 
-def test_bad_panels_name_file_and_rows(panel, tmp_path):
+def test_cli_bad_panels_exit_2_naming_file_and_rows(panel, tmp_path):
     for name, edit, words in [
         ("huge-year", {"year": (3, "1e23")}, ["year", "row"]),
         ("minus-year", {"year": (4, -5)}, ["calendar year", "row"]),

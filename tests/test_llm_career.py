@@ -1,4 +1,5 @@
 """Fine-tuned LLM, in-context LLM and CAREER on real NLSY97 people with tiny models."""
+import copy
 import json
 import os
 import subprocess
@@ -88,6 +89,14 @@ def test_lora_codes_variant_and_icl(panel_csv, tiny_base, tmp_path):
     few = test.where(np.arange(len(test)) < 5)
     for model in (load_model(tmp_path / "codes"), again):
         np.testing.assert_allclose(np.exp(model.log_probs(few)).sum(1), 1, atol=1e-6)
+    # the codes model reads and writes states as codes: its resumes are not the titles ones
+    codes = load_model(tmp_path / "codes")
+    events = api.events_for(api.data_spec(panel_csv, scheme="titles"))
+    titles = copy.copy(codes)
+    titles.config = {**codes.config, "variant": "titles"}
+    text = {m.config["variant"]: m.tok.decode(m._resume_ids(events, "train", 1)[0]) for m in (codes, titles)}
+    assert text["codes"] != text["titles"]
+    assert sum(c.isdigit() for c in text["codes"]) > sum(c.isdigit() for c in text["titles"])
 
 
 def test_llm_training_resumes_from_checkpoint(panel_csv, tiny_base, tmp_path, monkeypatch):
@@ -167,7 +176,7 @@ def test_ddp_two_cpu_processes(panel_csv, tiny_base, tmp_path):
     assert meta["world_size"] == 2
 
 
-def test_career_two_stage_head_and_reload(small_events, tmp_path):
+def test_career_learns_stays_and_reloads(small_events, tmp_path):
     m = Career(layers=2, d=48, heads=3, ff=96, epochs=6, lr=3e-3, warmup_steps=10).fit(small_events)
     test = small_events.test
     lp = m.log_probs(test)

@@ -75,10 +75,13 @@ def test_logit_beats_markov_and_reloads(small_events, tmp_path):
 
 
 def test_bag_of_jobs_learns(small_events):
+    """Better than the unigram of the training targets it starts from (what it predicts with no history)."""
     m = BagOfJobs(epochs=4).fit(small_events)
     lp = m.log_probs(small_events.test)
     _check_distribution(lp, small_events.test)
-    assert _ppl(lp, small_events.test) < 0.3 * len(small_events.states)
+    counts = np.bincount(small_events.train.frame.target, minlength=len(small_events.states)) + 1.0
+    unigram = np.tile(np.log(counts / counts.sum()), (len(small_events.test), 1))
+    assert _ppl(lp, small_events.test) < 0.8 * _ppl(unigram, small_events.test)
 
 
 def test_model_folder_errors(tmp_path):
