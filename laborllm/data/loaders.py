@@ -45,7 +45,6 @@ def load_panel(
     columns: dict[str, str] | str | None = None,
     scheme: str | None = None,
     unknown: str = "error",
-    min_age: int | None = None,
     codebook: str | Path | None = None,
     century: int | None = None,
 ) -> Panel:
@@ -59,7 +58,7 @@ def load_panel(
     if book is not None and scheme not in (None, "titles"):
         raise DataError(f"--codebook gives the titles itself; it cannot be combined with --scheme {scheme}")
     if isinstance(data, pd.DataFrame):
-        return Panel.from_frame(data, columns=columns, scheme=scheme or "occ1990dd", unknown=unknown, min_age=min_age,
+        return Panel.from_frame(data, columns=columns, scheme=scheme or "occ1990dd", unknown=unknown,
                                 codebook=book, century=century)
     name = str(data)
     if name in EMBEDDED:
@@ -67,8 +66,8 @@ def load_panel(
         with (resources.files("laborllm.data") / "assets" / e.file).open("rb") as f:
             df = pd.read_parquet(f)
         return Panel.from_frame(df, source=name, columns=columns, scheme=scheme or e.scheme, unknown=unknown,
-                                min_age=min_age, codebook=book, century=century)
+                                codebook=book, century=century)
     if not Path(name).exists() and "/" not in name and "." not in name:
         raise DataError(f"unknown data set {name!r}: use one of {', '.join(EMBEDDED)} or a file path")
     return Panel.from_frame(read_table(name), source=name, columns=columns, scheme=scheme or "occ1990dd",
-                            unknown=unknown, min_age=min_age, codebook=book, century=century)
+                            unknown=unknown, codebook=book, century=century)

@@ -66,7 +66,6 @@ class Panel:
         columns: dict[str, str] | None = None,
         scheme: str = "occ1990dd",
         unknown: str = "error",
-        min_age: int | None = None,
         unknown_hint: str = "; pass --unknown missing to treat them as Missing",
         columns_hint: str = "; map yours with --columns their_name=canonical_name",
         codebook: dict[str, str] | None = None,
@@ -75,87 +74,19 @@ class Panel:
         """Validate a raw table and build the panel; every failure raises DataError naming rows."""
         if unknown not in UNKNOWN_POLICIES:
             raise DataError(f"unknown-code policy must be one of {UNKNOWN_POLICIES}, not {unknown!r}")
-        df = df.reset_index(drop=True)
-        if columns:
-            targets = [b for b in columns.values() if b not in (*REQUIRED, *OPTIONAL)]
-            if targets:  # a typo (sex=gendr) would otherwise drop the column silently
-                raise DataError(f"{source}: --columns maps onto {', '.join(map(repr, targets))}, which laborllm does "
-                                f"not know; the targets are {', '.join((*REQUIRED, *OPTIONAL))}")
-            absent = [c for c in columns if c not in df.columns]
-            if absent:
-                raise DataError(f"{source}: column mapping names column(s) {absent} that the file lacks "
-                                f"(it has: {', '.join(map(str, df.columns))})")
-            clash = [new for old, new in columns.items() if new in df.columns and new != old and new not in columns]
-            if clash:
-                raise DataError(f"{source}: --columns maps onto column(s) {clash} that the file already has; "
-                                "rename or drop those first")
-            df = df.rename(columns=columns)
-        missing = [c for c in REQUIRED if c not in df.columns]
-        if missing:
-            found = ", ".join(map(str, df.columns))
-            sep = next((n for c, n in ((";", "semicolon"), ("\t", "tab"), ("|", "bar")) if len(df.columns) == 1
-                        and c in str(df.columns[0])), None)
-            hint = (f"; the file looks {sep}-separated: laborllm reads comma-separated CSV (tabs: name it .tsv)"
-                    if sep else columns_hint)
-            raise DataError(f"{source}: missing required column(s) {', '.join(missing)} (found: {found}){hint}")
-        if df.empty:
-            raise DataError(f"{source}: the panel has no rows")
-        out = pd.DataFrame(index=df.index)
-        pid = df.person_id
-        if pid.isna().any():
-            raise DataError(f"{source}: person_id is empty in {_rows(pid.isna())}")
-        out["person_id"] = pd.to_numeric(pid).astype("int64") if _all_int(pid) else pid.astype(str)
         if century is not None and (isinstance(century, bool) or not isinstance(century, int) or century % 100):
             raise DataError(f"--century must be a whole century such as 1900 or 2000, not {century!r}")
-        out["year"] = _integer_column(df.year, "year", source, century=century).astype("int64")
-        if century is not None:  # 97, 98, 99, 00 in one history: the years wrapped around the century
-            back = out.groupby("person_id", sort=False).year.diff() <= 0
-            if back.any():
-                raise DataError(f"{source}: with --century {century}, years go backwards within a person in "
-                                f"{_rows(back)} (e.g. {df.year[back].iloc[0]!r} after a later year): two-digit years "
-                                "that cross a century cannot be read; write the years in full")
-        dup = out.duplicated(["person_id", "year"], keep=False)
-        if dup.any():
-            raise DataError(f"{source}: duplicate person-years (person_id, year) in {_rows(dup)}")
+        df = _canonical_columns(df.reset_index(drop=True), columns, source, columns_hint)
+        out = _person_years(df, source, century)
         if codebook is not None:  # the user's own classification: its titles are the states
             df, scheme = df.assign(occupation=_apply_codebook(df.occupation, codebook)), "titles"
         sch = Scheme(scheme)
-        raw = df.occupation.map(lambda v: "" if pd.isna(v) else str(v))
-        titles = raw.map(sch.to_title)
-        bad = titles.isna()
-        if bad.any():
-            codes = sorted(raw[bad].str.replace(UNKNOWN_CODE, "").unique())[:10]
-            known = "not in the codebook" if codebook is not None else f"unknown to scheme '{scheme}'"
-            msg = (f"{source}: {int(bad.sum())} occupation value(s) {known} "
-                   f"(e.g. {', '.join(codes)}) in {_rows(bad)}")
-            if unknown == "error":
-                raise DataError(msg + unknown_hint)
-            log.warning(msg + "; counted as Missing")
-        out["state"] = titles.fillna(MISSING)
-        for c in OPTIONAL:
-            if c not in df.columns:
-                continue
-            if c == "birth_year":
-                out[c] = _integer_column(df[c], c, source, allow_missing=True, century=century)
-                late = out[c].notna() & (out[c] > out.year)
-                if late.any():  # born after a year of the history: a wrong century or a wrong column
-                    raise DataError(f"{source}: birth_year is after the year of the row in {_rows(late)} "
-                                    f"(e.g. born {int(out[c][late].iloc[0])}, year {int(out.year[late].iloc[0])})")
-            elif c == "weight":
-                w = pd.to_numeric(df[c], errors="coerce")
-                if (w < 0).any() or (w.isna() & df[c].notna()).any():
-                    raise DataError(f"{source}: weight must be a non-negative number in {_rows((w < 0) | (w.isna() & df[c].notna()))}")
-                out[c] = w.astype("float64")
-            elif c == "enrolled":
-                out[c] = df[c].map(_truthy)
-            else:
-                out[c] = df[c].astype("string").str.strip().replace("", pd.NA)
-        if min_age is not None and "birth_year" in out:
-            out = out[(out.year - out.birth_year) >= min_age]
+        out["state"], n_unknown = _states(df.occupation, sch, source, unknown, unknown_hint, codebook is not None)
+        _covariates(df, out, source, century)
         out = _trim_missing(out.sort_values(["person_id", "year"]).reset_index(drop=True))
         if out.empty:
             raise DataError(f"{source}: no person has an observed (non-Missing) state")
-        return cls(out, sch, source, int(bad.sum()))
+        return cls(out, sch, source, n_unknown)
 
     # -- views ---------------------------------------------------------------------------------
     def fingerprint(self) -> str:
@@ -186,6 +117,91 @@ class Panel:
         return (f"Panel({self.source!r}: {self.n_persons} persons, {len(self.frame)} person-years, "
                 f"{len(self.states)} states, scheme={self.scheme.name})")
 
+
+
+def _canonical_columns(df: pd.DataFrame, columns: dict | None, source: str, hint: str) -> pd.DataFrame:
+    """The table with the user's column names mapped onto ours and the required ones present."""
+    if columns:
+        targets = [b for b in columns.values() if b not in (*REQUIRED, *OPTIONAL)]
+        if targets:  # a typo (sex=gendr) would otherwise drop the column silently
+            raise DataError(f"{source}: --columns maps onto {', '.join(map(repr, targets))}, which laborllm does "
+                            f"not know; the targets are {', '.join((*REQUIRED, *OPTIONAL))}")
+        absent = [c for c in columns if c not in df.columns]
+        if absent:
+            raise DataError(f"{source}: column mapping names column(s) {absent} that the file lacks "
+                            f"(it has: {', '.join(map(str, df.columns))})")
+        clash = [new for old, new in columns.items() if new in df.columns and new != old and new not in columns]
+        if clash:
+            raise DataError(f"{source}: --columns maps onto column(s) {clash} that the file already has; "
+                            "rename or drop those first")
+        df = df.rename(columns=columns)
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        found = ", ".join(map(str, df.columns))
+        sep = next((n for c, n in ((";", "semicolon"), ("\t", "tab"), ("|", "bar")) if len(df.columns) == 1
+                    and c in str(df.columns[0])), None)
+        hint = f"; the file looks {sep}-separated: laborllm reads comma-separated CSV (tabs: name it .tsv)" if sep else hint
+        raise DataError(f"{source}: missing required column(s) {', '.join(missing)} (found: {found}){hint}")
+    if df.empty:
+        raise DataError(f"{source}: the panel has no rows")
+    return df
+
+
+def _person_years(df: pd.DataFrame, source: str, century: int | None) -> pd.DataFrame:
+    """person_id and year, checked: no empty id, whole years, no person-year twice."""
+    out = pd.DataFrame(index=df.index)
+    pid = df.person_id
+    if pid.isna().any():
+        raise DataError(f"{source}: person_id is empty in {_rows(pid.isna())}")
+    out["person_id"] = pd.to_numeric(pid).astype("int64") if _all_int(pid) else pid.astype(str)
+    out["year"] = _integer_column(df.year, "year", source, century=century).astype("int64")
+    if century is not None:  # 97, 98, 99, 00 in one history: the years wrapped around the century
+        back = out.groupby("person_id", sort=False).year.diff() <= 0
+        if back.any():
+            raise DataError(f"{source}: with --century {century}, years go backwards within a person in "
+                            f"{_rows(back)} (e.g. {df.year[back].iloc[0]!r} after a later year): two-digit years "
+                            "that cross a century cannot be read; write the years in full")
+    dup = out.duplicated(["person_id", "year"], keep=False)
+    if dup.any():
+        raise DataError(f"{source}: duplicate person-years (person_id, year) in {_rows(dup)}")
+    return out
+
+
+def _states(occupation: pd.Series, sch: Scheme, source: str, unknown: str, hint: str, codebook: bool):
+    """Each row's state title, and how many values the scheme did not know (an error, or Missing)."""
+    raw = occupation.map(lambda v: "" if pd.isna(v) else str(v))
+    titles = raw.map(sch.to_title)
+    bad = titles.isna()
+    if bad.any():
+        codes = sorted(raw[bad].str.replace(UNKNOWN_CODE, "").unique())[:10]
+        known = "not in the codebook" if codebook else f"unknown to scheme '{sch.name}'"
+        msg = f"{source}: {int(bad.sum())} occupation value(s) {known} (e.g. {', '.join(codes)}) in {_rows(bad)}"
+        if unknown == "error":
+            raise DataError(msg + hint)
+        log.warning(msg + "; counted as Missing")
+    return titles.fillna(MISSING), int(bad.sum())
+
+
+def _covariates(df: pd.DataFrame, out: pd.DataFrame, source: str, century: int | None) -> None:
+    """The optional columns the file has, checked and typed, added to `out`."""
+    for c in OPTIONAL:
+        if c not in df.columns:
+            continue
+        if c == "birth_year":
+            out[c] = _integer_column(df[c], c, source, allow_missing=True, century=century)
+            late = out[c].notna() & (out[c] > out.year)
+            if late.any():  # born after a year of the history: a wrong century or a wrong column
+                raise DataError(f"{source}: birth_year is after the year of the row in {_rows(late)} "
+                                f"(e.g. born {int(out[c][late].iloc[0])}, year {int(out.year[late].iloc[0])})")
+        elif c == "weight":
+            w = pd.to_numeric(df[c], errors="coerce")
+            if (w < 0).any() or (w.isna() & df[c].notna()).any():
+                raise DataError(f"{source}: weight must be a non-negative number in {_rows((w < 0) | (w.isna() & df[c].notna()))}")
+            out[c] = w.astype("float64")
+        elif c == "enrolled":
+            out[c] = df[c].map(_truthy)
+        else:
+            out[c] = df[c].astype("string").str.strip().replace("", pd.NA)
 
 def _where(source: str):
     q = Path(str(source))
