@@ -114,8 +114,9 @@ def predict(model: Model, history: pd.DataFrame, top: int = 10, source: str = "h
 
 
 def simulate(model: Model, history: pd.DataFrame, years: int = 5, samples: int = 10, seed: int = 0,
-             source: str = "history") -> pd.DataFrame:
-    """Sampled futures: each sample is a copy of each person's history extended year by year."""
+             source: str = "history", on_year=None) -> pd.DataFrame:
+    """Sampled futures: each sample is a copy of each person's history extended year by year.
+    `on_year`: called after each simulated year, for a caller's own progress line (then none here)."""
     from tqdm.auto import tqdm
 
     h = history.copy()
@@ -144,7 +145,8 @@ def simulate(model: Model, history: pd.DataFrame, years: int = 5, samples: int =
     cur = pd.concat(copies, ignore_index=True)
     out = []
     big = samples * h.person_id.nunique() >= 10_000  # a long job however few the years: show where it is
-    for _ in tqdm(range(years), desc="simulating", unit="year", disable=years < 3 and not big, leave=False):
+    for _ in tqdm(range(years), desc="simulating", unit="year", disable=on_year is not None or (years < 3 and not big),
+                  leave=False):
         ev = history_events(model, cur.drop(columns="sample"), source)
         p = np.exp(model.log_probs(ev))
         p /= p.sum(1, keepdims=True)
@@ -154,6 +156,8 @@ def simulate(model: Model, history: pd.DataFrame, years: int = 5, samples: int =
         nxt["occupation"] = pick  # covariates carry forward from the last year
         out.append(nxt)
         cur = pd.concat([cur, nxt], ignore_index=True)
+        if on_year:
+            on_year()
     sims = pd.concat(out, ignore_index=True)
     sims["person_id"] = [ids[int(x.split(":")[1])] for x in sims.person_id.astype(str)]
     return sims[["person_id", "sample", "year", "occupation"]].sort_values(["person_id", "sample", "year"])

@@ -84,3 +84,16 @@ def test_contrast_table_reads_the_paired_interval(small_events):
     assert float(t.paired_ratio.iloc[0].split()[0]) == pytest.approx(rows[0]["perplexity"] / rows[1]["perplexity"], abs=1e-3)
     assert "| markov1 | uniform |" in to_markdown(t)
     assert t.vs_perplexity.iloc[0] == pytest.approx(rows[1]["perplexity"])
+
+
+def test_report_simulations_show_one_progress_line_for_all_models(small_events, capsys):
+    """The report's simulated careers: one progress line over every model's years, not a bar per model,
+    and every model's careers present."""
+    from laborllm.evaluation.population import SIM_YEARS, trajectories
+
+    models = {"markov1": Markov().fit(small_events), "markov2": Markov(order=2).fit(small_events)}
+    t = trajectories(small_events.test, models, seed=0)
+    assert {"observed", "markov1", "markov2"} <= set(t.source)
+    err = capsys.readouterr().err
+    assert "simulating careers for the report" in err and f"{2 * SIM_YEARS}/{2 * SIM_YEARS}" in err
+    assert "simulating:" not in err  # the per-model bar

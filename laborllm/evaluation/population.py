@@ -41,6 +41,8 @@ def representativeness(events, lps: dict[str, np.ndarray]) -> pd.DataFrame:
 def trajectories(events, models: dict, seed: int) -> pd.DataFrame:
     """Share of person-years in each broad occupation group by age: real test careers against
     careers simulated from each model, starting from each person's first observed year."""
+    from tqdm.auto import tqdm
+
     from laborllm.forecast import simulate
 
     f = events.panel.frame
@@ -53,11 +55,15 @@ def trajectories(events, models: dict, seed: int) -> pd.DataFrame:
     rows = [real.assign(source="observed", occupation=real.state)[["person_id", "year", "occupation", "source"]]]
     cols = ["person_id", "year", "state"] + [c for c in ("gender", "race", "birth_year", "education", "region") if c in f]
     hist = first[cols].rename(columns={"state": "occupation"})
-    for name, model in models.items():
-        sims = simulate(model, hist, years=SIM_YEARS, samples=1, seed=seed)
-        sims["person_id"] = sims.person_id.astype(first.person_id.dtype)
-        start = hist[["person_id", "year", "occupation"]]
-        rows.append(pd.concat([start, sims[["person_id", "year", "occupation"]]]).assign(source=name))
+    # one progress line for every model's careers, not a bar per model
+    with tqdm(total=len(models) * SIM_YEARS, desc="simulating careers for the report", unit="year",
+              disable=not models, leave=False) as bar:
+        for name, model in models.items():
+            bar.set_postfix_str(name)
+            sims = simulate(model, hist, years=SIM_YEARS, samples=1, seed=seed, on_year=bar.update)
+            sims["person_id"] = sims.person_id.astype(first.person_id.dtype)
+            start = hist[["person_id", "year", "occupation"]]
+            rows.append(pd.concat([start, sims[["person_id", "year", "occupation"]]]).assign(source=name))
     t = pd.concat(rows, ignore_index=True)
     t["age"] = t.year - t.person_id.map(born)
     t["group"] = t.occupation.map(scheme.group_of)
