@@ -20,7 +20,13 @@ run: setup
 	$(BIN)/laborllm data describe
 	$(BIN)/laborllm run --profile $(PROFILE) --out $(OUT)
 
-test: setup
+# the explorer's browser tests drive Debian's chromium (installed once, never downloaded by the tests)
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+$(CHROMIUM):
+	$(SUDO) apt-get install -y -q chromium || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
+
+test: setup $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 # the long NLSY97 CPU run: restore the committed progress, then continue (interrupt and rerun at will)

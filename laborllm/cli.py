@@ -261,6 +261,21 @@ def simulate(folder: Path = typer.Argument(..., help="model folder, or a package
 
 
 @app.command()
+def serve(sources: list[str] = typer.Argument(..., help="run folders, model folders or packaged model names"),
+          host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (default: this machine only)"),
+          port: int = typer.Option(8000, "--port", min=1, max=65535)):
+    """A local web app: ask the models about a career, sample its futures, browse a run's comparison."""
+    import uvicorn
+
+    from laborllm.serve.app import create_app
+    from laborllm.serve.catalog import Catalog
+
+    catalog = Catalog.from_sources(sources)
+    out.print(f"serving {len(catalog.models)} model(s) and {len(catalog.runs)} run(s) at http://{host}:{port}/")
+    uvicorn.run(create_app(catalog), host=host, port=port, log_level="warning")
+
+
+@app.command()
 def text(person: str = typer.Option(..., "--person", help="person_id"), data: str = DataOpt,
          columns: Optional[str] = ColumnsOpt, scheme: Optional[str] = SchemeOpt, unknown: str = UnknownOpt,
          variant: str = typer.Option("titles", "--variant", help="titles or codes"),

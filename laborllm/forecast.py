@@ -51,6 +51,11 @@ def _from_json(text: str, source: str) -> pd.DataFrame:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"{source}: not valid JSON ({e})") from None
+    return history_frame(obj, source)
+
+
+def history_frame(obj, source: str = "history") -> pd.DataFrame:
+    """A parsed JSON history (a list of person-years, or {"person": {...}, "history": [...]}) as a table."""
     if isinstance(obj, dict):
         person, rows = obj.get("person", {}), obj.get("history", [])
         if not isinstance(person, dict):
@@ -68,7 +73,8 @@ def _from_json(text: str, source: str) -> pd.DataFrame:
     return pd.DataFrame([{**person, **r} for r in rows])
 
 
-def _scheme(model: Model) -> str:
+def scheme_of(model: Model) -> str:
+    """The occupation scheme of the data a model was fitted on."""
     return model.meta.get("scheme") or model.meta.get("data", {}).get("scheme") or "occ1990dd"
 
 
@@ -77,7 +83,7 @@ def history_events(model: Model, history: pd.DataFrame, source: str = "history")
     h = history.copy()
     if "person_id" not in h:
         h["person_id"] = 1
-    base = Panel.from_frame(h, source=source, scheme=_scheme(model),
+    base = Panel.from_frame(h, source=source, scheme=scheme_of(model),
                             unknown_hint=f"; use the states the model knows ({len(model.states)}, listed in its model.json)",
                             columns_hint="; a history needs the columns year and occupation (person_id optional)")
     f = base.frame
@@ -95,16 +101,25 @@ def history_events(model: Model, history: pd.DataFrame, source: str = "history")
     # Missing up to the last year given; then the target, whose placeholder state is never an input
     ext["state"] = np.where(ext.year.to_numpy() > np.repeat(end, n + 1), model.states[0], MISSING)
     frame = pd.concat([f, ext]).drop(columns="state_id").sort_values(["person_id", "year"])
-    panel = Panel(frame.reset_index(drop=True), Scheme(_scheme(model)), source, states=list(model.states))
+    panel = Panel(frame.reset_index(drop=True), Scheme(scheme_of(model)), source, states=list(model.states))
     ev = Events.from_panel(panel)
     ev.frame = ev.frame.groupby("person_id").tail(1).reset_index(drop=True)
     ev.frame["split"] = "test"
     return ev
 
 
-def predict(model: Model, history: pd.DataFrame, top: int = 10, source: str = "history") -> pd.DataFrame:
+def next_distribution(model: Model, history: pd.DataFrame, source: str = "history") -> tuple[Events, np.ndarray]:
+    """The events of the year after each person's history and the model's probabilities for them."""
     ev = history_events(model, history, source)
-    p = np.exp(model.log_probs(ev))
+    return ev, np.exp(model.log_probs(ev))
+
+
+def predict(model: Model, history: pd.DataFrame, top: int = 10, source: str = "history") -> pd.DataFrame:
+    return top_states(model, *next_distribution(model, history, source), top)
+
+
+def top_states(model: Model, ev: Events, p: np.ndarray, top: int = 10) -> pd.DataFrame:
+    """The `top` most probable next states of each event, ranked."""
     rows = []
     for i, r in ev.frame.iterrows():
         for rank, k in enumerate(np.argsort(-p[i])[:top], 1):
