@@ -3,7 +3,6 @@
 sampled futures summarised by broad occupation group, a run's comparison, a real test person."""
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from laborllm.data.schemes import Scheme
