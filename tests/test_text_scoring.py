@@ -147,3 +147,17 @@ def test_bf16_scores_stay_close_to_fp32(enc_and_model):
     lp16 = ExactScorer(copy.deepcopy(model).to(torch.bfloat16), enc.candidates, mode="constrained").score(ids, ends)
     likely = lp32 > np.log(1e-3)
     assert np.abs(lp16 - lp32)[likely].max() < 0.1
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "mistral", "gemma3_text"])
+def test_exact_scoring_is_exact_on_other_architectures(enc_and_model, arch):
+    """The packed trie (a 4-D attention mask, positions restarted per candidate) gives the naive
+    one-candidate-at-a-time scores on each architecture users bring, in both modes."""
+    enc, _, persons = enc_and_model
+    model = tiny_llama(len(enc.tok), arch=arch)
+    ids, starts = enc.person(persons[3])
+    ends = [int(s) for s in starts[1:4]]
+    fast = ExactScorer(model, enc.candidates, max_tokens=4096).score(ids, ends)
+    assert np.abs(fast - naive_scores(model, ids, ends, enc.candidates)).max() < 1e-4
+    fast = ExactScorer(model, enc.candidates, mode="constrained").score(ids, ends)
+    assert np.abs(fast - naive_constrained(model, ids, ends, enc.candidates)).max() < 1e-4

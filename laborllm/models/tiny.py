@@ -18,14 +18,20 @@ def train_tokenizer(texts: list[str], vocab_size: int = 600):
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|pad|>")
 
 
-def tiny_llama(vocab_size: int, hidden: int = 64, layers: int = 2, seed: int = 0):
-    from transformers import LlamaConfig, LlamaForCausalLM
+# architectures of the pretrained LMs users bring (Llama 2/3, Qwen2, Mistral, Gemma 3), in tiny sizes
+ARCHITECTURES = ("llama", "qwen2", "mistral", "gemma3_text")
+
+
+def tiny_llama(vocab_size: int, hidden: int = 64, layers: int = 2, seed: int = 0, arch: str = "llama"):
+    """A tiny random causal LM of the given architecture (Hugging Face model_type)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
-                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=4096, tie_word_embeddings=True)
-    return LlamaForCausalLM(cfg).eval()
+    cfg = AutoConfig.for_model(arch, vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
+                               num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                               head_dim=hidden // 4, max_position_embeddings=4096, tie_word_embeddings=True,
+                               bos_token_id=0, eos_token_id=0, pad_token_id=None)
+    return AutoModelForCausalLM.from_config(cfg).eval()
 
 
 def tiny_model_folder(folder, texts: list[str], vocab_size: int = 600, **kw):
