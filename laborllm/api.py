@@ -155,11 +155,11 @@ def model_log_probs(model: Model, cache: Path | None, events: Events) -> tuple[n
         raise UserError(f"{model.name}: the model gives non-finite log-probabilities (corrupt weights?)")
     # the scoring time travels with the cache, so a resumed run still reports it
     extra = figures | {"score_seconds": round(time.time() - t0, 1)}
-    if cache:
+    if cache and is_main_process():  # under torchrun every process holds the whole matrix; one writes it
         try:
             write_log_probs(cache, events, lp, model.name, model.normalization, extra, model.score_key())
-            if partial:
-                shutil.rmtree(partial, ignore_errors=True)
+            for done in cache.parent.glob(f"{partial.name}*") if partial else ():  # and each process's parts
+                shutil.rmtree(done, ignore_errors=True)
         except OSError as e:  # a read-only model folder: evaluate anyway, without the cache
             log.warning("%s: cannot write the log-probability cache (%s)", cache, e.strerror or e)
     return lp, extra
@@ -210,7 +210,8 @@ def evaluate(folders, split: str = "test", n_boot: int = 500, unnormalised: bool
         r.update(extra, kind=model.kind, folder=str(folder), label=model.describe())
         nll[name] = events.target_nll(lp)
         try:
-            write_json_atomic(folder / f"metrics-{split}.json", r)
+            if is_main_process():
+                write_json_atomic(folder / f"metrics-{split}.json", r)
         except OSError as e:
             log.warning("%s: cannot write metrics-%s.json (%s)", folder, split, e.strerror or e)
         results.append(r)

@@ -143,6 +143,10 @@ def evaluate(folders: list[Path] = typer.Argument(..., help="model folders"),
         raise UserError(f"{table_dir}: holds comparison tables laborllm did not write; refusing to overwrite "
                         "them (choose another --tables folder)")
     results = api.evaluate(folders, split, unnormalised=unnormalised)
+    from laborllm.models.base import is_main_process
+
+    if not is_main_process():  # under torchrun: every process scored its share; the first one reports
+        return
     if unnormalised:
         if as_json:
             out.print_json(json.dumps(results, default=str))

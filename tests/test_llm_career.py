@@ -416,3 +416,32 @@ def test_lora_fine_tune_of_other_architectures(panel_csv, tmp_path, arch):
     assert held_out_loss(m, events) < held_out_loss(before, events) - 0.1
     few = events.test.where(np.arange(len(events.test)) < 6)
     np.testing.assert_allclose(load_model(tmp_path / "llm").log_probs(few), m.log_probs(few), atol=1e-5)
+
+
+def test_scoring_split_across_two_processes_equals_one(panel_csv, tiny_base, tmp_path):
+    """`torchrun --nproc_per_node 2 -m laborllm.cli evaluate` (gloo, CPU): each process scores a share
+    of the people and the gathered log-probabilities equal one process's."""
+    import shutil
+
+    from laborllm.io import read_log_probs
+
+    api.fit("llm", panel_csv, tmp_path / "one", "quick", scheme="titles", base=tiny_base, epochs=0,
+            precision="fp32", scoring="constrained")
+    shutil.copytree(tmp_path / "one", tmp_path / "two")
+    api.evaluate([tmp_path / "one"], "test", n_boot=10)
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                        "--master_addr", "127.0.0.1", "--master_port", port,
+                        "-m", "laborllm.cli", "evaluate", str(tmp_path / "two"), "--json"],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(json.loads(r.stdout)) == 1  # one process reported (two would print two JSON documents)
+    one, _ = read_log_probs(tmp_path / "one" / "logprobs-test.parquet")
+    two, _ = read_log_probs(tmp_path / "two" / "logprobs-test.parquet")
+    np.testing.assert_allclose(two, one, atol=1e-6)
+    assert not list((tmp_path / "two").glob("*.partial*"))  # each process's parts cleaned up

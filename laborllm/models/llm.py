@@ -28,6 +28,7 @@ from laborllm.models.lm_training import run_stamp, run_trainer, started_precisio
 from laborllm.models.settings import setting
 from laborllm.scoring import MODES, ExactScorer
 from laborllm.scoring.partial import PartialScores
+from laborllm.scoring.shards import gather_rows, shard_people, world
 from laborllm.text import ResumeTemplate, SegmentEncoder
 from laborllm.text.templates import VARIANTS
 
@@ -315,7 +316,20 @@ class LLM(Model):
     def raw_log_probs(self, events: Events, partial: Path | None = None) -> np.ndarray:
         """The scorer's log-probabilities for every event and state: unrenormalised log P(state text |
         history) in the renormalised mode, already normalised in the constrained mode. With `partial`,
-        finished people are written there as scoring goes, and a rerun continues from them."""
+        finished people are written there as scoring goes, and a rerun continues from them. Under
+        torchrun, each process scores a share of the people (its own `partial`) and all get the whole."""
+        n, rank = world()
+        if n == 1:
+            return self._raw_log_probs(events, partial)
+        years = events.panel.frame.groupby("person_id").size()
+        # a person costs one pass over the resume (its years) plus the state texts after each event
+        cost = events.frame.person_id.map(years).to_numpy() / events.frame.person_id.map(
+            events.frame.person_id.value_counts()).to_numpy() + 1.0
+        mine = shard_people(events.frame.person_id.to_numpy(), cost, n) == rank
+        part = partial.with_name(f"{partial.name}-rank{rank}of{n}") if partial else None
+        return gather_rows(len(events), np.flatnonzero(mine), self._raw_log_probs(events.where(mine), part))
+
+    def _raw_log_probs(self, events: Events, partial: Path | None = None) -> np.ndarray:
         stamp = {"model": self.fingerprint(), "events": events.fingerprint(), "mode": self.config["scoring"],
                  "bf16": use_bf16(self.config["precision"])}
         parts = PartialScores(partial, stamp, (len(events), len(self.states)), label=f"scoring {self.name}")

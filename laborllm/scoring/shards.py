@@ -1,0 +1,43 @@
+"""Scoring split across processes (torchrun / accelerate launch): each process scores a share of
+the people, balanced by their cost, and every process gets the whole matrix back. One process:
+nothing to split, and nothing here runs."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+def world() -> tuple[int, int]:
+    """(processes, this process's rank); joins the process group torchrun describes when no one has
+    (gloo on CPUs, nccl on GPUs)."""
+    n = int(os.environ.get("WORLD_SIZE", "1"))
+    if n <= 1:
+        return 1, 0
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return n, dist.get_rank()
+
+
+def shard_people(person_ids: np.ndarray, cost: np.ndarray, n: int) -> np.ndarray:
+    """The rank scoring each event: whole people, the costliest first to the least loaded rank (the
+    same answer on every rank: it depends on the events only)."""
+    people, inverse = np.unique(np.asarray(person_ids).astype(str), return_inverse=True)
+    per_person = np.bincount(inverse, weights=cost, minlength=len(people))
+    load, rank_of = np.zeros(n), np.empty(len(people), dtype=int)
+    for p in sorted(range(len(people)), key=lambda i: (-per_person[i], people[i])):
+        rank_of[p] = int(np.argmin(load))
+        load[rank_of[p]] += per_person[p]
+    return rank_of[inverse]
+
+
+def gather_rows(n_rows: int, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Every rank's (rows, values) assembled into one (n_rows, ...) matrix, on every rank."""
+    parts = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, (rows, values))
+    out = np.empty((n_rows, *values.shape[1:]), dtype=values.dtype)
+    for r, v in parts:
+        out[r] = v
+    return out
