@@ -216,13 +216,13 @@ def predict(folder: Path = typer.Argument(..., help="model folder, or a packaged
             history: str = typer.Option(..., "--history", help="JSON or CSV/Parquet/Stata file of person-years, or - for JSON on stdin"),
             top: int = typer.Option(10, "--top"), as_json: bool = typer.Option(False, "--json")):
     """Top-k next states with probabilities for each person in a history."""
-    from laborllm.forecast import forecast_mode, predict as predict_next, read_history
+    from laborllm.forecast import for_forecast, predict as predict_next, read_history
     from laborllm.models.registry import load_model
 
     if top < 1:
         raise UserError(f"--top must be at least 1, got {top}")
-    model = load_model(folder)
-    mode = forecast_mode(model)
+    model = for_forecast(load_model(folder))
+    mode = model.normalization
     table = predict_next(model, read_history(history), top, source=_source(history))
     if as_json:
         out.print_json(table.to_json(orient="records"))
@@ -242,14 +242,14 @@ def simulate(folder: Path = typer.Argument(..., help="model folder, or a package
              samples: int = typer.Option(10, "--samples", min=1, help="sampled futures per person"), seed: int = SeedOpt,
              out_file: Optional[Path] = typer.Option(None, "--out", help="write the sampled paths as CSV")):
     """Sampled futures: each sample extends each history year by year."""
-    from laborllm.forecast import forecast_mode, read_history, simulate as simulate_paths
+    from laborllm.forecast import for_forecast, read_history, simulate as simulate_paths
     from laborllm.io import write_text_atomic
     from laborllm.models.registry import load_model
 
     if out_file is not None and out_file.is_dir():
         raise UserError(f"{out_file}: is a folder; --out takes a CSV file name")
-    model = load_model(folder)
-    mode = forecast_mode(model)
+    model = for_forecast(load_model(folder))
+    mode = model.normalization
     sims = simulate_paths(model, read_history(history), years, samples, seed, source=_source(history))
     if out_file:
         write_text_atomic(out_file, sims.to_csv(index=False))

@@ -24,13 +24,11 @@ from laborllm.models.base import Model
 MAX_YEARS, MAX_PATHS = 100, 1_000_000  # simulate: years ahead, and sampled person-years in all
 
 
-def forecast_mode(model: Model) -> str:
-    """LLMs forecast with the constrained normalisation: exact, a proper distribution over the
-    states, and within 1 s per history on a CPU (the renormalised scorer takes seconds per NLSY97
-    event). Returns how the model's probabilities are normalised, to be shown with the forecast."""
-    if "scoring" in model.config:
-        model.config["scoring"] = "constrained"
-    return model.normalization
+def for_forecast(model: Model) -> Model:
+    """The model as forecasts read it: LLMs with the constrained normalisation (exact, a proper
+    distribution over the states, and within 1 s per history on a CPU, where the renormalised scorer
+    takes seconds per NLSY97 event); `model.normalization` says how, to be shown with the forecast."""
+    return model.read_as(scoring="constrained") if "scoring" in model.read_settings else model
 
 
 def read_history(source: str | Path) -> pd.DataFrame:

@@ -208,9 +208,7 @@ def _reusable(folder: Path, wanted, events, label: str):
                     ", ".join(diff[:6]))
         return None
     log.warning("%s: already fitted in %s with these settings and data, reusing it", label, folder)
-    model = load_model(folder)
-    model.config.update({k: wanted.config[k] for k in model.read_settings})  # how it is read: as asked now
-    return model
+    return load_model(folder).read_as(**{k: wanted.config[k] for k in wanted.read_settings})  # read as asked now
 
 
 def _write(out: Path, folder: Path, all_rows: list[dict], rows: list[dict], nll: dict, test, contrasts=()) -> None:

@@ -445,3 +445,25 @@ def test_scoring_split_across_two_processes_equals_one(panel_csv, tiny_base, tmp
     two, _ = read_log_probs(tmp_path / "two" / "logprobs-test.parquet")
     np.testing.assert_allclose(two, one, atol=1e-6)
     assert not list((tmp_path / "two").glob("*.partial*"))  # each process's parts cleaned up
+
+
+def test_reading_a_fitted_llm_another_way_leaves_it_as_fitted(panel_csv, tiny_base, tmp_path):
+    """`read_as` (how `predict`, `run` and the benchmarks choose the scoring mode and precision) gives
+    a copy read the other way; the fitted model, its settings and its scores are unchanged, and a
+    setting that defines the fit cannot be changed after it."""
+    from laborllm.errors import UserError
+
+    m = api.fit("llm", panel_csv, tmp_path / "llm", "quick", scheme="titles", base=tiny_base, epochs=0,
+                precision="fp32", scoring="renormalised")
+    test = api.events_for(api.data_spec(panel_csv, scheme="titles")).test
+    few = test.where(np.arange(len(test)) < 6)
+    before = m.log_probs(few)
+    c = m.read_as(scoring="constrained")
+    assert m.config["scoring"] == "renormalised" and c.config["scoring"] == "constrained"
+    assert c.normalization.startswith("exact, constrained") and not m.normalization.startswith("exact, constrained")
+    assert np.abs(c.log_probs(few) - before).max() > 1e-4  # really read the other way
+    np.testing.assert_array_equal(m.log_probs(few), before)
+    with pytest.raises(UserError, match="cannot change after fitting"):
+        m.read_as(lr=1.0)
+    with pytest.raises(UserError, match="cannot change after fitting"):
+        Markov().read_as(order=2)

@@ -23,9 +23,7 @@ from laborllm.models.llm import LLM
 
 def _model(source: str, events, variant: str, mode: str, precision: str) -> LLM:
     if (Path(source) / "model.json").exists():
-        m = load_model(source)
-        m.config.update(scoring=mode, precision=precision)
-        return m
+        return load_model(source).read_as(scoring=mode, precision=precision)
     m = LLM(base=source, epochs=0, variant=variant, scoring=mode, precision=precision)
     return m.fit(events)
 

@@ -8,6 +8,7 @@ on), ``weights.safetensors`` and a ``README.md`` model card; no pickle is ever w
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -24,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from laborllm.data.events import Events
+from laborllm.errors import UserError
 from laborllm.io import folder_mode
 from laborllm.models.folder import FORMAT_VERSION, _replace_dir, check_output_folder, model_card
 from laborllm.models.settings import check_settings, defaults, settings_card
@@ -79,6 +81,21 @@ class Model(ABC):
     @abstractmethod
     def log_probs(self, events: Events) -> np.ndarray:
         """(n_events, n_states) log-probabilities, each row summing to one in probability."""
+
+    def read_as(self, **read) -> "Model":
+        """This fitted model read another way (an LLM's scoring mode, precision, tokens per pass): a
+        copy sharing the learned state, so the fitted model and its settings stay as fitted."""
+        allowed = set(self.read_settings) | set(self.fit_exempt)
+        if set(read) - allowed:
+            raise UserError(f"{self.kind}: {', '.join(sorted(set(read) - allowed))} cannot change after fitting; "
+                            f"a fitted {self.kind} can be read with other {', '.join(sorted(allowed)) or 'nothing'}")
+        other = copy.copy(self)
+        other.config = check_settings(self.kind, self.Settings, {**self.config, **read})
+        other.forget_reading()
+        return other
+
+    def forget_reading(self) -> None:
+        """Drop what was prepared for reading under the old settings (an LLM's scoring copy)."""
 
     def log_probs_and_figures(self, events: Events) -> tuple[np.ndarray, dict]:
         """`log_probs` and the figures the scoring measured on the way (an LLM's mass on the states)."""

@@ -278,6 +278,9 @@ class LLM(Model):
         self.prompt_ids = [] if ids == [-1] else ids
 
     # -- scoring ----------------------------------------------------------------------------
+    def forget_reading(self) -> None:
+        self._score_lm = None  # cast and merged for the old precision
+
     def _scoring_lm(self):
         """The LM the scorer reads: LoRA merged (faster) and cast to bf16 where it serves, on a copy,
         so the fitted LM, which `save` writes, stays as trained."""

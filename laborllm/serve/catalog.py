@@ -28,14 +28,12 @@ class Entry:
     _model: object = None
 
     def model(self):
-        """The fitted model, loaded once; LLMs read as `predict` reads them (forecast_mode)."""
+        """The fitted model, loaded once; LLMs read as `predict` reads them (for_forecast)."""
         with self.lock:
             if self._model is None:
-                from laborllm.forecast import forecast_mode
+                from laborllm.forecast import for_forecast
 
-                m = load_model(self.folder)
-                forecast_mode(m)
-                self._model = m
+                self._model = for_forecast(load_model(self.folder))
             return self._model
 
     def summary(self) -> dict:
