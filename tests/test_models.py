@@ -229,3 +229,18 @@ def test_evaluate_two_folders_of_one_name_keeps_both_paired(tmp_path):
     a, b = api.evaluate([tmp_path / "m1", tmp_path / "m2"], "test", n_boot=50)
     assert a["model"] == "markov" and b["model"] == f"markov ({tmp_path / 'm2'})"
     assert b["paired"]["markov"]["ratio"] == pytest.approx(b["perplexity"] / a["perplexity"], rel=1e-6)
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_markov_tuning_loss_at_the_targets_equals_the_full_matrix(small_events, order):
+    """Smoothing is tuned on the targets' probabilities alone (a million-person validation split has
+    no room for the full matrix); they equal the full matrix's, for every candidate value."""
+    from laborllm.models.features import history_features
+    from laborllm.models.markov import ALPHAS, BETAS
+
+    m = Markov(order=order).fit(small_events)
+    va, y = history_features(small_events.valid), small_events.valid.frame.target.to_numpy()
+    for alpha in ALPHAS[:3]:
+        for beta in ([None] if order == 1 else BETAS[:3]):
+            dense = -m._log_probs(va, alpha, beta)[np.arange(len(y)), y].mean()
+            assert m._nll(va, y, alpha, beta) == pytest.approx(dense, rel=1e-10)

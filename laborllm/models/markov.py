@@ -72,8 +72,32 @@ class Markov(Model):
         return self
 
     def _nll(self, feats, y, alpha, beta) -> float:
-        lp = self._log_probs(feats, alpha, beta)
-        return float(-lp[np.arange(len(y)), y].mean())
+        """Mean negative log-probability of the targets, computed at the targets only (the full
+        (events x states) matrix of a million-person panel's validation split would not fit in memory)."""
+        K = len(self.states)
+        last = feats["last_state"].to_numpy()
+        p = self._p1(alpha)[np.where(last >= 0, last, K), y]
+        if beta is not None:
+            ctx, lo, hi = self._contexts(feats)
+            key = np.maximum(ctx, 0) * K + y
+            count = np.zeros(len(y))
+            if len(self.c2_keys):
+                at = np.minimum(np.searchsorted(self.c2_keys, key), len(self.c2_keys) - 1)
+                count = np.where((ctx >= 0) & (self.c2_keys[at] == key), self.c2_vals[at], 0)
+            total = np.concatenate([[0], np.cumsum(self.c2_vals)])
+            distinct = hi - lo
+            p = np.where(distinct > 0, (count + beta * distinct * p)
+                         / np.maximum(total[hi] - total[lo] + beta * distinct, 1e-12), p)
+        return float(-np.log(p).mean())
+
+    def _contexts(self, feats):
+        """Each event's second-order context (-1: none) and its rows [lo, hi) in the sparse count table."""
+        K = len(self.states)
+        last, last2 = feats["last_state"].to_numpy(), feats.last2.to_numpy()
+        ctx = np.where((last2 >= 0) & (last >= 0), last2 * K + last, -1)
+        lo = np.searchsorted(self.c2_keys, np.maximum(ctx, 0) * K)
+        hi = np.where(ctx >= 0, np.searchsorted(self.c2_keys, np.maximum(ctx, 0) * K + K), lo)
+        return ctx, lo, hi
 
     def _p1(self, alpha) -> np.ndarray:
         K = len(self.states)
@@ -86,14 +110,12 @@ class Markov(Model):
         last = feats["last_state"].to_numpy()
         p = self._p1(alpha)[np.where(last >= 0, last, K)]
         if beta is not None:  # second order (None while alpha is tuned on the first order alone)
-            ctx = np.where(feats.last2.to_numpy() >= 0, feats.last2.to_numpy() * K + last, -1)
-            # rows of the sparse (context, next) count table that match each event's context
-            lo = np.searchsorted(self.c2_keys, np.maximum(ctx, 0) * K)
-            hi = np.where(ctx >= 0, np.searchsorted(self.c2_keys, np.maximum(ctx, 0) * K + K), lo)
+            ctx, lo, hi = self._contexts(feats)  # each context's rows of the sparse (context, next) counts
             counts, distinct = np.zeros_like(p), (hi - lo)[:, None]
-            for i in np.flatnonzero((ctx >= 0) & (hi > lo)):
-                keys = self.c2_keys[lo[i]: hi[i]]
-                counts[i, keys % K] = self.c2_vals[lo[i]: hi[i]]
+            n = hi - lo
+            rows = np.repeat(np.arange(len(n)), n)
+            at = np.repeat(lo, n) + np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+            counts[rows, self.c2_keys[at] % K] = self.c2_vals[at]
             p = np.where(distinct > 0, (counts + beta * distinct * p) / np.maximum(counts.sum(1, keepdims=True) + beta * distinct, 1e-12), p)
         return np.log(p)
 
