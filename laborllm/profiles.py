@@ -1,7 +1,7 @@
-"""Profiles: what `laborllm run` compares and how big its models are, the one home of both.
+"""Run profiles: what `laborllm run` compares, on which panels, with which model preset.
 
-A model's settings preset (`Model.presets[preset]`: quick for a 2-core CPU, full for one GPU) sizes
-it; a run profile lists benchmarks (a panel and the models compared on all its test events) and the
+A model's settings preset (`Model.presets[preset]`, beside its Settings in its own module: quick for
+a 2-core CPU, full for one GPU) sizes it; a run profile lists benchmarks (a panel and the models compared on all its test events) and the
 preset they take. The pooling profile measures what careers from another survey add: the LLM reads
 the pooled panel in its own words, CAREER pretrains on it through a crosswalk onto the target's states.
 """
