@@ -26,8 +26,8 @@ def packaged_folder(name: str) -> Path | None:
         return None
     folder = PACKAGED_DIR / str(name)
     if not (folder / "model.json").is_file():
-        raise UserError(f"model {name!r} is not in this release yet: it is trained on a GPU by "
-                        "scripts/gpu-benchmark.sh (lora-titles.tgz); pass a model folder instead")
+        raise UserError(f"model {name!r} is not in this release yet: it is being trained by the NLSY97 CPU run "
+                        "(`make nlsy97-cpu`, or on a GPU by scripts/gpu-benchmark.sh); pass a model folder instead")
     return folder
 
 
