@@ -255,3 +255,11 @@ def test_browser_compare_and_pick_a_subgroup_and_a_real_person(page):
     page.select_option("#person", index=1)
     page.wait_for_function("document.querySelector('#history tbody tr .occ').value !== ''")
     assert page.locator("#history tbody tr").count() > 1 and page.input_value("#cov-gender") == "man"
+
+
+def test_serve_refuses_a_source_that_is_not_a_run_or_a_model(tmp_path):
+    from tests.test_cli_errors import call
+
+    (tmp_path / "notes.txt").write_text("mine")
+    code, text = call(["serve", tmp_path])
+    assert code == 2 and "not a run folder (no metrics.json), a model folder (no model.json)" in text
