@@ -53,9 +53,10 @@ class Catalog:
         none of these."""
         cat = cls()
         for src in sources:
-            path = packaged_folder(src) or Path(src)
+            packaged = packaged_folder(src)
+            path = packaged or Path(src)
             if is_model_folder(path):
-                cat._add(Path(src).name if packaged_folder(src) is None else str(src), path)
+                cat._add(str(src) if packaged else path.name, path)
             elif path.is_dir() and (path / "metrics.json").is_file():
                 run = path.name or str(path)
                 cat.runs[run] = path
