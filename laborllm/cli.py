@@ -183,6 +183,9 @@ def run(profile: str = typer.Option("quick", "--profile", help="quick (2-core CP
     from laborllm.evaluation.compare import comparison_table, rich_table
     from laborllm.pipeline import run as run_benchmark
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every process would fit every model and write one run folder
+        raise UserError("laborllm run does not run under torchrun or accelerate launch: run it as one process, "
+                        "or run `fit llm` and `evaluate` under torchrun (docs/scaling.md)")
     names = [m.strip() for m in models.split(",")] if models else None
     unknown_models = set(names or []) - set(NAMES)
     if unknown_models:

@@ -5,6 +5,7 @@
 #   scripts/gpu-benchmark.sh 1         # GPU command 1, carry [.carry/part1, .carry/wheels]: inputs, sanity checks
 #   scripts/gpu-benchmark.sh 2         # GPU command 2 (at once), carry [.carry/part2]: join + sha256, throughput, full run
 #   scripts/gpu-benchmark.sh 3         # GPU command 3: resume the full run, gather the results
+#   scripts/gpu-benchmark.sh fsdp      # GPU command 4 (after 2): FSDP2 LoRA fit on every GPU, then scoring
 #   scripts/gpu-benchmark.sh dry-run   # CPU: stages 1-3 with a tiny model and 300 people (tests/test_gpu_script.py)
 #
 # State between commands lives outside the checkout ($LABORLLM_GPU_STATE, default /tmp/laborllm-gpu),
@@ -148,6 +149,29 @@ print(f"target: adapter at most 16 MiB: {size:.1f} MiB ({tgz.name} {tgz.stat().s
 EOF
 }
 
+stage_fsdp() {  # issue 20: LoRA fit sharded by FSDP2 (accelerate, the packaged config) on every GPU here, then scored
+  local t=$(( $(left) - 30 )) n cfg data=(--data nlsy79-males)
+  [[ -f $BASE ]] || [[ -d $BASE ]] || { say "FSDP: needs the base model (run stage 2 first)"; return 0; }
+  n=$("$PY" -c 'import torch; print(max(1, torch.cuda.device_count()))')
+  cfg=$("$PY" -m laborllm.models.fsdp)
+  say "FSDP: accelerate launch --config_file $cfg --num_processes $n fit llm (LoRA, 40 steps; at most ${t}s)"
+  timeout "$t" "$PY" -m accelerate.commands.launch --config_file "$cfg" --num_processes "$n" -m laborllm.cli fit llm \
+    "${data[@]}" --out "$STATE/fsdp" --set lora=true --set max_steps=40 --set "base=$BASE" --set "scoring=$SCORING" \
+    2>>"$OUT/stderr.log" | tee -a "$OUT/gpu-benchmark.log" || { say "FSDP fit failed or was cut (stderr.log)"; return 0; }
+  timeout "$(( $(left) - 20 ))" "$PY" -m laborllm.cli evaluate "$STATE/fsdp" --json 2>>"$OUT/stderr.log" \
+    > "$STATE/fsdp-eval.json" || { say "FSDP: scoring the saved adapter failed (stderr.log)"; return 0; }
+  "$PY" - "$STATE" <<'EOF' | tee -a "$OUT/gpu-benchmark.log"
+import json, sys
+from pathlib import Path
+state = Path(sys.argv[1])
+(r,) = json.loads((state / "fsdp-eval.json").read_text())
+meta = json.loads((state / "fsdp" / "model.json").read_text())
+print(f"target: FSDP-trained LoRA adapter saves, loads and scores: perplexity {r['perplexity']:.3f} on "
+      f"{r['n_events']} events; world size {meta.get('world_size')}, loss {meta.get('train_loss')}, "
+      f"{meta.get('tokens_per_second')} tokens/s")
+EOF
+}
+
 stage_dry_run() {  # the CPU rehearsal of stages 1-3: a fake GGUF in two parts, a tiny model, 300 people
   CARRY=$STATE/carry
   mkdir -p "$CARRY/part1" "$CARRY/part2" "$CARRY/wheels"
@@ -181,6 +205,7 @@ case "${1:-}" in
   1) stage_1 ;;
   2) stage_2 ;;
   3) say "stage 3: resume"; stage_run; stage_lora ;;
+  fsdp) stage_fsdp ;;
   dry-run) stage_dry_run ;;
-  *) echo "usage: $0 prepare|1|2|3|dry-run" >&2; exit 2 ;;
+  *) echo "usage: $0 prepare|1|2|3|fsdp|dry-run" >&2; exit 2 ;;
 esac

@@ -256,3 +256,12 @@ def test_fit_help_lists_every_models_settings_with_presets(monkeypatch):
     assert "lora_layers (int or none, default None): LoRA on the top N layers only" in text
     assert "scoring (renormalised | constrained, default 'renormalised')" in text
     assert "career (presets quick: layers=4" in text and "order (int, default 1)" in text
+
+
+def test_run_under_torchrun_is_refused_before_any_fit(monkeypatch, tmp_path):
+    """Every torchrun process would fit every model into one run folder: refused, nothing written."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    out = tmp_path / "run"
+    assert_bad(*call(["run", "--models", "markov1", "--out", out]), "torchrun", "evaluate")
+    assert not out.exists()

@@ -94,6 +94,7 @@ def test_lora_codes_variant_and_icl(panel_csv, tiny_base, tmp_path):
     events = api.events_for(api.data_spec(panel_csv, scheme="titles"))
     titles = copy.copy(codes)
     titles.config = {**codes.config, "variant": "titles"}
+    codes.work_dir = titles.work_dir = tmp_path / "refit"  # where the tokenised resumes are stored
     text = {m.config["variant"]: m.tok.decode(m._resume_ids(events, "train", 1)[0]) for m in (codes, titles)}
     assert text["codes"] != text["titles"]
     assert sum(c.isdigit() for c in text["codes"]) > sum(c.isdigit() for c in text["titles"])
@@ -267,7 +268,7 @@ def test_packed_training_runs(panel_csv, tiny_base, tmp_path):
     assert held_out_loss(m, events) < held_out_loss(base, events) - 0.2
 
 
-def test_packed_schedule_keeps_the_recipe_per_step(tiny_base):
+def test_packed_schedule_keeps_the_recipe_per_step(tiny_base, tmp_path):
     """Packed training counts steps after packing and takes about as many tokens per step as the
     unpacked recipe (batch_size resumes), so warm-up is warmup_ratio of the real steps."""
     import laborllm as ll
@@ -278,7 +279,7 @@ def test_packed_schedule_keeps_the_recipe_per_step(tiny_base):
     _, tok = load_lm(tiny_base)
     events = ll.make_events(ll.load_panel("nlsy97"), seed=0)
     m = LLM()
-    m.tok = tok
+    m.tok, m.work_dir = tok, tmp_path / "llm"
     lengths = [len(r) for r in m._resume_ids(events, "train", None)]
     cfg = {**LLM.default_config(), **LLM.presets["full"]}
     assert cfg["pack_tokens"] == 2048 and cfg["batch_size"] == 32

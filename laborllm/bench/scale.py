@@ -3,17 +3,21 @@
 python -m laborllm.bench.scale PANEL.parquet [--stages load,events,markov,logit,tokens] [--token-people N]
 Prints one line per stage: stage=S people=P rows=R events=E seconds=X peak_rss_gib=Y, where the peak
 is the process's so far (run one panel size per process). `tokens` turns the resumes of the first
-N people (default all) into SmolLM2 token ids, as LLM training does, and reports tokens per second.
+N people (default all) into SmolLM2 token ids as LLM training does, in parallel into the memory-mapped
+store (laborllm/text/store.py), and reports tokens per second, the store's size, the time to find it
+again and the time to read every resume from it.
 """
 from __future__ import annotations
 
 import argparse
 import resource
+import tempfile
 import time
+from pathlib import Path
 
 
-def _peak_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kilobytes on Linux
+def _peak_gib(who=resource.RUSAGE_SELF) -> float:
+    return resource.getrusage(who).ru_maxrss / 2**20  # kilobytes on Linux
 
 
 def main() -> None:
@@ -23,6 +27,8 @@ def main() -> None:
     ap.add_argument("panel")
     ap.add_argument("--stages", default="load,events,markov,logit,tokens")
     ap.add_argument("--token-people", type=int, default=None)
+    ap.add_argument("--workers", type=int, default=None, help="tokenising processes (default: one per core)")
+    ap.add_argument("--store-dir", default=None, help="where the token store is written (default: the temp folder)")
     a = ap.parse_args()
     stages = a.stages.split(",")
     shown = {}
@@ -52,19 +58,29 @@ def main() -> None:
         make_model("logit", "quick").fit(events)
         report("logit", t)
     if "tokens" in stages:
-        from laborllm.models.lm_loading import load_lm, resolve_base
+        from transformers import AutoTokenizer
+
+        from laborllm.models.lm_loading import resolve_base
         from laborllm.text import ResumeTemplate, SegmentEncoder
+        from laborllm.text.store import resume_tokens
 
-        _, tok = load_lm(resolve_base("smollm2"))
+        tok = AutoTokenizer.from_pretrained(resolve_base("smollm2"))
         enc = SegmentEncoder(tok, ResumeTemplate("titles"), panel.states, panel.scheme)
-        f = panel.frame
-        if a.token_people:
-            f = f[f.person_id.isin(sorted(f.person_id.unique())[:a.token_people])]
-        t = time.time()
-        n = sum(len(enc.person(g)[0]) for _, g in f.groupby("person_id", sort=False))
-        report("tokens", t, token_people=f.person_id.nunique(), tokens=n,
-               tokens_per_second=round(n / max(time.time() - t, 1e-9)))
-
+        people = sorted(panel.frame.person_id.unique(), key=str)[:a.token_people]
+        with tempfile.TemporaryDirectory(dir=a.store_dir) as d:
+            t = time.time()
+            store = resume_tokens(panel, people, enc, Path(d), workers=a.workers)
+            n = int(store.lengths.sum())
+            size = sum(f.stat().st_size for f in Path(d).iterdir()) / 2**20
+            report("tokens", t, token_people=len(people), tokens=n, tokens_per_second=round(n / max(time.time() - t, 1e-9)),
+                   store_mib=round(size), workers_peak_rss_gib=round(_peak_gib(resource.RUSAGE_CHILDREN), 2))
+            t = time.time()
+            resume_tokens(panel, people, enc, Path(d))  # unchanged panel and template: read, not tokenised
+            report("tokens_reused", t)
+            t = time.time()
+            read = sum(len(store[i]) for i in range(len(store)))  # every resume, as a training epoch reads them
+            assert read == n
+            report("tokens_read_all", t)
 
 if __name__ == "__main__":
     main()

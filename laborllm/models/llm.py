@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
@@ -24,12 +25,13 @@ from laborllm.data.events import Events, sample_ids
 from laborllm.errors import UserError
 from laborllm.models.base import Model, is_main_process
 from laborllm.models.lm_loading import PRECISIONS, check_base, load_lm, precision_reason, resolve_base, use_bf16
-from laborllm.models.lm_training import run_stamp, run_trainer, started_precision
+from laborllm.models.lm_training import WHOLE, copy_whole, run_stamp, run_trainer, started_precision
 from laborllm.models.settings import setting
 from laborllm.scoring import MODES, ExactScorer
 from laborllm.scoring.partial import PartialScores
 from laborllm.scoring.shards import gather_rows, shard_people, world
 from laborllm.text import ResumeTemplate, SegmentEncoder
+from laborllm.text.store import ResumeTokens, resume_tokens
 from laborllm.text.templates import VARIANTS
 
 log = logging.getLogger(__name__)
@@ -127,13 +129,17 @@ class LLM(Model):
         tpl = ResumeTemplate(self.config["variant"], self.config["birth_year"])
         return SegmentEncoder(self.tok, tpl, self.states, panel.scheme)
 
-    def _resume_ids(self, events: Events, split: str, limit: int | None) -> list[list[int]]:
-        f = events.panel.frame
+    def _out_dir(self) -> Path:
+        return Path(self.work_dir or Path.cwd() / "laborllm-llm")
+
+    def _resume_ids(self, events: Events, split: str, limit: int | None) -> ResumeTokens:
         ids = events.subset(split).sample_persons(limit, self.config["seed"]).frame.person_id.unique()
-        enc = self._encoder(events.panel)
-        rows = f[f.person_id.isin(set(ids))]
         # people in text order of their ids: the training order does not depend on the id dtype
-        return [enc.person(g)[0] for _, g in sorted(rows.groupby("person_id"), key=lambda kv: str(kv[0]))]
+        return resume_tokens(events.panel, sorted(ids, key=str), self._encoder(events.panel), self._tokens_dir())
+
+    def _tokens_dir(self) -> Path:
+        """Beside the model folder, shared by the run's LLMs and kept: a refit reads it."""
+        return self._out_dir().parent / ".laborllm-tokens"
 
     # -- fitting ----------------------------------------------------------------------------
     def _load_base(self):
@@ -173,7 +179,7 @@ class LLM(Model):
             panels.append(p)
         return panels
 
-    def _pooled_resumes(self, panels: list) -> list[list[int]]:
+    def _pooled_resumes(self, panels: list) -> list | ResumeTokens:
         """Every person of each pooled panel (or `pool_persons` of them), in that panel's own states
         and words."""
         tpl = ResumeTemplate(self.config["variant"], self.config["birth_year"])
@@ -181,8 +187,8 @@ class LLM(Model):
         for p in panels:
             enc = SegmentEncoder(self.tok, tpl, p.states, p.scheme)
             keep = sample_ids(p.frame.person_id, self.config["pool_persons"], self.config["seed"])
-            frame = p.frame if keep is None else p.frame[p.frame.person_id.isin(keep)]
-            out += [enc.person(g)[0] for _, g in frame.groupby("person_id")]
+            people = sorted(pd.unique(p.frame.person_id) if keep is None else keep)
+            out = out + resume_tokens(p, people, enc, self._tokens_dir())
         return out
 
     def _prepare_prompt(self, events: Events) -> None:
@@ -206,7 +212,7 @@ class LLM(Model):
             top = {"layers_to_transform": list(range(max(0, n - cfg["lora_layers"]), n))} if cfg["lora_layers"] else {}
             self.lm = get_peft_model(self.lm, LoraConfig(r=cfg["lora_r"], lora_alpha=cfg["lora_alpha"],
                                                          target_modules=LORA_TARGETS, task_type="CAUSAL_LM", **top))
-        out = Path(self.work_dir or Path.cwd() / "laborllm-llm")
+        out = self._out_dir()
         ckpt = out.parent / f".{out.name}.checkpoints"  # beside the model folder, removed once saved
         self._ckpts = [ckpt]
         bf16 = use_bf16(cfg["precision"], "train")
@@ -239,12 +245,18 @@ class LLM(Model):
     def save_extra(self, folder: Path) -> None:
         if not is_main_process():
             return
-        lm = self.lm
-        if hasattr(lm, "merge_and_unload") and self.config["epochs"] > 0:
-            lm.save_pretrained(folder / "adapter")  # the adapter is the artefact of record
-        elif self.config["epochs"] > 0:
-            lm.save_pretrained(folder / "hf")
-            self.tok.save_pretrained(folder / "hf")
+        if self.config["epochs"] > 0:
+            # the adapter is the artefact of record; a full fine-tune saves the whole model. Both as the
+            # Trainer saved them at the end of training (gathered from the shards under FSDP)
+            trained = getattr(self, "_ckpts", [Path("-")])[0] / WHOLE
+            if trained.is_dir():
+                whole = folder / ("adapter" if self.config["lora"] else "hf")
+                copy_whole(trained, whole)
+            else:  # trained by another process and loaded here, LoRA merged: the whole model
+                whole = folder / "hf"
+                self.lm.save_pretrained(whole)
+            if whole.name == "hf":
+                self.tok.save_pretrained(whole)
         for ckpt in getattr(self, "_ckpts", []):
             shutil.rmtree(ckpt, ignore_errors=True)
 

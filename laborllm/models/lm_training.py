@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from laborllm.io import write_json_atomic
 from laborllm.logs import TRAINER_LOG
 from laborllm.models.base import is_main_process
+from laborllm.text.store import lengths
 
 log = logging.getLogger(TRAINER_LOG)
 PROGRESS = "laborllm-progress.json"  # in each checkpoint: tokens and busy seconds so far
@@ -37,15 +38,15 @@ def run_stamp(cfg: dict, data: str, bf16: bool, world: int, stage: str | None = 
     return stamp | ({"stage": stage} if stage else {})
 
 
-def run_trainer(lm, train: list[list[int]], valid: list[list[int]], ckpt: Path, stamp: dict, cfg: dict,
+def run_trainer(lm, train, valid, ckpt: Path, stamp: dict, cfg: dict,
                 name: str, bf16: bool) -> dict:
-    """One Trainer run over these resumes, resumed from `ckpt` when it holds this run's checkpoints;
-    its figures for the model card."""
+    """One Trainer run over these resumes (lists of token ids or a ResumeTokens store), resumed from
+    `ckpt` when it holds this run's checkpoints; its figures for the model card."""
     from transformers import EarlyStoppingCallback, TrainingArguments
 
     cuda = torch.cuda.is_available()
     world = stamp["world"]
-    plan = training_schedule([len(r) for r in train], cfg, world)
+    plan = training_schedule(lengths(train), cfg, world)
     if cfg["pack_tokens"]:
         train, valid = pack(train, cfg["pack_tokens"]), pack(valid, cfg["pack_tokens"])
     when = _checkpointing(cfg)
@@ -87,6 +88,7 @@ def run_trainer(lm, train: list[list[int]], valid: list[list[int]], ckpt: Path, 
             if not resume or speed.began:  # failed while training, not while reading the checkpoint
                 raise
             resume = _set_aside(resume, e, name)
+    save_whole(trainer, ckpt / WHOLE)
     curve = [{"epoch": round(h["epoch"], 2), "eval_loss": round(h["eval_loss"], 4), "step": h["step"]}
              for h in trainer.state.log_history if "eval_loss" in h]
     # the whole run's figures, also when it was resumed: busy seconds and tokens kept in the checkpoints
@@ -104,6 +106,25 @@ def run_trainer(lm, train: list[list[int]], valid: list[list[int]], ckpt: Path, 
     )
 
 
+WHOLE = "whole"  # the trained model (or adapter) as saved at the end of a run, beside its checkpoints
+
+
+def save_whole(trainer, folder: Path) -> None:
+    """The trained model, whole, as the Trainer saves it (rank 0 writes). Under FSDP every rank holds
+    a shard, so the shards are gathered first -- a collective: every rank must call this."""
+    if getattr(trainer, "is_fsdp_enabled", False):
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model(str(folder))
+
+
+def copy_whole(src: Path, dest: Path) -> None:
+    """The weights and configuration `save_whole` wrote, without the Trainer's pickled arguments."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.suffix in (".safetensors", ".json") and f.name != "trainer_state.json":
+            shutil.copy2(f, dest / f.name)
+
+
 class _Trainer(Trainer):
     """Batches of resumes of similar length (little padding), in an order that depends on the seed
     and the epoch only, so a resumed epoch continues the same order it started."""
@@ -114,7 +135,7 @@ class _Trainer(Trainer):
         ds = train_dataset if train_dataset is not None else self.train_dataset
         if not self.length_grouped or ds is None:
             return super()._get_train_sampler(train_dataset)
-        return LengthGroupedSampler([len(x["input_ids"]) for x in ds], self.args.train_batch_size
+        return LengthGroupedSampler(ds.lengths, self.args.train_batch_size
                                     * self.args.gradient_accumulation_steps * self.args.world_size, self.args.seed)
 
 
@@ -232,8 +253,9 @@ def training_schedule(lengths: list[int], cfg: dict, world: int = 1) -> dict:
 
 
 class _Resumes(torch.utils.data.Dataset):
-    def __init__(self, ids: list[list[int]]):
+    def __init__(self, ids):  # lists of token ids, or a memory-mapped ResumeTokens
         self.ids = ids
+        self.lengths = lengths(ids)
 
     def __len__(self):
         return len(self.ids)
