@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 
-def _peak_gib(who=resource.RUSAGE_SELF) -> float:
-    return resource.getrusage(who).ru_maxrss / 2**20  # kilobytes on Linux
+def _peak_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kilobytes on Linux
 
 
 def main() -> None:
@@ -73,7 +73,7 @@ def main() -> None:
             n = int(store.lengths.sum())
             size = sum(f.stat().st_size for f in Path(d).iterdir()) / 2**20
             report("tokens", t, token_people=len(people), tokens=n, tokens_per_second=round(n / max(time.time() - t, 1e-9)),
-                   store_mib=round(size), workers_peak_rss_gib=round(_peak_gib(resource.RUSAGE_CHILDREN), 2))
+                   store_mib=round(size))
             t = time.time()
             resume_tokens(panel, people, enc, Path(d))  # unchanged panel and template: read, not tokenised
             report("tokens_reused", t)
