@@ -1,11 +1,11 @@
-"""Fine-tuned LLM (LABOR-LLM) and the in-context baseline, behind the common model interface.
+"""Fine-tuned LLM (LABOR-LLM), behind the common model interface.
 
 `LLM.fit` fine-tunes a causal LM on the resume texts of the training people with the ordinary
 next-token objective (Hugging Face Trainer: full or LoRA, bf16 on GPU, warm-up + cosine, validation
 loss each epoch, best checkpoint kept, resumable, DDP under torchrun/accelerate). `log_probs`
 scores every valid state after each history exactly (laborllm.scoring) and renormalises over the
-state set; the mass that fell outside the set is kept and reported.
-`ICL` is the base model without fine-tuning, prompted with a few training histories.
+state set; the mass that fell outside the set is kept and reported. The in-context baseline, the
+same model untuned and prompted with example histories, is `laborllm.models.icl`.
 """
 from __future__ import annotations
 
@@ -382,33 +382,3 @@ class LLM(Model):
             "valid_mass_mean": float(np.exp(mass).mean()),
             "valid_mass_min": float(np.exp(mass).min()),
         }
-
-
-@dataclass
-class ICLSettings(LLMSettings):
-    epochs: int = setting(0, "not fine-tuned", 0, 0)
-    shots: int = setting(3, "example histories from the training split in the prompt", 0, 100)
-    max_shot_years: int = setting(8, "years shown of each example history", 1, 200)
-
-
-class ICL(LLM):
-    """The base model without fine-tuning, prompted with example histories from the training split."""
-
-    kind = "icl"
-    Settings = ICLSettings
-    presets = {"quick": {"shots": 2}, "full": {"shots": 5}}
-
-    def describe(self) -> str:
-        return (f"{self.name} ({self.base_label()} not fine-tuned, {self.config['shots']} example histories "
-                f"in the prompt, {self.config['scoring']})")
-
-    def _prepare_prompt(self, events: Events) -> None:
-        f = events.panel.frame
-        shots = sample_ids(events.train.frame.person_id, self.config["shots"], self.config["seed"]) or []
-        enc = self._encoder(events.panel)
-        intro = enc.encode("Below are work histories of survey respondents, one year per line.\n\n")
-        ids = list(intro)
-        for pid in shots:
-            rows = f[f.person_id == pid].head(self.config["max_shot_years"])
-            ids += enc.person(rows)[0][:-1] + enc.encode("\n\n")
-        self.prompt_ids = ids

@@ -8,7 +8,8 @@ from laborllm.errors import UserError
 from laborllm.models.base import Model
 from laborllm.models.folder import recover
 from laborllm.models.career import Career
-from laborllm.models.llm import ICL, LLM
+from laborllm.models.icl import ICL
+from laborllm.models.llm import LLM
 from laborllm.models.logit import Logit
 from laborllm.models.bag import BagOfJobs
 from laborllm.models.markov import Markov
