@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -118,11 +119,15 @@ def save_whole(trainer, folder: Path) -> None:
 
 
 def copy_whole(src: Path, dest: Path) -> None:
-    """The weights and configuration `save_whole` wrote, without the Trainer's pickled arguments."""
+    """The weights and configuration `save_whole` wrote, without the Trainer's pickled arguments;
+    hard-linked where the file system allows (a full model's weights are not written twice)."""
     dest.mkdir(parents=True, exist_ok=True)
     for f in src.iterdir():
         if f.suffix in (".safetensors", ".json") and f.name != "trainer_state.json":
-            shutil.copy2(f, dest / f.name)
+            try:
+                os.link(f, dest / f.name)
+            except OSError:  # another file system
+                shutil.copy2(f, dest / f.name)
 
 
 class _Trainer(Trainer):

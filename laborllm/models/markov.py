@@ -85,9 +85,7 @@ class Markov(Model):
                 at = np.minimum(np.searchsorted(self.c2_keys, key), len(self.c2_keys) - 1)
                 count = np.where((ctx >= 0) & (self.c2_keys[at] == key), self.c2_vals[at], 0)
             total = np.concatenate([[0], np.cumsum(self.c2_vals)])
-            distinct = hi - lo
-            p = np.where(distinct > 0, (count + beta * distinct * p)
-                         / np.maximum(total[hi] - total[lo] + beta * distinct, 1e-12), p)
+            p = _witten_bell(count, total[hi] - total[lo], hi - lo, p, beta)
         return float(-np.log(p).mean())
 
     def _contexts(self, feats):
@@ -116,7 +114,7 @@ class Markov(Model):
             rows = np.repeat(np.arange(len(n)), n)
             at = np.repeat(lo, n) + np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
             counts[rows, self.c2_keys[at] % K] = self.c2_vals[at]
-            p = np.where(distinct > 0, (counts + beta * distinct * p) / np.maximum(counts.sum(1, keepdims=True) + beta * distinct, 1e-12), p)
+            p = _witten_bell(counts, counts.sum(1, keepdims=True), distinct, p, beta)
         return np.log(p)
 
     def log_probs(self, events: Events) -> np.ndarray:
@@ -140,3 +138,9 @@ class Markov(Model):
         self.alpha_ = float(t["alpha"][0])
         beta = float(t["beta"][0])
         self.beta_ = None if np.isnan(beta) else beta
+
+
+def _witten_bell(count, total, distinct, p1, beta):
+    """Second-order counts interpolated with the first-order probabilities `p1`, in proportion to the
+    number of distinct next states seen after the context (no context seen: `p1`)."""
+    return np.where(distinct > 0, (count + beta * distinct * p1) / np.maximum(total + beta * distinct, 1e-12), p1)
