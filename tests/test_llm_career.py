@@ -100,6 +100,20 @@ def test_lora_codes_variant_and_icl(panel_csv, tiny_base, tmp_path):
     assert sum(c.isdigit() for c in text["codes"]) > sum(c.isdigit() for c in text["titles"])
 
 
+def test_validation_runs_at_each_epoch_end_unless_turned_off(panel_csv, tiny_base, tmp_path):
+    """Several epochs: the validation loss at each epoch's end (the model card's curve); `validate`
+    false (the quick preset: one epoch has nothing to choose) skips those passes, trains the same."""
+    few = dict(LLM_QUICK, max_steps=-1, epochs=2, max_train_persons=16, lora=True)
+    curves = {}
+    for validate in (True, False):
+        m = api.fit("llm", panel_csv, tmp_path / str(validate), "quick", scheme="titles", base=tiny_base,
+                    validate=validate, **few)
+        assert m.meta["train_steps"] == 4  # 2 epochs of 16 people, 8 a step
+        curves[validate] = [c["epoch"] for c in m.meta["valid_curve"]]
+    assert curves == {True: [1, 2], False: []}
+    assert "validation loss by epoch: 1: " in (tmp_path / "True" / "README.md").read_text()
+
+
 def test_llm_training_resumes_from_checkpoint(panel_csv, tiny_base, tmp_path, monkeypatch):
     """A run killed after a checkpoint resumes from it instead of starting over, also on a machine
     where precision "auto" would pick bf16 for a new run, and its model card counts the whole run's

@@ -161,3 +161,22 @@ def test_exact_scoring_is_exact_on_other_architectures(enc_and_model, arch):
     assert np.abs(fast - naive_scores(model, ids, ends, enc.candidates)).max() < 1e-4
     fast = ExactScorer(model, enc.candidates, mode="constrained").score(ids, ends)
     assert np.abs(fast - naive_constrained(model, ids, ends, enc.candidates)).max() < 1e-4
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text"])
+def test_a_cached_prompt_gives_the_scores_of_the_whole_sequence(enc_and_model, arch):
+    """The in-context prompt run once and its keys and values reused gives the scores of running
+    prompt + resume in every pass, in both modes (gemma3: sliding-window layers)."""
+    enc, _, persons = enc_and_model
+    model = tiny_llama(len(enc.tok), arch=arch)
+    prompt = enc.person(persons[7])[0][:-1] + enc.person(persons[8])[0]
+    ids, starts = enc.person(persons[3])
+    ends = [len(prompt) + int(s) for s in starts[1:5]]
+    for mode in ("renormalised", "constrained"):
+        whole = ExactScorer(model, enc.candidates, mode=mode).score(prompt + ids, ends)
+        cached = ExactScorer(model, enc.candidates, mode=mode, prompt=prompt)
+        assert np.abs(cached.score(prompt + ids, ends) - whole).max() < 1e-4
+        one = ExactScorer(model, enc.candidates, mode=mode, prompt=prompt, max_tokens=max(ends) + 1)
+        assert np.abs(one.score(prompt + ids, ends) - whole).max() < 1e-4  # one event a pass, cache reused
+    with pytest.raises(ValueError, match="prompt"):
+        cached.score(ids, [int(s) for s in starts[1:3]])

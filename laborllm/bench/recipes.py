@@ -23,7 +23,7 @@ def parse(recipe: str) -> dict:
     layers, epochs, *lr = recipe.split(":")
     top = None if layers == "all" else int(layers.removeprefix("top"))
     return {"lora": True, "lora_layers": top, "epochs": int(epochs), "lr": float(lr[0]) if lr else 1e-3,
-            "batch_size": 8, "scoring": "constrained", "precision": "auto"}
+            "batch_size": 8, "scoring": "constrained", "precision": "auto", "validate": True}
 
 
 def main() -> None:

@@ -74,6 +74,8 @@ class LLMSettings:
                                              "(none: all)", 1, 10**9)
     checkpoint_minutes: float = setting(10, "a killed fit loses at most this much training", 0, 10_000)
     patience: int = setting(1, "several epochs: stop after this many without a better validation loss", 1, 1000)
+    validate: bool = setting(True, "validation loss at each epoch's end (the model card's curve; with several epochs "
+                                   "the best is kept, without validation the last)")
 
 
 class LLM(Model):
@@ -87,8 +89,10 @@ class LLM(Model):
         # CPU-sized (the men panel's 382 training people in about 3 minutes on 2 cores): LoRA on the top 10
         # layers at lr 2e-3, one epoch, every training person (the best validation perplexity per
         # CPU-minute of the recipes measured, docs/benchmarks.md); scored constrained, which agrees
-        # with the renormalised one to 0.01% for a fine-tuned model (docs/benchmarks.md) at a third of the cost
-        "quick": {"lora": True, "lora_layers": 10, "epochs": 1, "batch_size": 8, "lr": 2e-3, "scoring": "constrained"},
+        # with the renormalised one to 0.01% for a fine-tuned model (docs/benchmarks.md) at a third of the cost;
+        # no validation pass: one epoch has nothing to choose, and it costs half a minute an LLM on 2 cores
+        "quick": {"lora": True, "lora_layers": 10, "epochs": 1, "batch_size": 8, "lr": 2e-3, "scoring": "constrained",
+                  "validate": False},
         "full": {"lora": False, "epochs": 3, "batch_size": 32, "lr": 2e-4, "pack_tokens": 2048},
     }
 
@@ -310,7 +314,7 @@ class LLM(Model):
         `done`: the event rows, the token ids (prompt + resume) and the start of each year's state text."""
         enc = self._encoder(events.panel)
         scorer = ExactScorer(self._scoring_lm(), enc.candidates, max_tokens=self.config["score_max_tokens"],
-                             mode=self.config["scoring"])
+                             mode=self.config["scoring"], prompt=self.prompt_ids)
         f, ev = events.panel.frame, events.frame
         groups = ev.groupby("person_id").indices
         if done is not None and done.any():

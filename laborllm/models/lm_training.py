@@ -173,8 +173,11 @@ class LengthGroupedSampler(torch.utils.data.Sampler):
 
 def _checkpointing(cfg: dict) -> dict:
     """When to evaluate and save. By epochs: validation loss and a checkpoint at each epoch's end (the
-    validation curve), the best epoch kept when there are several. A step budget: no evaluation.
-    Either way `_Progress` also saves every `checkpoint_minutes`, so a killed run loses no more."""
+    validation curve), the best epoch kept when there are several; without validation (`validate`
+    false) a checkpoint only, the last epoch kept. A step budget: no evaluation. Either way
+    `_Progress` also saves every `checkpoint_minutes`, so a killed run loses no more."""
+    if cfg["max_steps"] < 0 and not cfg.get("validate", True):
+        return {"eval_strategy": "no", "save_strategy": "epoch", "load_best_model_at_end": False}
     if cfg["max_steps"] < 0:
         return {"eval_strategy": "epoch", "save_strategy": "epoch", "load_best_model_at_end": cfg["epochs"] > 1}
     return {"eval_strategy": "no", "save_strategy": "no", "load_best_model_at_end": False}
