@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -482,3 +483,28 @@ def test_reading_a_fitted_llm_another_way_leaves_it_as_fitted(panel_csv, tiny_ba
         m.read_as(lr=1.0)
     with pytest.raises(UserError, match="cannot change after fitting"):
         Markov().read_as(order=2)
+
+
+def test_a_fitted_lora_llm_packaged_with_its_results_gives_its_probabilities(panel_csv, tiny_base, tmp_path):
+    """scripts/package_model.py: the adapter in bf16, the run's test results in the card, the same
+    probabilities as the fitted folder (to bf16 rounding), and an existing package kept unless replaced."""
+    from safetensors.torch import load_file
+
+    src = tmp_path / "run" / "models" / "llm-titles"
+    api.fit("llm", panel_csv, src, "quick", scheme="titles", base=tiny_base, lora=True, **LLM_QUICK)
+    rows = api.evaluate([src], "test", n_boot=20)
+    (tmp_path / "run" / "metrics.json").write_text(json.dumps(rows))
+    script = [sys.executable, str(Path(__file__).parents[1] / "scripts" / "package_model.py"), str(src), "tiny-titles",
+              "--run", str(tmp_path / "run"), "--dest", str(tmp_path / "assets")]
+    r = subprocess.run(script, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = tmp_path / "assets" / "tiny-titles"
+    assert {str(t.dtype) for t in load_file(out / "adapter" / "adapter_model.safetensors").values()} == {"torch.bfloat16"}
+    assert "base_dir" not in json.loads((out / "model.json").read_text())
+    assert f"test perplexity {rows[0]['perplexity']:.3f}" in (out / "README.md").read_text()
+    test = api.events_for(api.data_spec(panel_csv, scheme="titles")).test
+    few = test.where(np.arange(len(test)) < 20)
+    np.testing.assert_allclose(load_model(out).log_probs(few), load_model(src).log_probs(few), atol=0.02)
+    card = (out / "README.md").read_text()
+    r = subprocess.run(script, capture_output=True, text=True)
+    assert r.returncode != 0 and "--replace" in r.stderr and (out / "README.md").read_text() == card
