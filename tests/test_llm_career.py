@@ -150,7 +150,7 @@ api.fit("llm", {panel_csv!r}, {str(out)!r}, "quick", scheme="titles", base={tiny
 
 def test_llm_checkpoints_of_another_run_are_not_resumed(panel_csv, tiny_base, tmp_path):
     """A setting that changes training (the learning rate) starts over instead of resuming."""
-    from laborllm.models.lm_training import run_stamp
+    from laborllm.models.lm_checkpoints import run_stamp
 
     a = run_stamp({**LLM_QUICK, "lr": 1e-3, "scoring": "constrained", "checkpoint_minutes": 1}, "f", False, 1)
     b = run_stamp({**LLM_QUICK, "lr": 1e-3, "scoring": "renormalised", "checkpoint_minutes": 9, "patience": 4}, "f",

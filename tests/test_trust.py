@@ -334,7 +334,7 @@ def test_outputs_follow_the_users_umask(tmp_path):
 
 
 def test_a_damaged_checkpoint_falls_back_to_the_one_before(tmp_path, caplog):
-    from laborllm.models.lm_training import _set_aside, latest_checkpoint
+    from laborllm.models.lm_checkpoints import _set_aside, latest_checkpoint
 
     ckpts = tmp_path / ".m.checkpoints"
     for step in (4, 8):

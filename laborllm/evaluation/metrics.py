@@ -14,7 +14,6 @@ import logging
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 from laborllm.data.events import Events
 from laborllm.data.schemes import NON_WORK
@@ -75,6 +74,8 @@ def _wmean(x, w):
 
 
 def _binary(p: np.ndarray, y: np.ndarray, w) -> dict:
+    from sklearn.metrics import roc_auc_score  # imported here: scipy's import costs every command a second
+
     p = np.clip(p, 1e-12, 1 - 1e-12)
     out = {"logloss": _wmean(-(y * np.log(p) + (1 - y) * np.log(1 - p)), w), "rate": _wmean(y, w),
            "predicted_rate": _wmean(p, w)}

@@ -25,7 +25,7 @@ from laborllm.data.events import Events, sample_ids
 from laborllm.errors import UserError
 from laborllm.models.base import Model, is_main_process
 from laborllm.models.lm_loading import PRECISIONS, check_base, load_lm, precision_reason, resolve_base, use_bf16
-from laborllm.models.lm_training import WHOLE, copy_whole, run_stamp, run_trainer, started_precision
+from laborllm.models.lm_checkpoints import WHOLE, copy_whole, run_stamp, started_precision
 from laborllm.models.settings import setting
 from laborllm.scoring import MODES, ExactScorer
 from laborllm.scoring.partial import PartialScores
@@ -230,6 +230,8 @@ class LLM(Model):
             self.meta["precision_choice"]["train"] = f"{'bf16' if bf16 else 'fp32'} (continues a run started in it)"
         log.warning("%s: training in %s, scoring in %s", self.name, self.meta["precision_choice"]["train"],
                     self.meta["precision_choice"]["score"])
+
+        from laborllm.models.lm_training import run_trainer  # the Hugging Face Trainer: imported when training
 
         def trainer(resumes, folder, stage=None):
             stamp = run_stamp(cfg, events.fingerprint(), bf16, world, stage)
