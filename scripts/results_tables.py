@@ -1,17 +1,20 @@
 """Write a run's result tables into the README and docs/benchmarks.md, from the run's own files.
 
 python scripts/results_tables.py RUN_DIR --name quick [--readme README.md] [--benchmarks docs/benchmarks.md]
-       [--command "laborllm run --profile quick"]
+       [--command "laborllm run --profile quick"] [--copy-to docs/results/quick]
 
 Replaces the text between `<!-- results:NAME begin -->` and `<!-- results:NAME end -->` in the README
 (comparison tables, what each row is, paired ratios) and between `<!-- timings:NAME begin -->` and
 `<!-- timings:NAME end -->` in docs/benchmarks.md (per-model wall times), so no figure is pasted by hand.
+`--copy-to` keeps the files the tables come from in the repository: metrics.json, config.json and each
+panel's comparison, paired and contrast tables (markdown and LaTeX).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -79,6 +82,21 @@ def replace_block(path: Path, kind: str, name: str, text: str) -> None:
     path.write_text(pattern.sub(lambda _: f"{begin}\n{text.rstrip()}\n{end}", doc))
 
 
+def copy_run_files(run: Path, dest: Path) -> list[Path]:
+    """The run's own files behind the tables, copied to `dest` (per panel as in the run folder)."""
+    wanted = [run / "metrics.json", run / "config.json"]
+    for tag in dict.fromkeys(r["data"] for r in json.loads((run / "metrics.json").read_text())):
+        wanted += sorted(p for p in (run / tag).glob("*") if p.suffix in (".md", ".tex")
+                         and p.stem in ("comparison", "paired", "contrasts"))
+    copied = []
+    for f in wanted:
+        target = dest / f.relative_to(run)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, target)
+        copied.append(target)
+    return copied
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
@@ -86,11 +104,14 @@ def main() -> None:
     ap.add_argument("--readme", type=Path, default=Path("README.md"))
     ap.add_argument("--benchmarks", type=Path, default=Path("docs/benchmarks.md"))
     ap.add_argument("--command", default=None)
+    ap.add_argument("--copy-to", type=Path, default=None, help="keep the run's files here, e.g. docs/results/quick")
     args = ap.parse_args()
     command = args.command or f"laborllm run --profile {json.loads((args.run / 'config.json').read_text())['profile']}"
     replace_block(args.readme, "results", args.name, results_markdown(args.run, command))
     replace_block(args.benchmarks, "timings", args.name, timings_markdown(args.run, command))
     print(f"updated {args.readme} and {args.benchmarks} from {args.run}")
+    if args.copy_to:
+        print(f"copied {len(copy_run_files(args.run, args.copy_to))} files to {args.copy_to}")
 
 
 if __name__ == "__main__":

@@ -109,8 +109,11 @@ def test_readme_tables_are_generated_from_the_run(run_dir, tmp_path):
     bench.write_text("<!-- timings:quick begin -->\n<!-- timings:quick end -->\n")
     script = Path(__file__).parents[1] / "scripts" / "results_tables.py"
     r = subprocess.run([sys.executable, str(script), str(out), "--name", "quick", "--readme", str(readme),
-                        "--benchmarks", str(bench)], capture_output=True, text=True)
+                        "--benchmarks", str(bench), "--copy-to", str(tmp_path / "kept")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+    # the files the tables come from are kept beside them, as the run wrote them
+    for f in ("metrics.json", "config.json", "panel/comparison.md", "panel/paired.tex"):
+        assert (tmp_path / "kept" / f).read_bytes() == (out / f).read_bytes(), f
     text = readme.read_text()
     assert "old" not in text and text.startswith("intro\n") and text.endswith("rest\n")
     for m in results:
