@@ -334,17 +334,17 @@ def test_outputs_follow_the_users_umask(tmp_path):
 
 
 def test_a_damaged_checkpoint_falls_back_to_the_one_before(tmp_path, caplog):
-    from laborllm.models.lm_checkpoints import _set_aside, latest_checkpoint
+    from laborllm.models.lm_checkpoints import set_aside, latest_checkpoint
 
     ckpts = tmp_path / ".m.checkpoints"
     for step in (4, 8):
         (ckpts / f"checkpoint-{step}").mkdir(parents=True)
         (ckpts / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
     assert latest_checkpoint(ckpts).name == "checkpoint-8"
-    assert _set_aside(latest_checkpoint(ckpts), EOFError("truncated optimizer.pt"), "m").name == "checkpoint-4"
+    assert set_aside(latest_checkpoint(ckpts), EOFError("truncated optimizer.pt"), "m").name == "checkpoint-4"
     assert (ckpts / "damaged-checkpoint-8").is_dir() and "cannot be read" in caplog.text
     with pytest.raises(UserError, match="only checkpoint cannot be read"):
-        _set_aside(ckpts / "checkpoint-4", EOFError("x"), "m")
+        set_aside(ckpts / "checkpoint-4", EOFError("x"), "m")
 
 
 def test_a_failed_write_names_the_file_asked_for(tmp_path, monkeypatch):

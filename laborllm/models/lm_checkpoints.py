@@ -65,7 +65,7 @@ def started_precision(ckpts: list[Path], run: dict) -> bool | None:
     return None
 
 
-def _resumable(ckpt: Path, run: dict) -> bool:
+def resumable(ckpt: Path, run: dict) -> bool:
     """Whether `ckpt` holds checkpoints of this very run (same settings, events and processes);
     checkpoints of another run are removed (they are ours, never the user's) so training starts over."""
     stamp = ckpt / "laborllm-run.json"
@@ -82,7 +82,7 @@ def _resumable(ckpt: Path, run: dict) -> bool:
     return False
 
 
-def _set_aside(bad: Path, error: Exception, name: str) -> Path:
+def set_aside(bad: Path, error: Exception, name: str) -> Path:
     """A checkpoint that cannot be read (truncated by a kill or a full disk, or holding a file that
     is not plain tensors) is moved aside, never deleted, and the one before it is used instead."""
     aside = bad.with_name(f"damaged-{bad.name}")

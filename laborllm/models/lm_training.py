@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from laborllm.io import write_json_atomic
 from laborllm.logs import TRAINER_LOG
 from laborllm.models.base import is_main_process
-from laborllm.models.lm_checkpoints import PROGRESS, WHOLE, _resumable, _set_aside, latest_checkpoint
+from laborllm.models.lm_checkpoints import PROGRESS, WHOLE, resumable, set_aside, latest_checkpoint
 from laborllm.text.store import lengths
 
 log = logging.getLogger(TRAINER_LOG)
@@ -59,7 +59,7 @@ def run_trainer(lm, train, valid, ckpt: Path, stamp: dict, cfg: dict,
 
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
-    resume = latest_checkpoint(ckpt) if _resumable(ckpt, stamp) else None
+    resume = latest_checkpoint(ckpt) if resumable(ckpt, stamp) else None
     t0 = time.time()
     while True:
         if resume:
@@ -71,7 +71,7 @@ def run_trainer(lm, train, valid, ckpt: Path, stamp: dict, cfg: dict,
         except Exception as e:
             if not resume or speed.began:  # failed while training, not while reading the checkpoint
                 raise
-            resume = _set_aside(resume, e, name)
+            resume = set_aside(resume, e, name)
     save_whole(trainer, ckpt / WHOLE)
     curve = [{"epoch": round(h["epoch"], 2), "eval_loss": round(h["eval_loss"], 4), "step": h["step"]}
              for h in trainer.state.log_history if "eval_loss" in h]
