@@ -164,19 +164,38 @@ def test_exact_scoring_is_exact_on_other_architectures(enc_and_model, arch):
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3_text"])
-def test_a_cached_prompt_gives_the_scores_of_the_whole_sequence(enc_and_model, arch):
-    """The in-context prompt run once and its keys and values reused gives the scores of running
-    prompt + resume in every pass, in both modes (gemma3: sliding-window layers)."""
+def test_a_prefix_shared_with_the_previous_pass_is_run_once(enc_and_model, arch):
+    """Passes that share a long prefix with the one before (the in-context prompt before different
+    people; one person's futures that differ in their last years; a person's second chunk) run it
+    once and reuse its keys and values, with the scores of running each whole sequence, in both
+    modes (gemma3: sliding-window layers)."""
     enc, _, persons = enc_and_model
     model = tiny_llama(len(enc.tok), arch=arch)
+    ran = []
+    forward = model.forward
+    model.forward = lambda *a, **k: (ran.append(k["input_ids"].shape[1]), forward(*a, **k))[1]
     prompt = enc.person(persons[7])[0][:-1] + enc.person(persons[8])[0]
-    ids, starts = enc.person(persons[3])
-    ends = [len(prompt) + int(s) for s in starts[1:5]]
+    rows = persons[3]
+    other = rows.assign(state=list(rows.state[:-1]) + [rows.state.iloc[0] if rows.state.iloc[-1] != rows.state.iloc[0]
+                                                       else rows.state.iloc[1]])  # another last year
+    jobs = []
+    for p in (persons[3], persons[4], persons[5]):  # different people behind one prompt
+        ids, starts = enc.person(p)
+        jobs.append((prompt + ids, [len(prompt) + int(s) for s in starts[1:4]]))
+    for r in (rows, other):  # one person's two futures: all but the last year shared
+        ids, starts = enc.person(r)
+        jobs.append((ids, [int(starts[-1])]))
     for mode in ("renormalised", "constrained"):
-        whole = ExactScorer(model, enc.candidates, mode=mode).score(prompt + ids, ends)
-        cached = ExactScorer(model, enc.candidates, mode=mode, prompt=prompt)
-        assert np.abs(cached.score(prompt + ids, ends) - whole).max() < 1e-4
-        one = ExactScorer(model, enc.candidates, mode=mode, prompt=prompt, max_tokens=max(ends) + 1)
-        assert np.abs(one.score(prompt + ids, ends) - whole).max() < 1e-4  # one event a pass, cache reused
-    with pytest.raises(ValueError, match="prompt"):
-        cached.score(ids, [int(s) for s in starts[1:3]])
+        fresh = [ExactScorer(model, enc.candidates, mode=mode).score(ids, ends) for ids, ends in jobs]
+        ran.clear()
+        shared = ExactScorer(model, enc.candidates, mode=mode)
+        for (ids, ends), want in zip(jobs, fresh):
+            assert np.abs(shared.score(ids, ends) - want).max() < 1e-4
+        with_reuse = sum(ran)
+        ran.clear()
+        for ids, ends in jobs:
+            ExactScorer(model, enc.candidates, mode=mode).score(ids, ends)
+        assert with_reuse < sum(ran) - len(prompt)  # the prompt ran once, not three times
+        # one event a pass: each later pass reuses the person's resume before its events
+        one = ExactScorer(model, enc.candidates, mode=mode, max_tokens=max(jobs[0][1]) + 1)
+        assert np.abs(one.score(*jobs[0]) - fresh[0]).max() < 1e-4

@@ -316,7 +316,7 @@ class LLM(Model):
         `done`: the event rows, the token ids (prompt + resume) and the start of each year's state text."""
         enc = self._encoder(events.panel)
         scorer = ExactScorer(self._scoring_lm(), enc.candidates, max_tokens=self.config["score_max_tokens"],
-                             mode=self.config["scoring"], prompt=self.prompt_ids)
+                             mode=self.config["scoring"])
         f, ev = events.panel.frame, events.frame
         groups = ev.groupby("person_id").indices
         if done is not None and done.any():

@@ -17,9 +17,11 @@ Fast path (packing + a trie): the person's resume is run once; the root's childr
 output at the prefix's last position. The trie nodes an event needs are packed after the resume
 text in the same sequence, each attending to the event's prefix and to its own trie ancestors
 through a 4-D attention mask, with position ids continuing from the prefix. One forward pass thus
-scores all candidates of several events of a person. A prompt put before every resume (the in-context
-baseline's examples) is run once: its keys and values are reused by every pass. `naive_scores` and
-`naive_constrained` are the oracles: one forward pass per (event, candidate) or per (event, branching node).
+scores all candidates of several events of a person. The keys and values of a long prefix that a pass
+shares with the one before (the in-context baseline's prompt before every resume; a simulated
+career's observed years, the same in every sampled future; a person's resume in a second pass) are
+reused instead of run again. `naive_scores` and `naive_constrained` are the oracles: one forward pass
+per (event, candidate) or per (event, branching node).
 """
 from __future__ import annotations
 
@@ -125,10 +127,10 @@ class CandidateTrie:
 def _forward_logits(model, ids: torch.Tensor, mask: torch.Tensor | None, pos: torch.Tensor | None,
                     keep: torch.Tensor | None = None, past=None) -> torch.Tensor:
     """fp32 logits of the rows `keep` (all rows when None): only they go through the LM head. `past`:
-    the keys and values of tokens before `ids` (copied: a pass appends to its cache)."""
+    the keys and values of the tokens before `ids` (the pass appends to it: give a copy)."""
     kwargs = {"input_ids": ids[None], "use_cache": False}
     if past is not None:
-        kwargs |= {_cache_arg(model): copy.deepcopy(past), "use_cache": True}
+        kwargs |= {_cache_arg(model): past, "use_cache": True}
     if mask is not None:
         neg = torch.finfo(torch.float32).min
         kwargs["attention_mask"] = torch.where(mask, 0.0, neg)[None, None].to(_dtype(model))
@@ -153,35 +155,41 @@ def _cache_arg(model) -> str:
 
 
 @torch.no_grad()
-def _prompt_cache(model, prompt: list[int]):
-    """The keys and values of the prompt's tokens, filled in place by one forward pass."""
+def _prefix_cache(model, tokens: np.ndarray):
+    """The keys and values of these tokens, filled in place by one forward pass."""
     from transformers import DynamicCache
 
     cache = DynamicCache(config=model.config)
     dev = next(model.parameters()).device
-    model(input_ids=torch.tensor(prompt, device=dev)[None], use_cache=True, **{_cache_arg(model): cache})
+    model(input_ids=torch.as_tensor(tokens, device=dev)[None], use_cache=True, **{_cache_arg(model): cache})
     return cache
+
+
+def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
+    n = min(len(a), len(b))
+    differ = np.flatnonzero(a[:n] != b[:n])
+    return int(differ[0]) if len(differ) else n
 
 
 class ExactScorer:
     """Log P(candidate | prefix) for all candidates at every requested prefix of a resume: raw
     (mode "renormalised", to be renormalised by the caller) or already normalised ("constrained")."""
 
-    def __init__(self, model, candidates: list[list[int]], max_tokens: int | None = None, mode: str = "renormalised",
-                 prompt: list[int] | None = None):
+    MIN_REUSE = 32  # a shorter shared prefix is run again (its copy would cost about what it saves)
+
+    def __init__(self, model, candidates: list[list[int]], max_tokens: int | None = None, mode: str = "renormalised"):
         """max_tokens bounds one packed sequence: as many events of a person as fit share a pass
         (at least one). The default, 2048 on a CPU and 8192 on a GPU, packs the small tries of
         coarse panels and the constrained mode, and one event per pass for a large renormalised
-        trie, where the dense mask of long sequences costs more than it saves on a CPU. `prompt`:
-        tokens that begin every sequence `score` is given, run once and cached."""
+        trie, where the dense mask of long sequences costs more than it saves on a CPU."""
         if mode not in MODES:
             raise ValueError(f"unknown scoring mode {mode!r}; choose {' or '.join(MODES)}")
         self.model, self.trie, self.mode = model, CandidateTrie(candidates), mode
         self.device = next(model.parameters()).device
         self.max_tokens = max_tokens or (8192 if self.device.type == "cuda" else 2048)
         self.layout = self.trie.layout(mode)
-        self.prompt = list(prompt or [])
-        self._past = _prompt_cache(model, self.prompt) if self.prompt else None
+        self._last = None  # the previous pass's tokens before its trie nodes
+        self._kept = None  # (tokens, their keys and values): a prefix shared by passes, run once
 
     @torch.no_grad()
     def score(self, ids: list[int], prefix_ends: list[int]) -> np.ndarray:
@@ -189,9 +197,6 @@ class ExactScorer:
         out = np.zeros((len(prefix_ends), self.trie.k))
         if not len(prefix_ends):
             return out
-        S = len(self.prompt)  # the cached prompt's positions are not run again
-        if list(ids[:S]) != self.prompt or min(prefix_ends) <= S:
-            raise ValueError("the sequence does not begin with the scorer's prompt, or an event's prefix ends inside it")
         lay, dev = self.layout, self.device
         per_chunk = max(1, (self.max_tokens - max(prefix_ends)) // max(lay.n, 1))
         order = np.argsort(prefix_ends)
@@ -213,12 +218,27 @@ class ExactScorer:
                 mask[s: s + lay.n, :P] = True
                 mask[s: s + lay.n, s: s + lay.n] = lay.ancestors
                 keep += [P - 1] + (s + lay.kept).tolist()  # event b's block: root row, then read nodes
+            # the earliest event's prefix end must be run: its last position gives the first token's scores
+            S, past = self._reuse(seq[:L].numpy(), min(int(prefix_ends[e]) for e in chunk) - 1)
             keep = torch.tensor(keep, device=dev) - S
-            logits = _forward_logits(self.model, seq[S:].to(dev), mask[S:].to(dev), pos[S:].to(dev), keep, self._past)
+            logits = _forward_logits(self.model, seq[S:].to(dev), mask[S:].to(dev), pos[S:].to(dev), keep, past)
             block = 1 + len(lay.kept)
             for b, e in enumerate(chunk):
                 out[e] = self._readout(logits[b * block: (b + 1) * block].cpu()).numpy()
         return out
+
+    def _reuse(self, tokens: np.ndarray, limit: int):
+        """How many leading `tokens` need not be run (at most `limit`), with a copy of their keys and
+        values: the kept prefix when it begins `tokens`, else the prefix shared with the previous
+        pass when it is long enough (run once here and kept), else none."""
+        last, self._last = self._last, tokens
+        if self._kept is not None and len(self._kept[0]) <= limit and np.array_equal(tokens[:len(self._kept[0])], self._kept[0]):
+            return len(self._kept[0]), copy.deepcopy(self._kept[1])
+        S = min(_common_prefix(tokens, last), limit) if last is not None else 0
+        if S < self.MIN_REUSE:
+            return 0, None
+        self._kept = (tokens[:S], _prefix_cache(self.model, tokens[:S]))
+        return S, copy.deepcopy(self._kept[1])
 
     def _readout(self, logits: torch.Tensor) -> torch.Tensor:
         """Candidate scores of one event from its block of logits: the root row, then the read nodes."""
