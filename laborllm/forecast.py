@@ -156,14 +156,24 @@ def simulate(model: Model, history: pd.DataFrame, years: int = 5, samples: int =
         c["person_id"] = [f"{s}:{index[pid]}" for pid in h.person_id]
         copies.append(c)
     cur = pd.concat(copies, ignore_index=True)
+    # copies whose futures so far are the same have the same history: each such history is scored once
+    # (all samples share the first year; the draws are as if every copy had been scored)
+    path = {cid: (cid.split(":")[1],) for cid in pd.unique(cur.person_id)}
     out = []
     big = samples * h.person_id.nunique() >= 10_000  # a long job however few the years: show where it is
     for _ in tqdm(range(years), desc="simulating", unit="year", disable=on_year is not None or (years < 3 and not big),
                   leave=False):
         ev = history_events(model, cur.drop(columns="sample"), source)
-        p = np.exp(model.log_probs(ev))
+        first, same = {}, np.empty(len(ev), dtype=int)
+        for i, pid in enumerate(ev.frame.person_id):
+            same[i] = first.setdefault(path[pid], len(first))
+        scored = np.zeros(len(ev), dtype=bool)
+        scored[np.unique(same, return_index=True)[1]] = True  # the first copy of each distinct history
+        p = np.exp(model.log_probs(ev.where(scored)))[same]
         p /= p.sum(1, keepdims=True)
         pick = [model.states[rng.choice(len(model.states), p=row)] for row in p]
+        for pid, state in zip(ev.frame.person_id, pick):
+            path[pid] += (state,)
         nxt = cur.groupby("person_id").tail(1).set_index("person_id").loc[ev.frame.person_id].reset_index()
         nxt["year"] = ev.frame.year.to_numpy()
         nxt["occupation"] = pick  # covariates carry forward from the last year

@@ -244,3 +244,31 @@ def test_markov_tuning_loss_at_the_targets_equals_the_full_matrix(small_events, 
         for beta in ([None] if order == 1 else BETAS[:3]):
             dense = -m._log_probs(va, alpha, beta)[np.arange(len(y)), y].mean()
             assert m._nll(va, y, alpha, beta) == pytest.approx(dense, rel=1e-10)
+
+
+def test_simulated_futures_score_each_distinct_history_once_and_follow_the_model(tmp_path):
+    """Sampled futures that agree so far share one scoring (all samples in the first year, one per
+    state in the second, for a first-order chain), and the draws still follow the model: the first
+    year's as predicted for the history, the second's after the commonest first-year state as
+    predicted for the history extended by it."""
+    import pandas as pd
+    from laborllm import api
+    from laborllm.forecast import history_frame, next_distribution, simulate
+
+    m = api.fit("markov", "nlsy79-males", tmp_path / "m", "quick", order=1)
+    scored, log_probs = [], m.log_probs
+    m.log_probs = lambda ev: (scored.append(len(ev)), log_probs(ev))[1]
+    hist = history_frame({"history": [{"year": 1980, "occupation": "Clerical"}, {"year": 1981, "occupation": "Operatives"}]})
+    sims = simulate(m, hist, years=2, samples=3000, seed=0)
+    assert scored[0] == 1 and 1 < scored[1] <= len(m.states)
+    m.log_probs = log_probs
+    y1, y2 = sims[sims.year == 1982], sims[sims.year == 1983]
+
+    def freq(draws):
+        return draws.occupation.value_counts(normalize=True).reindex(m.states, fill_value=0).to_numpy()
+
+    assert np.abs(freq(y1) - next_distribution(m, hist)[1][0]).max() < 0.04
+    a = y1.occupation.mode()[0]
+    then = y2[y2["sample"].isin(y1[y1.occupation == a]["sample"])]
+    extended = pd.concat([hist, hist.tail(1).assign(year=1982, occupation=a)], ignore_index=True)
+    assert np.abs(freq(then) - next_distribution(m, extended)[1][0]).max() < 0.05
