@@ -58,7 +58,8 @@ class Profile:
 # 2-core CPU, as good per epoch as all 30), fp32 where bf16 is not faster, up to 3 epochs with the best
 # validation epoch kept, scored constrained; CAREER at the paper's size.
 CPU_LLM = {"lora": True, "lora_layers": 15, "lora_r": 16, "epochs": 3, "batch_size": 8, "lr": 1e-3,
-           "max_valid_persons": 500, "scoring": "constrained", "precision": "auto"}
+           "max_valid_persons": 500, "scoring": "constrained", "precision": "auto",
+           "validate": True}  # the quick preset's LLMs skip validation; these choose their best epoch by it
 NLSY97_CPU = ("markov1", "markov2", "logit", "llm-titles", "career", "llm-codes")
 
 PROFILES = {

@@ -144,3 +144,19 @@ def test_pooling_profile_sets_pooled_models_against_themselves_alone(tmp_path):
     tables = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tables)
     assert "**Does pooling another survey help?**" in tables.results_markdown(out, "laborllm run --profile pooling")
+
+
+def test_each_profile_validates_its_llms_where_an_epoch_is_chosen():
+    """The quick preset's one-epoch LLMs skip the validation pass; a profile whose LLMs train several
+    epochs (nlsy97-cpu, full) validates each epoch and keeps the best, whatever the preset says."""
+    from laborllm import api
+    from laborllm.pipeline import _plan
+    from laborllm.profiles import PROFILES
+
+    for name, prof in PROFILES.items():
+        for _, chosen in _plan(prof, None, None, {}):
+            for model, kind, settings in chosen:
+                if kind == "llm":
+                    cfg = api.make_model(kind, prof.preset, **settings).config
+                    assert cfg["validate"] or cfg["epochs"] == 1, (name, model)  # several epochs: chosen by validation
+                    assert name != "quick" or not cfg["validate"], (name, model)  # one epoch: nothing to choose
