@@ -4,7 +4,8 @@ python scripts/milestone.py save RUN_DIR MILESTONE_DIR     # after a piece of th
 python scripts/milestone.py restore MILESTONE_DIR RUN_DIR  # on a fresh clone, before `laborllm run` continues
 
 What travels is what costs hours: each LLM's newest complete training checkpoint (the LoRA adapter,
-optimiser and schedule) with the stamp that says which run it belongs to, the LLM's finished model
+optimiser and schedule) with the stamp that says which run it belongs to, the weights of the best
+epoch's checkpoint it names (loaded when the run ends), the LLM's finished model
 folder, and its scores (finished, or the parts scored so far). Baselines refit in minutes and are not
 carried. `restore` never replaces newer progress in the run folder with older progress.
 
@@ -109,6 +110,22 @@ def _unpack(path: Path) -> None:
             torch.save(state, f)
 
 
+def _best(latest: Path) -> Path | None:
+    """The earlier checkpoint the newest one names as its best epoch, when it is another one."""
+    state = json.loads((latest / "trainer_state.json").read_text())
+    best = latest.parent / Path(state.get("best_model_checkpoint") or latest.name).name
+    return best if best != latest and best.is_dir() else None
+
+
+def _weights_only(path: Path) -> None:
+    """A best-epoch checkpoint as the Trainer reads it at the end: weights and configuration only (no
+    optimiser, no trainer state, so it is never taken for the checkpoint to resume from)."""
+    for f in _files(path):
+        if f.suffix not in (".safetensors", ".json") or f.name == "trainer_state.json":
+            f.unlink()
+    _pack(path)
+
+
 def _step(ckpts: Path) -> int:
     latest = latest_checkpoint(ckpts) if ckpts.is_dir() else None
     return int(latest.name.split("-")[-1]) if latest else -1
@@ -131,6 +148,10 @@ def save(run: Path, dest: Path) -> list[str]:
                 shutil.copy2(ckpts / "laborllm-run.json", target / "laborllm-run.json")
                 _copy(latest, target / latest.name, _pack)
                 done.append(f"{panel.name}/{name}: {ckpts.name}/{latest.name}")
+                best = _best(latest)
+                if best is not None:  # the best epoch, loaded at the end of the run: its weights travel
+                    _copy(best, target / best.name, _weights_only)
+                    done.append(f"{panel.name}/{name}: {ckpts.name}/{best.name} (best epoch, weights)")
             if (models / name / "model.json").is_file():
                 _copy(models / name, out / "models" / name, _pack)
                 for old in (out / "models").glob(f".{name}.checkpoints*"):  # fitted: checkpoints are spent

@@ -91,3 +91,36 @@ def test_large_files_travel_in_parts_and_adam_moments_in_bf16(tmp_path):
     assert state["exp_avg_sq"].dtype == torch.float32 and state["step"] == want["step"]
     torch.testing.assert_close(state["exp_avg"], want["exp_avg"], rtol=1e-2, atol=0)  # bf16: 3 digits
     assert (fresh / "nlsy97" / "logprobs" / "llm-titles-test.parquet").read_bytes() == finished
+
+
+def test_the_best_epochs_weights_travel_with_the_newest_checkpoint(tmp_path):
+    """The run keeps its best epoch at the end: the checkpoint the newest one names as best travels
+    too (weights only, never taken for the one to resume from) and comes back beside it."""
+    run, ms = tmp_path / "run", tmp_path / "milestones"
+    models = run / "nlsy97" / "models"
+    checkpoint(models, 769)
+    checkpoint(models, 900)
+    ckpts = models / ".llm-titles.checkpoints"
+    state = {"global_step": 900, "best_model_checkpoint": f"runs/x/nlsy97/models/.llm-titles.checkpoints/checkpoint-769"}
+    (ckpts / "checkpoint-900" / "trainer_state.json").write_text(json.dumps(state))
+    (ckpts / "checkpoint-769" / "adapter_config.json").write_text('{"r": 16}')
+    (ckpts / "checkpoint-769" / "optimizer.pt").write_bytes(b"moments")
+    milestone("save", run, ms)
+    fresh = tmp_path / "fresh"
+    milestone("restore", ms, fresh)
+    back = fresh / "nlsy97" / "models" / ".llm-titles.checkpoints"
+    assert sorted(p.name for p in (back / "checkpoint-769").iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert (back / "checkpoint-769" / "adapter_model.safetensors").read_bytes() == b"w" * 769
+    assert json.loads((back / "checkpoint-900" / "trainer_state.json").read_text())["global_step"] == 900
+    from laborllm.models.lm_checkpoints import latest_checkpoint
+    from laborllm.models.lm_training import best_checkpoint
+
+    assert latest_checkpoint(back).name == "checkpoint-900"
+    # the recorded path is relative to where the run began: found in the restored folder
+    assert best_checkpoint(state["best_model_checkpoint"], back) == str(back / "checkpoint-769")
+    import pytest
+
+    from laborllm.errors import UserError
+
+    with pytest.raises(UserError, match="best epoch's checkpoint checkpoint-5 is missing"):
+        best_checkpoint("elsewhere/checkpoint-5", back)

@@ -151,6 +151,21 @@ def _checkpointing(cfg: dict) -> dict:
     return {"eval_strategy": "no", "save_strategy": "no", "load_best_model_at_end": False}
 
 
+def best_checkpoint(recorded: str | None, folder: Path) -> str | None:
+    """The best epoch's checkpoint a resumed run will load at its end, found in the run's checkpoint
+    folder (the recorded path is relative to where the run began). Missing, the Trainer would keep
+    the last epoch instead, silently: refused here, before any more training."""
+    if not recorded or Path(recorded).is_dir():
+        return recorded
+    here = folder / Path(recorded).name
+    if not here.is_dir():
+        from laborllm.errors import UserError
+
+        raise UserError(f"{folder}: the best epoch's checkpoint {Path(recorded).name} is missing, so the run "
+                        "could not keep its best epoch; restore it (scripts/milestone.py restore) or start over")
+    return str(here)
+
+
 def training_schedule(lengths: list[int], cfg: dict, world: int = 1) -> dict:
     """Rows per device and step, optimiser steps and warm-up, counted on what the Trainer will see.
 
@@ -256,6 +271,7 @@ class _Progress(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kw):
         self.saved, self.began = time.time(), True  # the checkpoint (if any) was read
+        state.best_model_checkpoint = best_checkpoint(state.best_model_checkpoint, Path(args.output_dir))
         if is_main_process():
             self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=f"training {self.name}", unit="step")
 
