@@ -25,6 +25,10 @@ MAX_BYTES = 16 << 20
 DROPPED = ("base_dir",)  # a path of the machine it was trained on
 
 
+def folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
 def results_lines(run: Path, meta: dict) -> list[str]:
     """The model's test rows in the run's metrics.json, as card lines."""
     panel = meta["data"]["data"]  # a run's rows name their panel; `laborllm evaluate`'s rows need not
@@ -69,7 +73,7 @@ def package(src: Path, name: str, dest: Path, run: Path | None = None, replace: 
         shutil.copy2(src / "weights.safetensors", tmp)
         (tmp / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
         (tmp / "README.md").write_text(card)
-        size = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
+        size = folder_bytes(tmp)
         if size > MAX_BYTES:
             raise SystemExit(f"{src}: {size / 2**20:.1f} MiB packaged, over the {MAX_BYTES >> 20} MiB a packaged model may take")
         if out.exists():
@@ -89,8 +93,7 @@ def main() -> None:
     ap.add_argument("--replace", action="store_true")
     a = ap.parse_args()
     out = package(a.model, a.name, a.dest, a.run, a.replace)
-    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    print(f"{out}: {size / 2**20:.1f} MiB", file=sys.stderr)
+    print(f"{out}: {folder_bytes(out) / 2**20:.1f} MiB", file=sys.stderr)
 
 
 if __name__ == "__main__":
