@@ -128,7 +128,8 @@ def fit(kind: str, data="nlsy97", out: str | Path | None = None, profile: str = 
     with OutputLock(Path(out)) if out is not None and is_main_process() else nullcontext():
         t0 = time.time()
         model.fit(events)
-        model.meta["fit_seconds"] = round(time.time() - t0, 1)  # timed here, for every kind
+        # timed here, for every kind; a fit resumed from checkpoints adds its earlier pieces' time
+        model.meta["fit_seconds"] = round(time.time() - t0 + model.resumed_seconds(), 1)
         model.meta["events_fingerprint"] = events.fingerprint()
         if out is not None and is_main_process():
             model.save(out, spec)
@@ -153,8 +154,9 @@ def model_log_probs(model: Model, cache: Path | None, events: Events) -> tuple[n
     lp, figures = model.log_probs_and_figures(events, partial) if partial else model.log_probs_and_figures(events)
     if not np.isfinite(lp).all():
         raise UserError(f"{model.name}: the model gives non-finite log-probabilities (corrupt weights?)")
-    # the scoring time travels with the cache, so a resumed run still reports it
-    extra = figures | {"score_seconds": round(time.time() - t0, 1)}
+    # the scoring time travels with the cache, so a resumed run still reports it (the whole scoring's:
+    # one resumed from finished people adds its earlier pieces' time)
+    extra = figures | {"score_seconds": round(time.time() - t0 + (figures.get("score_seconds_earlier") or 0), 1)}
     if cache and is_main_process():  # under torchrun every process holds the whole matrix; one writes it
         try:
             write_log_probs(cache, events, lp, model.name, model.normalization, extra, model.score_key())

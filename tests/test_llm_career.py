@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +123,7 @@ def test_llm_training_resumes_from_checkpoint(panel_csv, tiny_base, tmp_path, mo
     out = tmp_path / "llm"
     code = f"""
 import sys
+import time
 import laborllm.models.lm_training as T
 save = T._Progress.on_save
 def kill(self, args, state, control, **kw):  # die right after the fourth checkpoint is written
@@ -133,19 +135,26 @@ from laborllm import api
 api.fit("llm", {panel_csv!r}, {str(out)!r}, "quick", scheme="titles", base={tiny_base!r}, lora=False,
         checkpoint_minutes=0, **{LLM_QUICK!r})
 """
+    t0 = time.time()
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    first_piece = time.time() - t0
     assert r.returncode == 3, r.stderr[-2000:]
     assert any((tmp_path / ".llm.checkpoints").glob("checkpoint-4"))
     # settings that do not change what is trained (checkpoint interval, scoring) keep the checkpoints
     import laborllm.models.llm as llm
 
     monkeypatch.setattr(llm, "use_bf16", lambda precision, purpose="score": precision != "fp32")  # an AMX CPU
+    t0 = time.time()
     m = api.fit("llm", panel_csv, out, "quick", scheme="titles", base=tiny_base, lora=False, checkpoint_minutes=5,
                 scoring="constrained", **{**LLM_QUICK, "precision": "auto"})
+    second_piece = time.time() - t0
     assert m.meta["precision"] == "fp32" and "continues" in m.meta["precision_choice"]["train"]
     # 8 steps in all, of which only the 4 after the checkpoint ran again (a restart would run 8)
     assert m.meta["train_steps"] == 8 and m.meta["steps_this_run"] == 4 and (out / "hf").exists()
     assert m.meta["resumed"] and m.meta["train_tokens"] == 8 * m.meta["tokens_per_step"]
+    # the fit time is the whole fit's: this piece's and the killed piece's training (up to its checkpoint)
+    earlier = m.meta["train_seconds_earlier"]
+    assert 0 < earlier < first_piece and m.meta["fit_seconds"] == pytest.approx(second_piece + earlier, abs=0.5)
 
 
 def test_llm_checkpoints_of_another_run_are_not_resumed(panel_csv, tiny_base, tmp_path):
@@ -362,9 +371,16 @@ def test_llm_scoring_resumes_from_finished_people(panel_csv, tiny_base, tmp_path
         m.log_probs_and_figures(test, tmp_path / "parts")
     calls.clear()
     monkeypatch.setattr(ExactScorer, "score", lambda self, ids, ends: (calls.append(1), score(self, ids, ends))[1])
-    lp, _ = m.log_probs_and_figures(test, tmp_path / "parts")
+    # continued on a CPU with native bf16, where precision "auto" would score in bf16: it keeps the
+    # precision its finished people were scored in rather than throwing them away
+    import laborllm.models.llm as llm
+
+    monkeypatch.setattr(llm, "use_bf16", lambda precision, purpose="score": precision != "fp32")
+    lp, figures = m.read_as(precision="auto").log_probs_and_figures(test, tmp_path / "parts")
     assert len(calls) == 8 - 3  # only the people not finished before the kill
     np.testing.assert_allclose(lp, whole, atol=1e-12)
+    # the scores say their precision and the time of the piece before (kept in the parts)
+    assert figures["score_precision"] == "fp32" and figures["score_seconds_earlier"] > 0
     # another model (refitted: a new id) starts over rather than mixing in the first one's rows
     other = api.fit("icl", panel_csv, tmp_path / "icl", "quick", scheme="titles", base=tiny_base, shots=1,
                     precision="fp32", scoring="constrained")

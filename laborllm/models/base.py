@@ -97,6 +97,11 @@ class Model(ABC):
     def forget_reading(self) -> None:
         """Drop what was prepared for reading under the old settings (an LLM's scoring copy)."""
 
+    def resumed_seconds(self) -> float:
+        """Seconds that earlier, interrupted invocations spent on this fit before it resumed: the fit
+        time reported is the whole fit's, not only the last piece's."""
+        return 0.0
+
     def log_probs_and_figures(self, events: Events) -> tuple[np.ndarray, dict]:
         """`log_probs` and the figures the scoring measured on the way (an LLM's mass on the states)."""
         return self.log_probs(events), {}

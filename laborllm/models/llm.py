@@ -28,7 +28,7 @@ from laborllm.models.lm_loading import PRECISIONS, check_base, load_lm, precisio
 from laborllm.models.lm_checkpoints import WHOLE, copy_whole, run_stamp, started_precision
 from laborllm.models.settings import setting
 from laborllm.scoring import MODES, ExactScorer
-from laborllm.scoring.partial import PartialScores
+from laborllm.scoring.partial import PartialScores, kept_setting
 from laborllm.scoring.shards import gather_rows, shard_people, world
 from laborllm.text import ResumeTemplate, SegmentEncoder
 from laborllm.text.store import ResumeTokens, resume_tokens
@@ -247,6 +247,9 @@ class LLM(Model):
                          pool_persons=len(pooled), subset="yes" if cfg["max_train_persons"] else "no")
         self.lm.eval()
 
+    def resumed_seconds(self) -> float:
+        return sum((stage or {}).get("train_seconds_earlier") or 0 for stage in (self.meta, self.meta.get("pool_stage")))
+
     # -- persistence ------------------------------------------------------------------------
     def save_extra(self, folder: Path) -> None:
         if not is_main_process():
@@ -299,24 +302,25 @@ class LLM(Model):
     def forget_reading(self) -> None:
         self._score_lm = None  # cast and merged for the old precision
 
-    def _scoring_lm(self):
-        """The LM the scorer reads: LoRA merged (faster) and cast to bf16 where it serves, on a copy,
-        so the fitted LM, which `save` writes, stays as trained."""
-        if getattr(self, "_score_lm", None) is None:
-            lm, bf16 = self.lm, use_bf16(self.config["precision"])
+    def _scoring_lm(self, bf16: bool):
+        """The LM the scorer reads: LoRA merged (faster) and cast to bf16 where asked, on a copy, so
+        the fitted LM, which `save` writes, stays as trained."""
+        if getattr(self, "_score_lm", None) is None or self._score_lm[0] != bf16:
+            lm = self.lm
             if hasattr(lm, "merge_and_unload") or bf16:
                 lm = copy.deepcopy(lm)
                 lm = lm.merge_and_unload() if hasattr(lm, "merge_and_unload") else lm
                 lm = lm.to(torch.bfloat16) if bf16 else lm
-            self._score_lm = lm.eval()
-        return self._score_lm
+            self._score_lm = (bf16, lm.eval())
+        return self._score_lm[1]
 
-    def _scoring(self, events: Events, desc: str, done: np.ndarray | None = None):
+    def _scoring(self, events: Events, desc: str, done: np.ndarray | None = None, bf16: bool | None = None):
         """The encoder, an exact scorer over the state texts, and per person of `events` not yet
-        `done`: the event rows, the token ids (prompt + resume) and the start of each year's state text."""
+        `done`: the event rows, the token ids (prompt + resume) and the start of each year's state text.
+        `bf16`: the scoring precision (default: the `precision` setting's choice on this machine)."""
         enc = self._encoder(events.panel)
-        scorer = ExactScorer(self._scoring_lm(), enc.candidates, max_tokens=self.config["score_max_tokens"],
-                             mode=self.config["scoring"])
+        lm = self._scoring_lm(use_bf16(self.config["precision"]) if bf16 is None else bf16)
+        scorer = ExactScorer(lm, enc.candidates, max_tokens=self.config["score_max_tokens"], mode=self.config["scoring"])
         f, ev = events.panel.frame, events.frame
         groups = ev.groupby("person_id").indices
         if done is not None and done.any():
@@ -339,29 +343,39 @@ class LLM(Model):
         history) in the renormalised mode, already normalised in the constrained mode. With `partial`,
         finished people are written there as scoring goes, and a rerun continues from them. Under
         torchrun, each process scores a share of the people (its own `partial`) and all get the whole."""
+        return self._scores(events, partial)[0]
+
+    def _scores(self, events: Events, partial: Path | None = None) -> tuple[np.ndarray, dict]:
+        """`raw_log_probs` and how the scoring went (precision, seconds of earlier pieces)."""
         n, rank = world()
         if n == 1:
-            return self._raw_log_probs(events, partial)
+            return self._score_people(events, partial)
         years = events.panel.frame.groupby("person_id").size()
         # a person costs one pass over the resume (its years) plus the state texts after each event
         cost = events.frame.person_id.map(years).to_numpy() / events.frame.person_id.map(
             events.frame.person_id.value_counts()).to_numpy() + 1.0
         mine = shard_people(events.frame.person_id.to_numpy(), cost, n) == rank
         part = partial.with_name(f"{partial.name}-rank{rank}of{n}") if partial else None
-        return gather_rows(len(events), np.flatnonzero(mine), self._raw_log_probs(events.where(mine), part))
+        lp, figures = self._score_people(events.where(mine), part)
+        return gather_rows(len(events), np.flatnonzero(mine), lp), figures
 
-    def _raw_log_probs(self, events: Events, partial: Path | None = None) -> np.ndarray:
+    def _score_people(self, events: Events, partial: Path | None = None) -> tuple[np.ndarray, dict]:
         stamp = {"model": self.fingerprint(), "events": events.fingerprint(), "mode": self.config["scoring"],
                  "bf16": use_bf16(self.config["precision"])}
+        if self.config["precision"] == "auto":  # scoring continued on another CPU keeps its precision
+            stamp["bf16"] = kept_setting(partial, stamp, "bf16")
         parts = PartialScores(partial, stamp, (len(events), len(self.states)), label=f"scoring {self.name}")
         if parts.n_done:
-            log.warning("%s: %d of %d events already scored in %s; continuing", self.name, parts.n_done,
-                        len(events), partial)
-        _, scorer, people = self._scoring(events, f"scoring {self.name}", parts.done)
+            log.warning("%s: %d of %d events already scored in %s (%s); continuing", self.name, parts.n_done,
+                        len(events), partial, "bf16" if stamp["bf16"] else "fp32")
+        _, scorer, people = self._scoring(events, f"scoring {self.name}", parts.done, stamp["bf16"])
         for idx, ids, ends in people:
             parts.add(idx, scorer.score(ids, ends))
         parts.flush()
-        return parts.out
+        figures = {"score_precision": "bf16" if stamp["bf16"] else "fp32"}
+        if parts.earlier_seconds:  # scored in pieces: the time of the pieces before this one
+            figures["score_seconds_earlier"] = round(parts.earlier_seconds, 1)
+        return parts.out, figures
 
     def true_log_probs(self, events: Events) -> np.ndarray:
         """The cheap unnormalised mode: log P(observed state text | history) only, every event of a
@@ -379,11 +393,11 @@ class LLM(Model):
     def log_probs_and_figures(self, events: Events, partial: Path | None = None) -> tuple[np.ndarray, dict]:
         """Renormalised: the figures say how much mass the LM put on the states' texts. `partial`: a
         folder where scoring keeps finished people, so an interrupted scoring resumes."""
-        raw = self.raw_log_probs(events, partial)
+        raw, figures = self._scores(events, partial)
         if self.config["scoring"] == "constrained":
-            return raw, {}
+            return raw, figures
         mass = np.logaddexp.reduce(raw, axis=1)
-        return raw - mass[:, None], {
+        return raw - mass[:, None], figures | {
             "unnormalised_perplexity": float(np.exp(events.target_nll(raw).mean())),
             "valid_mass_mean": float(np.exp(mass).mean()),
             "valid_mass_min": float(np.exp(mass).min()),

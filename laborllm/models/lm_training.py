@@ -78,7 +78,8 @@ def run_trainer(lm, train, valid, ckpt: Path, stamp: dict, cfg: dict,
     # the whole run's figures, also when it was resumed: busy seconds and tokens kept in the checkpoints
     total = speed.totals
     return dict(
-        train_seconds=round(time.time() - t0, 1), train_loss=round(float(result.training_loss), 4),
+        train_seconds=round(time.time() - t0, 1), train_seconds_earlier=speed.earlier_wall and round(speed.earlier_wall, 1),
+        train_loss=round(float(result.training_loss), 4),
         world_size=world, train_tokens=total["tokens"], train_busy_seconds=total["seconds"] and round(total["seconds"], 1),
         # the whole run's rate; this piece's when an earlier piece's seconds are unknown
         tokens_per_second=round(total["tokens"] / total["seconds"], 1) if total["seconds"] else (
@@ -248,6 +249,9 @@ def _collate_packed(batch: list[dict]) -> dict:
 
 
 
+FROM_SCRATCH = {"tokens": 0, "seconds": 0.0, "wall": 0.0}  # the figures of the pieces before the first
+
+
 class _Progress(TrainerCallback):
     """One progress bar for training (rank 0), with the loss and the training tokens/s: real tokens
     only (the schedule's mean real tokens per step, no padding) over the time spent in optimiser
@@ -258,7 +262,8 @@ class _Progress(TrainerCallback):
     def __init__(self, tokens_per_step: int, name: str, every: float = 600):
         self.per_step, self.name, self.every = tokens_per_step, name, every
         self.steps, self.busy, self.bar, self.saved = 0, 0.0, None, time.time()
-        self.before = {"tokens": 0, "seconds": 0.0}
+        self.before = dict(FROM_SCRATCH)
+        self.begun_at: float | None = None
         self.began = False
 
     @property
@@ -271,6 +276,7 @@ class _Progress(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kw):
         self.saved, self.began = time.time(), True  # the checkpoint (if any) was read
+        self.begun_at = self.saved
         state.best_model_checkpoint = best_checkpoint(state.best_model_checkpoint, Path(args.output_dir))
         if is_main_process():
             self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=f"training {self.name}", unit="step")
@@ -293,17 +299,26 @@ class _Progress(TrainerCallback):
         """Tokens and busy seconds of the pieces before this one, from the checkpoint resumed (a
         checkpoint killed before its figures were written: its steps' tokens, seconds unknown)."""
         f = ckpt / PROGRESS if ckpt else None
+        self.before = dict(FROM_SCRATCH)  # no checkpoint, or one without figures (below)
         if f and f.is_file():
             self.before = json.loads(f.read_text())
         elif ckpt:
             step = json.loads((ckpt / "trainer_state.json").read_text())["global_step"]
-            self.before = {"tokens": step * self.per_step, "seconds": None}
+            self.before = {"tokens": step * self.per_step, "seconds": None, "wall": None}
+
+    @property
+    def earlier_wall(self) -> float | None:
+        """Seconds the pieces before this one spent training, evaluation and checkpoints included, up to
+        their last checkpoint (checkpoints written before this was kept: their busy seconds)."""
+        return self.before.get("wall", self.before["seconds"])
 
     @property
     def totals(self) -> dict:
-        """The whole run's tokens and busy seconds (seconds None when a piece's are unknown)."""
-        s = self.before["seconds"]
-        return {"tokens": self.before["tokens"] + self.tokens, "seconds": None if s is None else s + self.busy}
+        """The whole run's tokens, busy seconds and wall seconds (None when a piece's are unknown)."""
+        s, w = self.before["seconds"], self.earlier_wall
+        wall = time.time() - self.begun_at if self.begun_at else 0.0
+        return {"tokens": self.before["tokens"] + self.tokens, "seconds": None if s is None else s + self.busy,
+                "wall": None if w is None else w + wall}
 
     def on_save(self, args, state, control, **kw):
         self.saved = time.time()

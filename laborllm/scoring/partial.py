@@ -3,8 +3,8 @@ resumes where it stopped instead of starting over.
 
 A folder holds `stamp.json` (what is being scored: the model's fingerprint, the events', the
 scoring mode and precision) and numbered `part-NNNNN.npz` files, each the event rows and
-log-probabilities of the people finished since the previous part (plain arrays, never pickles).
-Parts of another stamp are removed: they belong to another model or event set.
+log-probabilities of the people finished since the previous part and the seconds they took (plain
+arrays, never pickles). Parts of another stamp are removed: they belong to another model or event set.
 """
 from __future__ import annotations
 
@@ -33,22 +33,27 @@ class PartialScores:
         self._rows: list[np.ndarray] = []
         self._last = self._t0 = time.time()
         self._start = 0
+        # scoring seconds of the parts already on disk (None when a part does not say)
+        self.earlier_seconds: float | None = 0.0
         if self.folder is None:
             return
         self._parts = 0
-        stamp = json.loads(json.dumps(stamp, default=str))
+        stamp = _plain(stamp)
         f = self.folder / "stamp.json"
         if f.is_file() and _read_json(f) == stamp:
             for p in sorted(self.folder.glob("part-*.npz")):
                 try:
                     with np.load(p, allow_pickle=False) as z:
                         idx, rows = z["idx"], z["lp"]
+                        seconds = float(z["seconds"]) if "seconds" in z.files else None
                 except (OSError, ValueError, KeyError):  # a damaged part: its people are scored again
                     continue
                 if rows.shape != (len(idx), shape[1]) or (len(idx) and idx.max() >= shape[0]):
                     continue
                 self.out[idx], self.done[idx] = rows, True
                 self._parts = max(self._parts, int(p.stem.split("-")[1]))
+                self.earlier_seconds = None if seconds is None or self.earlier_seconds is None else (
+                    self.earlier_seconds + seconds)
         else:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -73,7 +78,8 @@ class PartialScores:
             return
         self._parts += 1
         idx, rows = np.concatenate(self._idx), np.concatenate(self._rows)
-        _atomic(self.folder / f"part-{self._parts:05d}.npz", lambda t: _savez(t, idx, rows))
+        seconds = time.time() - self._last
+        _atomic(self.folder / f"part-{self._parts:05d}.npz", lambda t: _savez(t, idx, rows, seconds))
         self._idx, self._rows, self._last = [], [], time.time()
         n, total = self.n_done, len(self.done)
         rate = (n - self._start) / max(time.time() - self._t0, 1e-9)
@@ -86,9 +92,25 @@ class PartialScores:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _savez(path: str, idx: np.ndarray, rows: np.ndarray) -> None:
+def kept_setting(folder: Path | None, stamp: dict, key: str):
+    """The value of `key` that the parts already in `folder` were scored with, where the rest of their
+    stamp is `stamp`'s; otherwise `stamp[key]`. A setting chosen per machine (the precision under
+    "auto") thus stays what the scoring began with when another machine continues it, instead of
+    throwing its parts away."""
+    old = _read_json(folder / "stamp.json") if folder else None
+    ours = _plain(stamp)
+    if isinstance(old, dict) and key in old and {**old, key: ours.get(key)} == ours:
+        return old[key]
+    return stamp[key]
+
+
+def _plain(stamp: dict) -> dict:
+    return json.loads(json.dumps(stamp, default=str))  # as it reads back from stamp.json
+
+
+def _savez(path: str, idx: np.ndarray, rows: np.ndarray, seconds: float) -> None:
     with open(path, "wb") as f:  # a file object: np.savez would otherwise append ".npz" to the temp name
-        np.savez(f, idx=idx.astype(np.int64), lp=rows.astype(np.float64))
+        np.savez(f, idx=idx.astype(np.int64), lp=rows.astype(np.float64), seconds=np.float64(seconds))
 
 
 def _read_json(path: Path):
