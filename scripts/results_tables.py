@@ -33,7 +33,7 @@ def results_markdown(run: Path, command: str) -> str:
     metrics = json.loads((run / "metrics.json").read_text())
     cfg = json.loads((run / "config.json").read_text())
     when = time.strftime("%Y-%m-%d", time.localtime((run / "metrics.json").stat().st_mtime))
-    total = sum(_work(cfg, metrics))
+    total = sum(_work(cfg, metrics).values())
     out = [_header(cfg, command, when) + f" Models fitted and scored in {total / 60:.1f} min.", ""]
     profile = PROFILES.get(cfg["profile"])
     for tag in dict.fromkeys(r["data"] for r in metrics):
@@ -47,15 +47,21 @@ def results_markdown(run: Path, command: str) -> str:
                 f"every row on the same events. Ratio: perplexity relative to `{REFERENCE}` with the paired "
                 "person-bootstrap interval.", "", to_markdown(comparison_table(rows, REFERENCE)).rstrip(), ""]
         out += [f"- `{r['model']}`: {r['label'].split(' (', 1)[-1].rstrip(')')}" for r in rows] + [""]
+        waiting = [n for b in cfg.get("benchmarks", []) if b["folder"] == tag for n in b["models"]
+                   if n not in {r["model"] for r in rows}]
+        if waiting:  # a run in pieces: say what is still to come rather than let the table look whole
+            out += [f"Not yet scored on every test event: {', '.join(f'`{n}`' for n in waiting)} (the run "
+                    f"continues where it stopped: `{command}`).", ""]
     return "\n".join(out)
 
 
-def _work(cfg: dict, metrics: list[dict]) -> list[float]:
+def _work(cfg: dict, metrics: list[dict]) -> dict[str, float]:
     """Seconds each model took: its wall time in this invocation, or its own fit and scoring time
-    when it was fitted by an earlier invocation of a resumed run."""
+    when it was fitted by an earlier invocation of a resumed run (or the run is still going)."""
     by = {f"{r['data']}/{r['model']}": r for r in metrics}
-    return [max(t, (by.get(k, {}).get("fit_seconds") or 0) + (by.get(k, {}).get("score_seconds") or 0))
-            for k, t in cfg.get("timings_seconds", {}).items()]
+    times = cfg.get("timings_seconds", {})
+    return {k: max(times.get(k, 0), (by.get(k, {}).get("fit_seconds") or 0) + (by.get(k, {}).get("score_seconds") or 0))
+            for k in dict.fromkeys([*times, *by])}
 
 
 def timings_markdown(run: Path, command: str) -> str:
@@ -65,11 +71,11 @@ def timings_markdown(run: Path, command: str) -> str:
     lines = [_header(cfg, command, when), "", "| panel/model | fit (s) | score test (s) | fit + score (s) |",
              "|---|---|---|---|"]
     work = _work(cfg, list(metrics.values()))
-    for (key, _), w in zip(cfg.get("timings_seconds", {}).items(), work):
+    for key, w in work.items():
         r = metrics.get(key, {})
         fit = r.get("fit_seconds")
         lines.append(f"| {key} | {fit if fit is not None else 'reused'} | {r.get('score_seconds', '')} | {w:.1f} |")
-    lines.append(f"| total | | | {sum(work):.0f} |")
+    lines.append(f"| total | | | {sum(work.values()):.0f} |")
     return "\n".join(lines) + "\n"
 
 

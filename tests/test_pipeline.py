@@ -122,6 +122,33 @@ def test_readme_tables_are_generated_from_the_run(run_dir, tmp_path):
     assert all(f"panel/{m['model']}" in bench.read_text() for m in results)
 
 
+def test_tables_of_a_run_still_going_say_what_is_missing_and_time_what_is_done(run_dir, tmp_path):
+    """A run in pieces (NLSY97 on a CPU) between invocations: its metrics hold the models finished so
+    far and its config no timings yet. The README block names the models still to come, and the
+    timings come from the finished models' own fit and scoring seconds."""
+    import importlib.util
+    import shutil
+    from pathlib import Path
+
+    out, _ = run_dir
+    going = tmp_path / "going"
+    shutil.copytree(out, going)
+    rows = json.loads((going / "metrics.json").read_text())
+    done, missing = rows[:-1], rows[-1]["model"]
+    (going / "metrics.json").write_text(json.dumps(done))
+    cfg = json.loads((going / "config.json").read_text())
+    (going / "config.json").write_text(json.dumps({**cfg, "timings_seconds": {}}))
+    spec = importlib.util.spec_from_file_location("results_tables", Path(__file__).parents[1] / "scripts" / "results_tables.py")
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    text = tables.results_markdown(going, "laborllm run --profile quick")
+    assert f"Not yet scored on every test event: `{missing}`" in text
+    timings = tables.timings_markdown(going, "laborllm run --profile quick")
+    for r in done:
+        assert f"| {r['data']}/{r['model']} | {r['fit_seconds']} | {r['score_seconds']} |" in timings
+    assert f"/{missing} |" not in timings
+
+
 def test_pooling_profile_sets_pooled_models_against_themselves_alone(tmp_path):
     """`run --profile pooling` on the men panel, CAREER alone and pretrained on nlswork through the
     crosswalk (tiny networks): both on the same events, the contrast table in the run folder, the

@@ -87,7 +87,7 @@ def test_exact_scorer_matches_naive(enc_and_model):
 
 
 def test_constrained_scorer_matches_its_definition(enc_and_model):
-    """The packed constrained scores equal the by-definition oracle, form a proper distribution
+    """The constrained scores equal the by-definition oracle, form a proper distribution
     over the states, and need far fewer positions than the renormalised trie."""
     enc, model, persons = enc_and_model
     ids, starts = enc.person(persons[5])
@@ -98,9 +98,22 @@ def test_constrained_scorer_matches_its_definition(enc_and_model):
     assert np.abs(fast - slow).max() < 1e-4
     np.testing.assert_allclose(np.exp(fast).sum(1), 1, atol=1e-6)
     assert scorer.layout.n < scorer.trie.n / 2
-    # per-event passes give the same numbers as one packed pass
+    # per-event passes give the same numbers as one pass for all events
     one = ExactScorer(model, enc.candidates, mode="constrained", max_tokens=max(ends) + scorer.layout.n).score(ids, ends)
     assert np.abs(one - fast).max() < 1e-5
+
+
+def test_states_told_apart_by_their_first_token_need_no_trie_pass(enc_and_model):
+    """Candidates that differ in their first token (coarse codes in a large vocabulary) leave the
+    trie empty: the history's pass alone scores them, exactly, in both modes."""
+    enc, model, persons = enc_and_model
+    ids, starts = enc.person(persons[4])
+    ends = [int(s) for s in starts[1:4]]
+    cands = [[t] for t in range(5, 25)]
+    for mode, oracle in (("renormalised", naive_scores), ("constrained", naive_constrained)):
+        scorer = ExactScorer(model, cands, mode=mode)
+        assert scorer.layout.n == 0
+        assert np.abs(scorer.score(ids, ends) - oracle(model, ids, ends, cands)).max() < 1e-4
 
 
 def test_modes_agree_when_no_mass_leaves_the_states(enc_and_model):
@@ -128,7 +141,8 @@ def test_modes_agree_when_no_mass_leaves_the_states(enc_and_model):
         for i in torch.nonzero(lay.kslot >= 0).flatten().tolist():
             anc = torch.nonzero(t.ancestors[i]).flatten().tolist()
             lp[1 + int(lay.kslot[i])] = row(tuple(int(t.token[a]) for a in sorted(anc, key=lambda a: int(t.depth[a]))))
-        scores[mode] = sc._readout(lp).numpy()
+        # (the constrained scorer's output layer computes only the columns its read-out uses)
+        scores[mode] = sc._readout(lp if sc.columns is None else lp[:, sc.columns]).numpy()
     np.testing.assert_allclose(np.exp(scores["renormalised"]).sum(), 1, atol=1e-6)
     np.testing.assert_allclose(scores["constrained"], scores["renormalised"], atol=1e-6)
 
@@ -151,8 +165,9 @@ def test_bf16_scores_stay_close_to_fp32(enc_and_model):
 
 @pytest.mark.parametrize("arch", ["qwen2", "mistral", "gemma3_text"])
 def test_exact_scoring_is_exact_on_other_architectures(enc_and_model, arch):
-    """The packed trie (a 4-D attention mask, positions restarted per candidate) gives the naive
-    one-candidate-at-a-time scores on each architecture users bring, in both modes."""
+    """The trie run after the cached history (a 4-D attention mask, positions continuing each
+    prefix) gives the naive one-candidate-at-a-time scores on each architecture users bring, in
+    both modes."""
     enc, _, persons = enc_and_model
     model = tiny_llama(len(enc.tok), arch=arch)
     ids, starts = enc.person(persons[3])

@@ -1,4 +1,4 @@
-"""Benchmark: exact normalised scoring of all states, fast path (trie + packing) against the naive
+"""Benchmark: exact normalised scoring of all states, fast path (cached history + trie) against the naive
 one-candidate-at-a-time computation, on real NLSY97 test histories, in the same run.
 
 python -m laborllm.bench.scoring [--model tiny|smollm2|FOLDER|FILE.gguf] [--events N] [--variant titles|codes]
@@ -24,7 +24,7 @@ def main() -> None:
     ap.add_argument("--model", default="tiny", help="tiny (random 4-layer Llama, own tokenizer), smollm2, a folder or GGUF file")
     ap.add_argument("--events", type=int, default=4)
     ap.add_argument("--variant", default="titles")
-    ap.add_argument("--max-tokens", type=int, default=None, help="packed sequence bound (default: one event per pass)")
+    ap.add_argument("--max-tokens", type=int, default=None, help="tokens a pass may take: prefix + events x trie (default: the scorer's)")
     args = ap.parse_args()
     events = ll.make_events(ll.load_panel("nlsy97"))
     panel, test = events.panel, events.test

@@ -11,13 +11,16 @@ terminator). Two exact normalisations are offered:
   among that node's children. It is a proper distribution over the states -- the one constrained
   decoding samples from -- and equals the renormalised one when the model puts no mass outside the
   state texts. Nodes with one child contribute 1, so only branching nodes and their ancestors need
-  forward positions (about 100 instead of 1,759 for the 334 NLSY97 titles).
+  forward positions (75 of the 1,740 nodes for the 334 NLSY97 titles in SmolLM2's tokens), and only
+  the next tokens of branching nodes are read, so the output layer computes those columns only.
 
-Fast path (packing + a trie): the person's resume is run once; the root's children are read off the
-output at the prefix's last position. The trie nodes an event needs are packed after the resume
-text in the same sequence, each attending to the event's prefix and to its own trie ancestors
-through a 4-D attention mask, with position ids continuing from the prefix. One forward pass thus
-scores all candidates of several events of a person. The keys and values of a long prefix that a pass
+Fast path (a key-value cache + a trie): the person's resume is run once, into a key-value cache; the
+root's children are read off the output at each event's prefix's last position. The trie nodes an
+event needs then run as one row of a batch per event, each attending to its own prefix in the cache
+and to its own trie ancestors through a 4-D attention mask, with position ids continuing from that
+prefix. Two forward passes thus score all candidates of several events of a person, and attention
+costs events x trie x prefix rather than the square of one sequence holding every event's trie (the
+former packing: 1.28x slower on NLSY97 on a 2-core CPU, docs/benchmarks.md). The keys and values of a long prefix that a pass
 shares with the one before (the in-context baseline's prompt before every resume; a simulated
 career's observed years, the same in every sampled future; a person's resume in a second pass) are
 reused instead of run again. `naive_scores` and `naive_constrained` are the oracles: one forward pass
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,18 +130,22 @@ class CandidateTrie:
 
 def _forward_logits(model, ids: torch.Tensor, mask: torch.Tensor | None, pos: torch.Tensor | None,
                     keep: torch.Tensor | None = None, past=None) -> torch.Tensor:
-    """fp32 logits of the rows `keep` (all rows when None): only they go through the LM head. `past`:
-    the keys and values of the tokens before `ids` (the pass appends to it: give a copy)."""
-    kwargs = {"input_ids": ids[None], "use_cache": False}
+    """fp32 logits of the rows `keep` (all rows when None): only they go through the LM head. `ids`:
+    one sequence, or a batch of them (2-D, with `mask` and `pos` batched alike). `past`: the keys and
+    values of the tokens before `ids`, which the pass extends in place."""
+    one = ids.dim() == 1
+    kwargs = {"input_ids": ids[None] if one else ids, "use_cache": False}
     if past is not None:
         kwargs |= {_cache_arg(model): past, "use_cache": True}
     if mask is not None:
         neg = torch.finfo(torch.float32).min
-        kwargs["attention_mask"] = torch.where(mask, 0.0, neg)[None, None].to(_dtype(model))
-        kwargs["position_ids"] = pos[None]
+        mask = torch.where(mask, 0.0, neg).to(_dtype(model))
+        kwargs["attention_mask"] = mask[None, None] if one else mask[:, None]
+        kwargs["position_ids"] = pos[None] if one else pos
     if keep is not None:
         kwargs["logits_to_keep"] = keep
-    return model(**kwargs).logits[0].float()
+    logits = model(**kwargs).logits.float()
+    return logits[0] if one else logits
 
 
 def _forward_logprobs(model, ids: torch.Tensor, mask: torch.Tensor | None, pos: torch.Tensor | None,
@@ -154,15 +162,42 @@ def _cache_arg(model) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
+def _new_cache(model):
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.config)
+
+
 @torch.no_grad()
 def _prefix_cache(model, tokens: np.ndarray):
     """The keys and values of these tokens, filled in place by one forward pass."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache(config=model.config)
+    cache = _new_cache(model)
     dev = next(model.parameters()).device
-    model(input_ids=torch.as_tensor(tokens, device=dev)[None], use_cache=True, **{_cache_arg(model): cache})
+    model(input_ids=torch.as_tensor(tokens, device=dev)[None], use_cache=True, logits_to_keep=1,
+          **{_cache_arg(model): cache})
     return cache
+
+
+@contextmanager
+def _head_over(model, tokens: torch.Tensor | None):
+    """The model's output layer cut to the columns of `tokens` (all when None) while scoring: the
+    constrained mode reads only the state texts' next tokens, so the other 49k-odd columns of a
+    vocabulary are never computed. The model's own forward still runs whatever follows the layer
+    (e.g. Gemma's logit soft-capping), column by column."""
+    if tokens is None:
+        yield
+        return
+    head = model.get_output_embeddings()
+    cut = torch.nn.Linear(head.in_features, len(tokens), bias=head.bias is not None, device=head.weight.device,
+                          dtype=head.weight.dtype)
+    cut.weight = torch.nn.Parameter(head.weight[tokens.to(head.weight.device)], requires_grad=False)
+    if head.bias is not None:
+        cut.bias = torch.nn.Parameter(head.bias[tokens.to(head.bias.device)], requires_grad=False)
+    model.set_output_embeddings(cut)
+    try:
+        yield
+    finally:
+        model.set_output_embeddings(head)
 
 
 def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
@@ -178,54 +213,65 @@ class ExactScorer:
     MIN_REUSE = 32  # a shorter shared prefix is run again (its copy would cost about what it saves)
 
     def __init__(self, model, candidates: list[list[int]], max_tokens: int | None = None, mode: str = "renormalised"):
-        """max_tokens bounds one packed sequence: as many events of a person as fit share a pass
-        (at least one). The default, 2048 on a CPU and 8192 on a GPU, packs the small tries of
-        coarse panels and the constrained mode, and one event per pass for a large renormalised
-        trie, where the dense mask of long sequences costs more than it saves on a CPU."""
+        """max_tokens bounds a pass: the prefix plus as many events' tries as fit (at least one
+        event). The default, 2048 on a CPU and 8192 on a GPU, takes all of a person's events at once
+        for the small tries of coarse panels and the constrained mode, and one event a pass for a
+        large renormalised trie."""
         if mode not in MODES:
             raise ValueError(f"unknown scoring mode {mode!r}; choose {' or '.join(MODES)}")
         self.model, self.trie, self.mode = model, CandidateTrie(candidates), mode
         self.device = next(model.parameters()).device
         self.max_tokens = max_tokens or (8192 if self.device.type == "cuda" else 2048)
         self.layout = self.trie.layout(mode)
+        # constrained: the output layer computes only the columns of the tokens the readout uses
+        cut = mode == "constrained" and isinstance(model.get_output_embeddings(), torch.nn.Linear)
+        self.columns = torch.unique(self.trie.edge_token) if cut else None
+        self._edge_col = torch.searchsorted(self.columns, self.trie.edge_token) if cut else self.trie.edge_token
         self._last = None  # the previous pass's tokens before its trie nodes
         self._kept = None  # (tokens, their keys and values): a prefix shared by passes, run once
 
     @torch.no_grad()
     def score(self, ids: list[int], prefix_ends: list[int]) -> np.ndarray:
-        """(len(prefix_ends), K) log-probabilities; prefix_ends[i] = number of prefix tokens."""
+        """(len(prefix_ends), K) log-probabilities; prefix_ends[i] = number of prefix tokens.
+
+        Per chunk of events: the resume up to the latest event's year runs once into a key-value
+        cache (its rows before each event's state text give the first token's scores); then the trie
+        runs once per event, as a batch, each row attending to its own prefix in the cache and to its
+        own ancestors. Attention thus costs events x trie x prefix, not the square of one sequence
+        holding every event's trie."""
         out = np.zeros((len(prefix_ends), self.trie.k))
         if not len(prefix_ends):
             return out
+        with _head_over(self.model, self.columns):
+            self._score(ids, prefix_ends, out)
+        return out
+
+    def _score(self, ids: list[int], prefix_ends: list[int], out: np.ndarray) -> None:
         lay, dev = self.layout, self.device
         per_chunk = max(1, (self.max_tokens - max(prefix_ends)) // max(lay.n, 1))
         order = np.argsort(prefix_ends)
         for c0 in range(0, len(order), per_chunk):
             chunk = order[c0: c0 + per_chunk]
-            L = int(max(prefix_ends[i] for i in chunk))
-            n_tot = L + len(chunk) * lay.n
-            seq = torch.empty(n_tot, dtype=torch.long)
-            seq[:L] = torch.tensor(ids[:L])
-            pos = torch.empty(n_tot, dtype=torch.long)
-            pos[:L] = torch.arange(L)
-            mask = torch.zeros(n_tot, n_tot, dtype=torch.bool)
-            mask[:L, :L] = torch.tril(torch.ones(L, L, dtype=torch.bool))
-            keep = []
-            for b, e in enumerate(chunk):
-                P, s = int(prefix_ends[e]), L + b * lay.n
-                seq[s: s + lay.n] = lay.token
-                pos[s: s + lay.n] = P + lay.depth - 1
-                mask[s: s + lay.n, :P] = True
-                mask[s: s + lay.n, s: s + lay.n] = lay.ancestors
-                keep += [P - 1] + (s + lay.kept).tolist()  # event b's block: root row, then read nodes
+            ends = torch.tensor([int(prefix_ends[e]) for e in chunk])
+            L = int(ends.max())
+            tokens = np.asarray(ids[:L])
             # the earliest event's prefix end must be run: its last position gives the first token's scores
-            S, past = self._reuse(seq[:L].numpy(), min(int(prefix_ends[e]) for e in chunk) - 1)
-            keep = torch.tensor(keep, device=dev) - S
-            logits = _forward_logits(self.model, seq[S:].to(dev), mask[S:].to(dev), pos[S:].to(dev), keep, past)
-            block = 1 + len(lay.kept)
+            S, cache = self._reuse(tokens, int(ends.min()) - 1)
+            cache = _new_cache(self.model) if cache is None else cache
+            root = _forward_logits(self.model, torch.as_tensor(tokens[S:], device=dev), None, None,
+                                   (ends - 1 - S).to(dev), cache)
+            nb = len(chunk)
+            if not lay.n:  # every branching at the root: the first token decides, no trie pass
+                for b, e in enumerate(chunk):
+                    out[e] = self._readout(root[b: b + 1].cpu()).numpy()
+                continue
+            cache.batch_repeat_interleave(nb)
+            mask = torch.cat([(torch.arange(L)[None] < ends[:, None])[:, None].expand(nb, lay.n, L),
+                              lay.ancestors.expand(nb, lay.n, lay.n)], dim=2)
+            logits = _forward_logits(self.model, lay.token.expand(nb, lay.n).to(dev), mask.to(dev),
+                                     (ends[:, None] + lay.depth[None] - 1).to(dev), lay.kept.to(dev), cache)
             for b, e in enumerate(chunk):
-                out[e] = self._readout(logits[b * block: (b + 1) * block].cpu()).numpy()
-        return out
+                out[e] = self._readout(torch.cat([root[b: b + 1], logits[b]]).cpu()).numpy()
 
     def _reuse(self, tokens: np.ndarray, limit: int):
         """How many leading `tokens` need not be run (at most `limit`), with a copy of their keys and
@@ -249,8 +295,9 @@ class ExactScorer:
             score.index_add_(0, t.step_owner, lp[1 + lay.kslot[t.step_node], t.step_token].double())
             return score
         # constrained: only the children's logits matter (the full-vocabulary normaliser cancels)
-        rows = torch.where(t.edge_source == ROOT, 0, 1 + lay.kslot[t.edge_source.clamp(min=0)])
-        v = logits[rows, t.edge_token].double()
+        rows, inner = torch.zeros_like(t.edge_source), t.edge_source != ROOT  # the root row, else the node's
+        rows[inner] = 1 + lay.kslot[t.edge_source[inner]]
+        v = logits[rows, self._edge_col].double()
         g = t.edge_group
         top = torch.full((t.n_branching,), -torch.inf, dtype=torch.float64).scatter_reduce(0, g, v, "amax")
         lse = top + torch.log(torch.zeros(t.n_branching, dtype=torch.float64).index_add(0, g, torch.exp(v - top[g])))
