@@ -20,10 +20,10 @@ event needs then run as one row of a batch per event, each attending to its own 
 and to its own trie ancestors through a 4-D attention mask, with position ids continuing from that
 prefix. Two forward passes thus score all candidates of several events of a person, and attention
 costs events x trie x prefix rather than the square of one sequence holding every event's trie (the
-former packing: 1.28x slower on NLSY97 on a 2-core CPU, docs/benchmarks.md). The keys and values of a long prefix that a pass
-shares with the one before (the in-context baseline's prompt before every resume; a simulated
-career's observed years, the same in every sampled future; a person's resume in a second pass) are
-reused instead of run again. `naive_scores` and `naive_constrained` are the oracles: one forward pass
+former packing: 1.28x slower on NLSY97 on a 2-core CPU, docs/benchmarks.md). The keys and values of
+a long prefix that a pass shares with the one before (the in-context baseline's prompt before every
+resume; a simulated career's observed years, the same in every sampled future; a person's resume in
+a second pass) are reused instead of run again. `naive_scores` and `naive_constrained` are the oracles: one forward pass
 per (event, candidate) or per (event, branching node).
 """
 from __future__ import annotations
