@@ -160,6 +160,9 @@ def save(run: Path, dest: Path) -> list[str]:
             for scores in (panel / "logprobs").glob(f"{name}-*"):
                 _copy(scores, out / "logprobs" / scores.name, _pack)
                 done.append(f"{panel.name}/{name}: {scores.name}")
+                spent = out / "logprobs" / scores.name.replace(".parquet", ".partial")
+                if scores.suffix == ".parquet" and spent.is_dir():  # finished: its parts are spent
+                    shutil.rmtree(spent)
     return done
 
 

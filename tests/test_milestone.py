@@ -1,5 +1,6 @@
 """scripts/milestone.py: a long run's LLM progress carried through git to a fresh clone."""
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +56,12 @@ def test_save_carries_the_newest_checkpoint_and_partial_scores_only_and_restore_
     (models / "llm-titles" / "model.json").write_text('{"kind": "llm"}')
     milestone("save", run, ms)
     assert (ms / "nlsy97" / "models" / "llm-titles" / "model.json").exists() and not kept.exists()
+    # once scored on every event, the finished scores travel and the spent parts leave the milestone
+    shutil.rmtree(parts)
+    (parts.parent / "llm-titles-test.parquet").write_bytes(b"PAR1 scores")
+    milestone("save", run, ms)
+    assert (ms / "nlsy97" / "logprobs" / "llm-titles-test.parquet").exists()
+    assert not (ms / "nlsy97" / "logprobs" / "llm-titles-test.partial").exists()
 
 
 def test_large_files_travel_in_parts_and_adam_moments_in_bf16(tmp_path):
