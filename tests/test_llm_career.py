@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from laborllm import api
+from laborllm.models import registry
 from laborllm.models.registry import load_model
 from laborllm.models.career import Career
 from laborllm.models.markov import Markov
@@ -501,7 +502,7 @@ def test_reading_a_fitted_llm_another_way_leaves_it_as_fitted(panel_csv, tiny_ba
         Markov().read_as(order=2)
 
 
-def test_a_fitted_lora_llm_packaged_with_its_results_gives_its_probabilities(panel_csv, tiny_base, tmp_path):
+def test_a_fitted_lora_llm_packaged_with_its_results_gives_its_probabilities(panel_csv, tiny_base, tmp_path, monkeypatch):
     """scripts/package_model.py: the adapter in bf16, the run's test results in the card, the same
     probabilities as the fitted folder (to bf16 rounding), and an existing package kept unless replaced."""
     from safetensors.torch import load_file
@@ -521,6 +522,10 @@ def test_a_fitted_lora_llm_packaged_with_its_results_gives_its_probabilities(pan
     test = api.events_for(api.data_spec(panel_csv, scheme="titles")).test
     few = test.where(np.arange(len(test)) < 20)
     np.testing.assert_allclose(load_model(out).log_probs(few), load_model(src).log_probs(few), atol=0.02)
+    # and by name, as `laborllm predict NAME` loads it (on the base its settings name)
+    monkeypatch.setattr(registry, "PACKAGED", {"tiny-titles": "a test model"})
+    monkeypatch.setattr(registry, "PACKAGED_DIR", tmp_path / "assets")
+    np.testing.assert_array_equal(load_model("tiny-titles").log_probs(few), load_model(out).log_probs(few))
     card = (out / "README.md").read_text()
     r = subprocess.run(script, capture_output=True, text=True)
     assert r.returncode != 0 and "--replace" in r.stderr and (out / "README.md").read_text() == card

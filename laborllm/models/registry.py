@@ -49,8 +49,6 @@ def load_model(folder: str | Path) -> Model:
         raise UserError(f"{meta_path}: not a laborllm model description ({type(e).__name__}: {e})") from None
     if kind not in MODELS:
         raise UserError(f"{meta_path}: unknown model kind {kind!r}")
-    if packaged is not None and "base" in meta["config"]:
-        meta["config"]["base"] = None  # its adapter sits on the pip-installed SmolLM2, wherever it was trained
     try:
         return MODELS[kind].from_folder(folder, meta)
     except UserError:
