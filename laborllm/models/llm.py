@@ -13,6 +13,8 @@ import copy
 import logging
 import os
 import shutil
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +78,14 @@ class LLMSettings:
     patience: int = setting(1, "several epochs: stop after this many without a better validation loss", 1, 1000)
     validate: bool = setting(True, "validation loss at each epoch's end (the model card's curve; with several epochs "
                                    "the best is kept, without validation the last)")
+
+
+@contextmanager
+def _peft_quiet():
+    """peft reads a property transformers 5 deprecates: a FutureWarning users can do nothing about."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        yield
 
 
 class LLM(Model):
@@ -214,8 +224,9 @@ class LLM(Model):
             n = self.lm.config.num_hidden_layers
             # (a model with fewer layers than asked for adapts all of them)
             top = {"layers_to_transform": list(range(max(0, n - cfg["lora_layers"]), n))} if cfg["lora_layers"] else {}
-            self.lm = get_peft_model(self.lm, LoraConfig(r=cfg["lora_r"], lora_alpha=cfg["lora_alpha"],
-                                                         target_modules=LORA_TARGETS, task_type="CAUSAL_LM", **top))
+            with _peft_quiet():
+                self.lm = get_peft_model(self.lm, LoraConfig(r=cfg["lora_r"], lora_alpha=cfg["lora_alpha"],
+                                                             target_modules=LORA_TARGETS, task_type="CAUSAL_LM", **top))
         out = self._out_dir()
         ckpt = out.parent / f".{out.name}.checkpoints"  # beside the model folder, removed once saved
         self._ckpts = [ckpt]
@@ -284,7 +295,8 @@ class LLM(Model):
                 from peft import PeftModel
 
                 cls._check_adapter(folder / "adapter")
-                m.lm = PeftModel.from_pretrained(m.lm, folder / "adapter").merge_and_unload()
+                with _peft_quiet():
+                    m.lm = PeftModel.from_pretrained(m.lm, folder / "adapter").merge_and_unload()
         m.lm.eval()
         return m
 
