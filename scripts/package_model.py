@@ -56,10 +56,11 @@ def package(src: Path, name: str, dest: Path, run: Path | None = None, replace: 
     for key in DROPPED:
         meta.pop(key, None)
     card = (src / "README.md").read_text() if (src / "README.md").exists() else f"# {name}\n"
-    busy = meta.get("train_busy_seconds")
+    busy, wall = meta.get("train_busy_seconds"), meta.get("fit_seconds")
     card += f"\n## Packaged as `{name}`\n\n- the adapter's weights stored in bf16 (trained in {meta.get('precision', '?')})\n"
-    if busy:
-        card += f"- training: {busy / 3600:.1f} CPU-hours of busy time (2 cores)\n"
+    if busy and wall:  # the machine's cores are the run's (config.json), not known here
+        card += (f"- training: {busy / 3600:.1f} hours of optimiser work, {wall / 3600:.1f} hours of wall time "
+                 f"(all pieces of a resumed fit), {meta.get('tokens_per_second', '?')} tokens/s\n")
     if run is not None:
         card += "\n".join(results_lines(run, meta)) + "\n"
     dest.mkdir(parents=True, exist_ok=True)
