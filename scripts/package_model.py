@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from laborllm.models.lm_loading import DEFAULT_BASE
+
 MAX_BYTES = 16 << 20
 DROPPED = ("base_dir",)  # a path of the machine it was trained on
 
@@ -55,6 +57,10 @@ def package(src: Path, name: str, dest: Path, run: Path | None = None, replace: 
         raise SystemExit(f"{out}: exists; pass --replace to replace it")
     for key in DROPPED:
         meta.pop(key, None)
+    base = meta["config"].get("base")
+    if base != DEFAULT_BASE:  # loaded on the base its settings name: only SmolLM2's pip package travels
+        print(f"{src}: its base {base!r} is not {DEFAULT_BASE!r}; the packaged model loads only where that exists",
+              file=sys.stderr)
     card = (src / "README.md").read_text() if (src / "README.md").exists() else f"# {name}\n"
     busy, wall = meta.get("train_busy_seconds"), meta.get("fit_seconds")
     card += f"\n## Packaged as `{name}`\n\n- the adapter's weights stored in bf16 (trained in {meta.get('precision', '?')})\n"

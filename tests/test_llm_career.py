@@ -515,6 +515,7 @@ def test_a_fitted_lora_llm_packaged_with_its_results_gives_its_probabilities(pan
               "--run", str(tmp_path / "run"), "--dest", str(tmp_path / "assets")]
     r = subprocess.run(script, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert "loads only where that exists" in r.stderr  # a base of this machine's: said, not hidden
     out = tmp_path / "assets" / "tiny-titles"
     assert {str(t.dtype) for t in load_file(out / "adapter" / "adapter_model.safetensors").values()} == {"torch.bfloat16"}
     assert "base_dir" not in json.loads((out / "model.json").read_text())
