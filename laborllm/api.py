@@ -13,7 +13,7 @@ import numpy as np
 from laborllm.data import Events
 from laborllm.data.spec import data_spec, events_for  # noqa: F401 (the API's data entry points)
 from laborllm.errors import UserError
-from laborllm.evaluation.metrics import evaluate as evaluate_log_probs, paired_comparisons
+from laborllm.evaluation.metrics import attach_paired, evaluate as evaluate_log_probs
 from laborllm.io import read_log_probs, write_json_atomic, write_log_probs
 from laborllm.models.base import Model, is_main_process
 from laborllm.models.folder import OutputLock, check_output_folder
@@ -218,7 +218,5 @@ def evaluate(folders, split: str = "test", n_boot: int = 500, unnormalised: bool
             log.warning("%s: cannot write metrics-%s.json (%s)", folder, split, e.strerror or e)
         results.append(r)
     if len(results) > 1 and len({r["events_fingerprint"] for r in results}) == 1 and len(nll) == len(results):
-        paired = paired_comparisons(nll, events.frame.person_id.to_numpy(), n_boot)
-        for r in results:
-            r["paired"] = paired[r["model"]]
+        attach_paired(results, nll, events, n_boot)
     return results

@@ -131,16 +131,18 @@ def fit(model: str = typer.Argument(..., help="markov, bag, logit, career, llm o
 def evaluate(folders: list[Path] = typer.Argument(..., help="model folders"),
              split: str = typer.Option("test", "--split"), as_json: bool = typer.Option(False, "--json"),
              table_dir: Optional[Path] = typer.Option(None, "--tables", help="also write CSV/Markdown/LaTeX tables here"),
+             reference: Optional[str] = typer.Option(None, "--reference", help="a model the others are set against: "
+                                                     "paired ratio columns, overall and by subgroup"),
              unnormalised: bool = typer.Option(False, "--unnormalised", help="LLMs only: cheap perplexity of the observed state text, one pass per person, not renormalised")):
     """Evaluate model folders on the same events and print a comparison table."""
     from laborllm import api
-    from laborllm.evaluation.compare import comparison_table, rich_table, write_tables
+    from laborllm.evaluation.compare import TABLE_STEMS, comparison_table, rich_table, write_panel_tables
 
     if table_dir is not None and table_dir.exists() and not table_dir.is_dir():
         raise UserError(f"{table_dir}: is a file; --tables takes a folder")
     if table_dir is not None and not (table_dir / TABLES_MARKER).exists() and any(
-            (table_dir / f"comparison{x}").exists() for x in (".csv", ".md", ".tex")):
-        raise UserError(f"{table_dir}: holds comparison tables laborllm did not write; refusing to overwrite "
+            (table_dir / f"{stem}{x}").exists() for stem in TABLE_STEMS for x in (".csv", ".md", ".tex")):
+        raise UserError(f"{table_dir}: holds tables laborllm did not write; refusing to overwrite "
                         "them (choose another --tables folder)")
     results = api.evaluate(folders, split, unnormalised=unnormalised)
     from laborllm.models.base import is_main_process
@@ -155,9 +157,12 @@ def evaluate(folders: list[Path] = typer.Argument(..., help="model folders"),
                 lo, hi = r["perplexity_ci95"]
                 out.print(f"{r['model']}: perplexity {r['perplexity']:.3f} [{lo}, {hi}] over {r['n_events']:,} events ({r['normalization']})")
         return
-    table = comparison_table(results)
+    if reference and reference not in {r["model"] for r in results}:
+        raise UserError(f"--reference {reference}: not among the models evaluated "
+                        f"({', '.join(r['model'] for r in results)})")
+    table = comparison_table(results, reference)
     if table_dir:
-        write_tables(table, table_dir)
+        write_panel_tables(results, table_dir, reference)
         (table_dir / TABLES_MARKER).touch()  # ours from now on: a later evaluate may replace them
     if as_json:
         slim = [{k: v for k, v in r.items() if k not in ("reliability",)} for r in results]

@@ -17,6 +17,7 @@ run/
   PANEL/logprobs/          per-event log-probabilities (Parquet), the cache a rerun reuses
   PANEL/logprobs/NAME-test.partial/   an LLM's scores so far (finished people), while it is scoring
   PANEL/comparison.*, PANEL/paired.*, PANEL/calibration.json, PANEL/plots/
+  PANEL/subgroups.*, PANEL/subgroups-paired.*   results by subgroup: perplexities, ratios to the logit
   PANEL/contrasts.*        the profile's question (pooling: each pooled model against it alone)
 """
 from __future__ import annotations
@@ -31,8 +32,8 @@ from pathlib import Path
 
 
 from laborllm import api
-from laborllm.evaluation.compare import comparison_table, contrast_table, paired_table, write_tables
-from laborllm.evaluation.metrics import evaluate as evaluate_log_probs, paired_comparisons
+from laborllm.evaluation.compare import write_panel_tables
+from laborllm.evaluation.metrics import attach_paired, evaluate as evaluate_log_probs
 from laborllm.errors import UserError
 from laborllm.io import write_json_atomic
 from laborllm.logs import run_log
@@ -213,12 +214,7 @@ def _reusable(folder: Path, wanted, events, label: str):
 
 def _write(out: Path, folder: Path, all_rows: list[dict], rows: list[dict], nll: dict, test, contrasts=()) -> None:
     """metrics.json of the whole run and this panel's tables, after each model."""
-    paired = paired_comparisons(nll, test.frame.person_id.to_numpy())
-    for r in rows:
-        r["paired"] = paired[r["model"]]
+    attach_paired(rows, nll, test)
     write_json_atomic(out / "metrics.json", [{k: v for k, v in r.items() if k != "reliability"} for r in all_rows])
     write_json_atomic(folder / "calibration.json", {r["model"]: r["reliability"] for r in rows})
-    write_tables(comparison_table(rows, REFERENCE), folder, "comparison")
-    write_tables(paired_table(rows), folder, "paired")
-    if contrasts:
-        write_tables(contrast_table(rows, contrasts), folder, "contrasts")
+    write_panel_tables(rows, folder, REFERENCE, contrasts)

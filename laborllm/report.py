@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from laborllm.evaluation.compare import _fmt, comparison_table, contrast_table, paired_table  # noqa: E402
+from laborllm.evaluation.compare import _fmt, comparison_table, contrast_table, paired_table, subgroup_table  # noqa: E402
 from laborllm.evaluation.population import SIM_PERSONS, SIM_YEARS, representativeness, trajectories  # noqa: E402
 from laborllm.io import _atomic, write_text_atomic  # noqa: E402
 from laborllm.profiles import REFERENCE  # noqa: E402
@@ -58,6 +58,36 @@ def plot_calibration(results: list[dict], path: Path) -> Path:
     ax.set_ylabel("observed frequency")
     ax.set_title("Calibration (top-label reliability)")
     ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_subgroups(results: list[dict], reference: str, path: Path) -> Path | None:
+    """A forest plot: each model's perplexity ratio to `reference` in every subgroup level, with the
+    interval paired by person within the level (None when no row has paired subgroup figures)."""
+    others = [r for r in results if r["model"] != reference]
+    levels = [(g, lv) for g in dict.fromkeys(g for r in others for g in r.get("subgroups", {}))
+              for lv in dict.fromkeys(lv for r in others for lv in r["subgroups"].get(g, {}))]
+    cell = {(r["model"], g, lv): r["subgroups"].get(g, {}).get(lv, {}).get("paired", {}).get(reference)
+            for r in others for g, lv in levels}
+    if not others or not any(cell.values()):
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(levels) * max(1, len(others) / 3) + 1.4))
+    y0 = np.arange(len(levels))[::-1] * (len(others) + 1)
+    for i, r in enumerate(others):
+        pts = [(y0[j] + (len(others) - 1) / 2 - i, cell[r["model"], g, lv]) for j, (g, lv) in enumerate(levels)
+               if cell[r["model"], g, lv]]
+        y = np.array([p[0] for p in pts])
+        ratio = np.array([p[1]["ratio"] for p in pts])
+        lo = np.array([p[1]["ci95"][0] if p[1]["ci95"][0] is not None else p[1]["ratio"] for p in pts])
+        hi = np.array([p[1]["ci95"][1] if p[1]["ci95"][1] is not None else p[1]["ratio"] for p in pts])
+        ax.errorbar(ratio, y, xerr=[np.maximum(ratio - lo, 0), np.maximum(hi - ratio, 0)], fmt="o", ms=3,
+                    capsize=2, label=r["model"])
+    ax.axvline(1, color="black", lw=1)
+    ax.set_yticks(y0, [f"{g}: {lv}" for g, lv in levels], fontsize=7)
+    ax.set_xlabel(f"perplexity ratio to {reference} (left of 1: better), paired 95% interval within the level")
+    ax.set_title("Results by subgroup", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
     return _save(fig, path)
 
 
@@ -155,6 +185,13 @@ def panel_section(folder: Path, results: list[dict], events, models: dict, lps: 
         parts += ["<h3>Titles vs numeric codes, and mass outside the state set</h3>",
                   "<p>The renormalised figure divides by the probability the LLM gives to all valid state texts; "
                   "the unnormalised one counts the mass spent on invalid text as loss.</p>", _table(_numbers(ab))]
+    parts += ["<h3>Results by subgroup</h3><p>Test perplexity on each level's events (a level with fewer "
+              "than 20 events is left out; subgroup figures are unweighted).</p>", _table(_fmt(subgroup_table(results)))]
+    forest = plot_subgroups(results, REFERENCE, plots / "subgroups.png")
+    if forest:
+        parts += [f"<p>Each model against {REFERENCE} within each level, the interval paired by person there "
+                  "(better or worse only where it excludes 1):</p>", _img(forest),
+                  _table(_fmt(subgroup_table(results, REFERENCE)))]
     parts += ["<h3>Calibration</h3>", _img(plot_calibration(results, plots / "calibration.png"))]
     tasks = pd.DataFrame([{"model": r["model"], "move AUC": r["move"]["auc"],
                            "move log loss": r["move"]["logloss"], "move rate observed": r["move"]["rate"],

@@ -18,7 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
-from laborllm.evaluation.compare import comparison_table, contrast_table, to_markdown
+from laborllm.evaluation.compare import TABLE_STEMS, comparison_table, contrast_table, to_markdown
 from laborllm.profiles import PROFILES, REFERENCE
 
 
@@ -93,7 +93,7 @@ def copy_run_files(run: Path, dest: Path) -> list[Path]:
     wanted = [run / "metrics.json", run / "config.json"]
     for tag in dict.fromkeys(r["data"] for r in json.loads((run / "metrics.json").read_text())):
         wanted += sorted(p for p in (run / tag).glob("*") if p.suffix in (".md", ".tex")
-                         and p.stem in ("comparison", "paired", "contrasts"))
+                         and p.stem in TABLE_STEMS)
     copied = []
     for f in wanted:
         target = dest / f.relative_to(run)

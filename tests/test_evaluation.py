@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from laborllm.errors import UserError
-from laborllm.evaluation.compare import comparison_table, contrast_table, to_latex, to_markdown
-from laborllm.evaluation.metrics import bootstrap_perplexity_ci, evaluate, paired_comparisons, reliability
+from laborllm.evaluation.compare import comparison_table, contrast_table, subgroup_table, to_latex, to_markdown, write_panel_tables
+from laborllm.evaluation.metrics import (attach_paired, bootstrap_perplexity_ci, evaluate, paired_comparisons, reliability,
+                                        subgroup_column)
 from laborllm.models.markov import Markov
 
 
@@ -84,6 +85,37 @@ def test_contrast_table_reads_the_paired_interval(small_events):
     assert float(t.paired_ratio.iloc[0].split()[0]) == pytest.approx(rows[0]["perplexity"] / rows[1]["perplexity"], abs=1e-3)
     assert "| markov1 | uniform |" in to_markdown(t)
     assert t.vs_perplexity.iloc[0] == pytest.approx(rows[1]["perplexity"])
+
+
+def test_results_by_subgroup_pair_the_models_within_each_level(small_events, tmp_path):
+    """Results by subgroup: each level's perplexities, and each model's ratio to the reference with an
+    interval that resamples only that level's people, as tables a paper can take (CSV, Markdown, LaTeX)."""
+    test = small_events.test
+    lps = {"markov1": Markov(order=1).fit(small_events).log_probs(test),
+           "markov2": Markov(order=2).fit(small_events).log_probs(test),
+           "uniform": np.full((len(test), len(test.states)), -np.log(len(test.states)))}
+    nll = {n: test.target_nll(lp) for n, lp in lps.items()}
+    rows = [evaluate(lp, test, name, n_boot=50) for name, lp in lps.items()]
+    attach_paired(rows, nll, test, n_boot=200)
+    women = (subgroup_column(test.frame, "gender") == "woman").to_numpy()
+    assert 0 < women.sum() < len(test)
+    level = rows[0]["subgroups"]["gender"]["woman"]["paired"]["uniform"]
+    # the ratio on the women's events alone, not the overall one
+    assert level["ratio"] == pytest.approx(np.exp(nll["markov1"][women].mean() - nll["uniform"][women].mean()))
+    assert level["ratio"] != pytest.approx(rows[0]["paired"]["uniform"]["ratio"], rel=1e-3)
+    assert level["ci95"][0] < level["ratio"] < level["ci95"][1] < 1  # markov1 beats uniform among women too
+    ppl = subgroup_table(rows)
+    assert list(ppl.columns) == ["group", "level", "n_events", "markov1", "markov2", "uniform"]
+    row = ppl[(ppl.group == "gender") & (ppl.level == "woman")].iloc[0]
+    assert row.n_events == women.sum()
+    assert float(row.markov1) == pytest.approx(np.exp(nll["markov1"][women].mean()), abs=0.005)
+    ratios = subgroup_table(rows, "uniform")
+    assert list(ratios.columns) == ["group", "level", "n_events", "markov1", "markov2"]
+    assert ratios[(ratios.group == "gender") & (ratios.level == "woman")].markov1.iloc[0].startswith(f"{level['ratio']:.3f} [")
+    paths = write_panel_tables(rows, tmp_path, "uniform")
+    assert {p.name for p in paths} >= {"subgroups.md", "subgroups.tex", "subgroups-paired.csv", "paired.md", "comparison.md"}
+    assert "| gender | woman |" in (tmp_path / "subgroups.md").read_text()
+    assert "\\caption{Perplexity ratio to uniform by subgroup" in (tmp_path / "subgroups-paired.tex").read_text()
 
 
 def test_report_simulations_show_one_progress_line_for_all_models(small_events, capsys):

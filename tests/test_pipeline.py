@@ -46,12 +46,17 @@ def test_run_writes_every_output(run_dir, panel_csv):  # noqa: F811
     assert int(n_train) == train.frame.person_id.nunique()  # every training person, not a subset
     assert (out / "report.html").stat().st_size > 50_000  # plots are embedded
     html = (out / "report.html").read_text()
-    for section in ("Paired perplexity ratios", "Titles vs numeric codes", "Calibration", "Representativeness",
-                    "Simulated careers"):
+    for section in ("Paired perplexity ratios", "Titles vs numeric codes", "Results by subgroup", "Calibration",
+                    "Representativeness", "Simulated careers"):
         assert section in html
     for f in ("comparison.csv", "comparison.tex", "comparison.md", "paired.md", "logprobs/llm-titles-test.parquet",
-              "logprobs/logit-test.parquet", "plots/calibration.png"):
+              "logprobs/logit-test.parquet", "plots/calibration.png", "plots/subgroups.png", "subgroups.tex",
+              "subgroups-paired.md"):
         assert (out / "panel" / f).exists(), f
+    # by subgroup, every model is set against the logit with an interval paired within the level
+    women = next(m for m in metrics if m["model"] == "llm-titles")["subgroups"]["gender"]["woman"]
+    assert women["paired"]["logit"]["ci95"][0] <= women["paired"]["logit"]["ratio"] <= women["paired"]["logit"]["ci95"][1]
+    assert "| gender | woman |" in (out / "panel" / "subgroups-paired.md").read_text()
     assert "Ratio to ref." in (out / "panel" / "comparison.md").read_text()
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["seed"] == 0 and "torch" in cfg["versions"] and set(cfg["timings_seconds"]) == {f"panel/{n}" for n in names}
@@ -112,7 +117,7 @@ def test_readme_tables_are_generated_from_the_run(run_dir, tmp_path):
                         "--benchmarks", str(bench), "--copy-to", str(tmp_path / "kept")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     # the files the tables come from are kept beside them, as the run wrote them
-    for f in ("metrics.json", "config.json", "panel/comparison.md", "panel/paired.tex"):
+    for f in ("metrics.json", "config.json", "panel/comparison.md", "panel/paired.tex", "panel/subgroups.tex"):
         assert (tmp_path / "kept" / f).read_bytes() == (out / f).read_bytes(), f
     text = readme.read_text()
     assert "old" not in text and text.startswith("intro\n") and text.endswith("rest\n")

@@ -386,7 +386,15 @@ def test_evaluate_never_overwrites_a_users_comparison_tables(tmp_path):
     (mine / "comparison.csv").write_text("my,own\n")
     r = CliRunner().invoke(app, ["evaluate", str(tmp_path / "m"), "--tables", str(mine)])
     assert r.exit_code != 0 and (mine / "comparison.csv").read_text() == "my,own\n"
+    (mine / "comparison.csv").rename(mine / "subgroups.tex")  # any table laborllm would write there
+    r = CliRunner().invoke(app, ["evaluate", str(tmp_path / "m"), "--tables", str(mine)])
+    assert r.exit_code != 0 and (mine / "subgroups.tex").read_text() == "my,own\n"
+    api.fit("markov", "nlsy79-males", tmp_path / "m2", settings={"order": 2})
     ours = tmp_path / "ours"
     for _ in range(2):  # a folder we wrote may be written again
-        r = CliRunner().invoke(app, ["evaluate", str(tmp_path / "m"), "--tables", str(ours)])
+        r = CliRunner().invoke(app, ["evaluate", str(tmp_path / "m"), str(tmp_path / "m2"), "--tables", str(ours),
+                                     "--reference", "markov1"])
         assert r.exit_code == 0, r.output
+    assert {"comparison.md", "paired.tex", "subgroups.csv", "subgroups-paired.md"} <= {f.name for f in ours.iterdir()}
+    r = CliRunner().invoke(app, ["evaluate", str(tmp_path / "m"), "--reference", "logit"])
+    assert r.exit_code != 0 and "--reference logit: not among the models" in str(r.exception)

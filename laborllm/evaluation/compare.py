@@ -18,9 +18,10 @@ COLUMNS = {
     "working_logloss": "Working log loss", "ece": "ECE", "weighted_perplexity": "Weighted ppl",
     "probabilities": "Probabilities", "label": "What it is",
     "vs": "vs", "ratio_ci": "Paired 95% CI", "vs_perplexity": "vs perplexity", "paired_ratio": "Ratio [paired 95% CI]",
-    "verdict": "Verdict",
+    "verdict": "Verdict", "group": "Group", "level": "Level",
 }
-TEXT = ("model", "ci", "ratio", "n_events", "probabilities", "label", "vs", "ratio_ci", "paired_ratio", "verdict")
+TEXT = ("model", "ci", "ratio", "n_events", "probabilities", "label", "vs", "ratio_ci", "paired_ratio", "verdict",
+        "group", "level")
 PERPLEXITIES = ("perplexity", "weighted_perplexity", "vs_perplexity")  # two decimals
 
 
@@ -96,13 +97,37 @@ def contrast_table(results: list[dict], contrasts) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "vs", "perplexity", "vs_perplexity", "paired_ratio", "verdict"])
 
 
+def subgroup_table(results: list[dict], reference: str | None = None) -> pd.DataFrame:
+    """Results by subgroup, one row per level (gender, race, education, cohort, region) and one column
+    per model: its perplexity on that level's events, or, with `reference`, each other model's
+    perplexity ratio to the reference there with the interval paired by person within the level."""
+    check_same_events(results)
+    groups = dict.fromkeys(g for r in results for g in r.get("subgroups", {}))
+    others = [r for r in results if r["model"] != reference] if reference else results
+    rows = []
+    for g in groups:
+        for level in dict.fromkeys(lv for r in results for lv in r["subgroups"].get(g, {})):
+            cells = {r["model"]: r["subgroups"].get(g, {}).get(level) for r in results}
+            row = {"group": g, "level": level, "n_events": next(c for c in cells.values() if c)["n_events"]}
+            for r in others:
+                c = cells[r["model"]]
+                if not reference:
+                    row[r["model"]] = f"{c['perplexity']:.2f}" if c else ""
+                    continue
+                p = (c or {}).get("paired", {}).get(reference)
+                row[r["model"]] = f"{p['ratio']:.3f} {_ci(*p['ci95'])}" if p else ""
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["group", "level", "n_events"] + [r["model"] for r in others])
+
+
 def _fmt(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     for c in out.columns:
         if c in TEXT:
             out[c] = out[c].map(lambda v: f"{v:,}" if isinstance(v, int) else str(v))
         else:
-            out[c] = out[c].map(lambda v: "" if v is None or pd.isna(v) else f"{v:.3f}" if c not in PERPLEXITIES else f"{v:.2f}")
+            out[c] = out[c].map(lambda v: v if isinstance(v, str) else "" if v is None or pd.isna(v)
+                                else f"{v:.3f}" if c not in PERPLEXITIES else f"{v:.2f}")
     return out.rename(columns=COLUMNS)
 
 
@@ -121,11 +146,31 @@ def to_latex(df: pd.DataFrame, caption: str = "Next-state prediction on held-out
             + f"\\caption{{{caption}}}\n\\end{{table}}\n")
 
 
-def write_tables(df: pd.DataFrame, out: Path, stem: str = "comparison") -> list[Path]:
+def write_tables(df: pd.DataFrame, out: Path, stem: str = "comparison",
+                 caption: str = "Next-state prediction on held-out people") -> list[Path]:
     paths = [out / f"{stem}.csv", out / f"{stem}.md", out / f"{stem}.tex"]
     write_text_atomic(paths[0], df.to_csv(index=False))
     write_text_atomic(paths[1], to_markdown(df))
-    write_text_atomic(paths[2], to_latex(df))
+    write_text_atomic(paths[2], to_latex(df, caption))
+    return paths
+
+
+TABLE_STEMS = ("comparison", "paired", "contrasts", "subgroups", "subgroups-paired")
+
+
+def write_panel_tables(rows: list[dict], out: Path, reference: str | None = None, contrasts=()) -> list[Path]:
+    """Every table of one panel's models scored on the same events, as CSV, Markdown and LaTeX:
+    the comparison, every pair, the chosen contrasts, and the results by subgroup (perplexities, and
+    paired ratios to `reference` when it is among the rows)."""
+    paths = write_tables(comparison_table(rows, reference), out, "comparison")
+    paths += write_tables(paired_table(rows), out, "paired", "Paired perplexity ratios (person bootstrap)")
+    if contrasts:
+        paths += write_tables(contrast_table(rows, contrasts), out, "contrasts", "Each model against the same model "
+                              "without one ingredient (paired person bootstrap)")
+    paths += write_tables(subgroup_table(rows), out, "subgroups", "Test perplexity by subgroup")
+    if reference and any(r["model"] == reference for r in rows) and len(rows) > 1:
+        paths += write_tables(subgroup_table(rows, reference), out, "subgroups-paired",
+                              f"Perplexity ratio to {reference} by subgroup (paired person bootstrap within each level)")
     return paths
 
 

@@ -64,6 +64,25 @@ def paired_comparisons(nll: dict[str, np.ndarray], persons: np.ndarray, n_boot: 
     return out
 
 
+def attach_paired(rows: list[dict], nll: dict[str, np.ndarray], events: Events, n_boot: int = 500) -> None:
+    """Each row's paired ratios against every other model (rows named as the keys of `nll`, all scored
+    on `events`): overall as row["paired"], and within each subgroup level the row reports, as
+    row["subgroups"][group][level]["paired"], resampling that level's people."""
+    persons = events.frame.person_id.to_numpy()
+    paired = paired_comparisons(nll, persons, n_boot)
+    for r in rows:
+        r["paired"] = paired[r["model"]]
+    for g in SUBGROUPS:
+        col = subgroup_column(events.frame, g)
+        levels = {lv for r in rows for lv in r.get("subgroups", {}).get(g, {})}
+        for level in sorted(levels):
+            mask = (col == level).to_numpy()
+            within = paired_comparisons({m: v[mask] for m, v in nll.items()}, persons[mask], n_boot)
+            for r in rows:
+                if level in r.get("subgroups", {}).get(g, {}):
+                    r["subgroups"][g][level]["paired"] = within[r["model"]]
+
+
 def _person_draws(n_persons: int, n_boot: int, seed: int) -> np.ndarray:
     """(n_boot, n_persons): how often each person is drawn in each bootstrap replicate."""
     return np.random.default_rng(seed).multinomial(n_persons, np.full(n_persons, 1 / n_persons), size=n_boot)
