@@ -135,6 +135,10 @@ def test_compare_and_subgroups_read_the_runs_metrics(client):
     logit = next(m for m in metrics if m["data"] == "nlsy79-males" and m["model"] == "logit")
     black = next(t for t in s["table"] if t["model"] == "logit" and t["level"] == "Black")
     assert black["perplexity"] == pytest.approx(logit["subgroups"]["race"]["Black"]["perplexity"])
+    # each model against the logit within the level, as the run paired it there
+    titles = next(m for m in metrics if m["data"] == "nlsy79-males" and m["model"] == "llm-titles")
+    got = next(t for t in s["table"] if t["model"] == "llm-titles" and t["level"] == "Black")
+    assert s["reference"] == "logit" and got["paired"] == titles["subgroups"]["race"]["Black"]["paired"]["logit"]
 
 
 # -- in a real browser -----------------------------------------------------------------------
@@ -246,7 +250,8 @@ def test_browser_compare_and_pick_a_subgroup_and_a_real_person(page):
     assert "paired ratio vs logit" in page.locator("#compare table").first.inner_text()
     page.locator("#compare select.group").first.select_option("race")
     page.wait_for_selector("#compare .subgroup table")
-    assert "Black" in page.locator("#compare .subgroup table").first.inner_text()
+    sub = page.locator("#compare .subgroup table").first.inner_text()
+    assert "Black" in sub and "paired ratio vs logit" in sub
     screenshot(page, "compare")
     # a real test person fills the career
     page.click("#tab-ask")

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 
 from laborllm.errors import UserError
 from laborllm.forecast import MAX_YEARS
+from laborllm.profiles import REFERENCE
 from laborllm.serve import answers, charts
 from laborllm.serve.catalog import Catalog
 
@@ -106,13 +107,16 @@ def create_app(catalog: Catalog) -> FastAPI:
         rows = [r for r in catalog.metrics(run) if r.get("data") == panel]
         if not rows:
             raise KeyError(f"no panel {panel!r} in run {run!r}")
+        # each model against the reference within the level, paired by person there (runs since 2026-12-03)
+        ref = REFERENCE if any(r["model"] == REFERENCE for r in rows) else rows[0]["model"]
         table = pd.DataFrame([{"model": r["model"], "level": level, **{k: v.get(k) for k in
-                                                                       ("n_events", "perplexity", "top1", "ece")}}
+                                                                       ("n_events", "perplexity", "top1", "ece")},
+                               "paired": (v.get("paired") or {}).get(ref)}
                               for r in rows for level, v in (r.get("subgroups") or {}).get(group, {}).items()])
         if table.empty:
             raise KeyError(f"no subgroup {group!r} in panel {panel!r}")
         records = table.astype(object).where(table.notna(), None).to_dict(orient="records")  # JSON has no NaN
-        return {"run": run, "panel": panel, "group": group, "table": records,
+        return {"run": run, "panel": panel, "group": group, "reference": ref, "table": records,
                 "chart": charts.subgroup_chart(table, group)}
 
     return app

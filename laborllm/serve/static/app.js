@@ -173,8 +173,11 @@ async function compare() {
         try {
           const s = await api(`/api/subgroups?run=${encodeURIComponent(run)}&panel=${encodeURIComponent(panel)}&group=${encodeURIComponent(pick.value)}`);
           const c = el("div"); c.innerHTML = s.chart;
-          sub.replaceChildren(table(["model", "level", "events", "perplexity", "top-1", "ECE"],
-            s.table.map((t) => [t.model, t.level, String(t.n_events), f3(t.perplexity), f3(t.top1), f3(t.ece)])), c);
+          // the paired ratio within each level, where the run has it (runs written since 2026-12-03)
+          const paired = s.table.some((t) => t.paired);
+          const ratio = (t) => (t.paired ? `${f3(t.paired.ratio)} [${f3(t.paired.ci95[0])}, ${f3(t.paired.ci95[1])}]` : "");
+          sub.replaceChildren(table(["model", "level", "events", "perplexity", ...(paired ? [`paired ratio vs ${s.reference}`] : []), "top-1", "ECE"],
+            s.table.map((t) => [t.model, t.level, String(t.n_events), f3(t.perplexity), ...(paired ? [ratio(t)] : []), f3(t.top1), f3(t.ece)])), c);
         } catch (e) { showError(e.message); }
       };
       parts.push(el("h3", { text: panel }),
