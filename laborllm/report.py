@@ -185,8 +185,10 @@ def panel_section(folder: Path, results: list[dict], events, models: dict, lps: 
         parts += ["<h3>Titles vs numeric codes, and mass outside the state set</h3>",
                   "<p>The renormalised figure divides by the probability the LLM gives to all valid state texts; "
                   "the unnormalised one counts the mass spent on invalid text as loss.</p>", _table(_numbers(ab))]
-    parts += ["<h3>Results by subgroup</h3><p>Test perplexity on each level's events (a level with fewer "
-              "than 20 events is left out; subgroup figures are unweighted).</p>", _table(_fmt(subgroup_table(results)))]
+    by_level = subgroup_table(results)
+    if len(by_level):  # a panel without covariates has no subgroups
+        parts += ["<h3>Results by subgroup</h3><p>Test perplexity on each level's events (a level with fewer "
+                  "than 20 events is left out; subgroup figures are unweighted).</p>", _table(_fmt(by_level))]
     forest = plot_subgroups(results, REFERENCE, plots / "subgroups.png")
     if forest:
         parts += [f"<p>Each model against {REFERENCE} within each level, the interval paired by person there "
