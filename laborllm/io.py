@@ -73,3 +73,20 @@ def read_log_probs(path: Path) -> tuple[np.ndarray, dict]:
     col = t.column("log_probs").combine_chunks()
     lp = col.values.to_numpy().reshape(len(t), -1).astype(np.float64)
     return lp, meta
+
+
+def write_frame(path: Path, frame, key: dict) -> Path:
+    """A table with the key of what produced it in the file's metadata (a cache is reused for that key only)."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"laborllm_key": json.dumps(key, sort_keys=True)})
+    return _atomic(path, lambda t: pq.write_table(table, t, compression="zstd"))
+
+
+def read_frame(path: Path, key: dict):
+    """The table written at `path` for exactly `key`; None when absent, unreadable or made for another key."""
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException):
+        return None
+    made_for = (table.schema.metadata or {}).get(b"laborllm_key")
+    return table.to_pandas() if made_for == json.dumps(key, sort_keys=True).encode() else None

@@ -216,7 +216,7 @@ def panel_section(folder: Path, results: list[dict], events, models: dict, lps: 
     simulate_llms = profile.simulate_llms
     cheap = {name: m for name, m in models.items() if not m.language_model or simulate_llms}
     if cheap:
-        traj = trajectories(test, cheap, seed)
+        traj = trajectories(test, cheap, seed, cache=folder / "simulated")
         traj.to_csv(folder / "trajectories.csv", index=False)
         parts += ["<h3>Simulated careers</h3>",
                   f"<p>{SIM_PERSONS} test people, one sampled career each over {SIM_YEARS} years from their first "

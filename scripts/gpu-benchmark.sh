@@ -6,7 +6,7 @@
 #   scripts/gpu-benchmark.sh 2         # GPU command 2 (at once), carry [.carry/part2]: join + sha256, throughput, full run
 #   scripts/gpu-benchmark.sh 3         # GPU command 3: resume the full run, gather the results
 #   scripts/gpu-benchmark.sh fsdp      # GPU command 4 (after 2): FSDP2 LoRA fit on every GPU, then scoring
-#   scripts/gpu-benchmark.sh dry-run   # CPU: stages 1-3 with a tiny model and 300 people (tests/test_gpu_script.py)
+#   scripts/gpu-benchmark.sh dry-run   # CPU: stages 1-3 with a tiny model and 200 people (tests/test_gpu_script.py)
 #
 # State between commands lives outside the checkout ($LABORLLM_GPU_STATE, default /tmp/laborllm-gpu),
 # which the warm GPU machine keeps; results are gathered into $OUT (at most 8 files) after every stage,
@@ -28,7 +28,7 @@ T0=$(date +%s)
 left() { echo $((BUDGET - ($(date +%s) - T0))); }
 say() { echo "[gpu-benchmark $(date +%H:%M:%S)] $*" | tee -a "$OUT/gpu-benchmark.log"; }
 
-DRY=0; [[ ${1:-} == dry-run ]] && DRY=1   # the CPU rehearsal: same commands, tiny model, 300 people
+DRY=0; [[ ${1:-} == dry-run ]] && DRY=1   # the CPU rehearsal: same commands, tiny model, 200 people
 BASE=$STATE/$GGUF_NAME
 TRAIN_ARGS=(--batch-size 64 --pack-tokens 2048 --steps 40 --persons 6000)
 if (( DRY )); then BASE=$STATE/tiny; TRAIN_ARGS=(--batch-size 8 --pack-tokens 512 --steps 2 --persons 40); fi
@@ -172,7 +172,7 @@ print(f"target: FSDP-trained LoRA adapter saves, loads and scores: perplexity {r
 EOF
 }
 
-stage_dry_run() {  # the CPU rehearsal of stages 1-3: a fake GGUF in two parts, a tiny model, 300 people
+stage_dry_run() {  # the CPU rehearsal of stages 1-3: a fake GGUF in two parts, a tiny model, 200 people
   CARRY=$STATE/carry
   mkdir -p "$CARRY/part1" "$CARRY/part2" "$CARRY/wheels"
   head -c 100000 /dev/urandom > "$STATE/fake.gguf"
@@ -187,7 +187,7 @@ from laborllm.models.tiny import tiny_model_folder
 from laborllm.text.templates import ResumeTemplate, state_codes
 state = Path(sys.argv[1])
 p = ll.load_panel("nlsy97")
-keep = sorted(p.frame.person_id.unique())[:300]
+keep = sorted(p.frame.person_id.unique())[:200]
 f = p.frame[p.frame.person_id.isin(keep)].assign(occupation=lambda d: d.state)
 cols = ["person_id", "year", "occupation", "gender", "race", "birth_year", "education", "region", "weight"]
 f[cols].to_csv(state / "panel.csv", index=False)

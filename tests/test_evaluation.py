@@ -129,3 +129,23 @@ def test_report_simulations_show_one_progress_line_for_all_models(small_events, 
     err = capsys.readouterr().err
     assert "simulating careers for the report" in err and f" 0/{2 * SIM_YEARS} " in err  # one bar, all years
     assert "simulating:" not in err  # the per-model bar
+
+
+def test_simulated_careers_are_kept_for_the_same_model_and_seed_only(small_events, tmp_path, monkeypatch):
+    """A rerun of the report reuses each model's simulated careers (an LLM's take minutes), and draws
+    them again for another seed or another fitted model, never showing careers from something else."""
+    import laborllm.forecast
+    from laborllm.evaluation.population import trajectories
+
+    m = Markov().fit(small_events)
+    first = trajectories(small_events.test, {"m": m}, seed=0, cache=tmp_path)
+    real = laborllm.forecast.simulate
+    calls = []
+    monkeypatch.setattr(laborllm.forecast, "simulate", lambda *a, **k: (calls.append(k["seed"]), real(*a, **k))[1])
+    again = trajectories(small_events.test, {"m": m}, seed=0, cache=tmp_path)
+    assert calls == [] and again.equals(first)
+    other_seed = trajectories(small_events.test, {"m": m}, seed=1, cache=tmp_path)
+    assert calls == [1] and not other_seed[other_seed.source == "m"].occupation.reset_index(drop=True).equals(
+        first[first.source == "m"].occupation.reset_index(drop=True))
+    trajectories(small_events.test, {"m": Markov(order=2).fit(small_events)}, seed=1, cache=tmp_path)
+    assert calls == [1, 1]  # another model under the same name

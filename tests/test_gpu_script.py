@@ -1,5 +1,5 @@
 """The GPU benchmark script rehearsed on the CPU: the same three stages and commands with a tiny
-model and 300 real NLSY97 people, so GPU time is never spent on a typo or a version mismatch."""
+model and 200 real NLSY97 people, so GPU time is never spent on a typo or a version mismatch."""
 import json
 import os
 import subprocess

@@ -2,11 +2,15 @@
 by subgroup against the observed ones, and careers simulated from each model against real ones."""
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from laborllm.data.events import sample_ids
 from laborllm.evaluation.metrics import subgroup_column
+from laborllm.io import read_frame, write_frame
 
 GROUPS = ("gender", "race", "education", "cohort")
 SIM_PERSONS, SIM_YEARS = 150, 10
@@ -38,9 +42,11 @@ def representativeness(events, lps: dict[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def trajectories(events, models: dict, seed: int) -> pd.DataFrame:
+def trajectories(events, models: dict, seed: int, cache: Path | None = None) -> pd.DataFrame:
     """Share of person-years in each broad occupation group by age: real test careers against
-    careers simulated from each model, starting from each person's first observed year."""
+    careers simulated from each model, starting from each person's first observed year. `cache`: a
+    folder where each model's careers are kept and reused while the model, people and seed are the same
+    (an LLM's take minutes, and a rerun of a finished benchmark would draw the same ones again)."""
     from tqdm.auto import tqdm
 
     from laborllm.forecast import simulate
@@ -55,12 +61,20 @@ def trajectories(events, models: dict, seed: int) -> pd.DataFrame:
     rows = [real.assign(source="observed", occupation=real.state)[["person_id", "year", "occupation", "source"]]]
     cols = ["person_id", "year", "state"] + [c for c in ("gender", "race", "birth_year", "education", "region") if c in f]
     hist = first[cols].rename(columns={"state": "occupation"})
+    inputs = hashlib.sha256(pd.util.hash_pandas_object(hist.astype(str), index=False).values.tobytes()).hexdigest()[:16]
     # one progress line for every model's careers, not a bar per model
     with tqdm(total=len(models) * SIM_YEARS, desc="simulating careers for the report", unit="year",
               disable=not models, leave=False) as bar:
         for name, model in models.items():
             bar.set_postfix_str(name)
-            sims = simulate(model, hist, years=SIM_YEARS, samples=1, seed=seed, on_year=bar.update)
+            key = {"model": model.score_key(), "histories": inputs, "seed": seed, "years": SIM_YEARS}
+            sims = read_frame(cache / f"{name}.parquet", key) if cache else None
+            if sims is None:
+                sims = simulate(model, hist, years=SIM_YEARS, samples=1, seed=seed, on_year=bar.update)
+                if cache:
+                    write_frame(cache / f"{name}.parquet", sims, key)
+            else:
+                bar.update(SIM_YEARS)
             sims["person_id"] = sims.person_id.astype(first.person_id.dtype)
             start = hist[["person_id", "year", "occupation"]]
             rows.append(pd.concat([start, sims[["person_id", "year", "occupation"]]]).assign(source=name))
