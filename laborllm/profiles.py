@@ -78,7 +78,8 @@ PROFILES = {
     # a 2-core CPU over a night or several, in resumable pieces: the paper's panel with the fine-tuned
     # LLM on every test event, titles first (the headline), then CAREER, then the codes ablation
     "nlsy97-cpu": Profile("quick", (("nlsy97", NLSY97_CPU),), simulate_llms=False,
-                          contrasts=(("llm-titles", "logit"), ("llm-titles", "career"), ("llm-codes", "llm-titles")),
+                          contrasts=(("llm-titles", "logit"), ("llm-titles", "career"), ("llm-codes", "llm-titles"),
+                                     ("llm-codes", "logit"), ("llm-codes", "career")),
                           question="Does the fine-tuned LLM beat the logit and CAREER on NLSY97?",
                           settings={"llm-titles": CPU_LLM, "llm-codes": CPU_LLM,
                                     "career": {"layers": 12, "d": 192, "heads": 3, "ff": 768, "epochs": 60,
