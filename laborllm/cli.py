@@ -220,7 +220,7 @@ def _source(history: str) -> str:
 
 
 @app.command()
-def predict(folder: Path = typer.Argument(..., help="model folder, or a packaged model: nlsy97-titles"),
+def predict(folder: Path = typer.Argument(..., help="model folder, or a packaged model: nlsy97-titles, nlsy97-codes"),
             history: str = typer.Option(..., "--history", help="JSON or CSV/Parquet/Stata file of person-years, or - for JSON on stdin"),
             top: int = typer.Option(10, "--top"), as_json: bool = typer.Option(False, "--json")):
     """Top-k next states with probabilities for each person in a history."""
@@ -244,7 +244,7 @@ def predict(folder: Path = typer.Argument(..., help="model folder, or a packaged
 
 
 @app.command()
-def simulate(folder: Path = typer.Argument(..., help="model folder, or a packaged model: nlsy97-titles"),
+def simulate(folder: Path = typer.Argument(..., help="model folder, or a packaged model: nlsy97-titles, nlsy97-codes"),
              history: str = typer.Option(..., "--history", help="JSON or table file of person-years, or - for JSON on stdin"),
              years: int = typer.Option(5, "--years", min=1, max=100, help="years ahead (1-100)"),
              samples: int = typer.Option(10, "--samples", min=1, help="sampled futures per person"), seed: int = SeedOpt,

@@ -58,6 +58,12 @@ def history_frame(obj, source: str = "history") -> pd.DataFrame:
         person, rows = obj.get("person", {}), obj.get("history", [])
         if not isinstance(person, dict):
             raise DataError(f"{source}: \"person\" must be an object of covariates, e.g. {{\"gender\": \"woman\"}}")
+        stray = [k for k in obj if k not in ("person", "history", "person_id")]
+        if stray:  # a covariate beside "history" would otherwise be ignored without a word
+            raise DataError(f"{source}: unknown key(s) {', '.join(map(json.dumps, stray))} at the top level; "
+                            "covariates go in \"person\": {\"gender\": ..., \"birth_year\": ...}")
+        if "person_id" in obj:
+            person = {"person_id": obj["person_id"], **person}
     elif isinstance(obj, list):
         person, rows = {}, obj
     else:

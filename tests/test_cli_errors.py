@@ -166,6 +166,9 @@ def test_forecast_inputs(tmp_path, markov):
     bad_person = tmp_path / "p.json"
     bad_person.write_text('{"person": "x", "history": [{"year": 2001, "occupation": "Cashiers"}]}')
     assert_bad(*call(["predict", markov, "--history", bad_person]), "p.json", "person")
+    stray = tmp_path / "s.json"  # covariates beside the history instead of in "person"
+    stray.write_text('{"birth_year": 1981, "history": [{"year": 2001, "occupation": "Cashiers"}]}')
+    assert_bad(*call(["predict", markov, "--history", stray]), "s.json", '"birth_year"', "person")
     numbers = tmp_path / "n.json"
     numbers.write_text("[1, 2, 3]")
     assert_bad(*call(["predict", markov, "--history", numbers]), "n.json", "row 1")

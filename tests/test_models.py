@@ -220,6 +220,28 @@ def test_packaged_models_load_by_name(small_events, tmp_path, monkeypatch):
     assert load_model("nlsy97-titles").config["order"] == 1  # the user's folder in the working directory
 
 
+@pytest.mark.parametrize("name", ["nlsy97-titles", "nlsy97-codes"])
+def test_shipped_nlsy97_models_answer_with_what_they_learned(name):
+    """The adapters committed in the package load by name on SmolLM2 and give a distribution over
+    NLSY97's 334 states that has learned careers (a cashier two years running most likely stays one),
+    and their cards carry the test results."""
+    from laborllm.forecast import history_frame, next_distribution
+    from laborllm.models.registry import PACKAGED, PACKAGED_DIR
+
+    assert name in PACKAGED
+    m = load_model(name)
+    assert m.kind == "llm" and len(m.states) == 334 and m.config["variant"] == name.split("-")[1]
+    person = {"gender": "woman", "race": "Hispanic", "birth_year": 1981}
+    cashier = history_frame({"person": person, "history": [
+        {"year": 2001, "occupation": "Student"}, {"year": 2002, "occupation": "Cashiers"},
+        {"year": 2003, "occupation": "Cashiers"}]})
+    _, p = next_distribution(m, cashier)
+    assert p.shape == (1, 334) and p.sum() == pytest.approx(1, abs=1e-4)
+    assert m.states[int(p[0].argmax())] == "Cashiers" and p[0].max() > 0.3
+    card = (PACKAGED_DIR / name / "README.md").read_text()
+    assert "test perplexity" in card and "25,301 events" in card
+
+
 def test_evaluate_two_folders_of_one_name_keeps_both_paired(tmp_path):
     """Two folders whose models share a name (a refit with other settings) are both compared, paired."""
     from laborllm import api

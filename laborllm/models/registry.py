@@ -17,7 +17,8 @@ from laborllm.models.markov import Markov
 MODELS = {"markov": Markov, "bag": BagOfJobs, "logit": Logit, "career": Career, "llm": LLM, "icl": ICL}
 
 # models the project trains and ships inside the package, loaded by name (`laborllm predict NAME`)
-PACKAGED = {"nlsy97-titles": "SmolLM2-135M with a LoRA adapter, titles, fine-tuned on NLSY97's training people"}
+PACKAGED = {"nlsy97-titles": "SmolLM2-135M with a LoRA adapter, titles, fine-tuned on NLSY97's training people",
+            "nlsy97-codes": "SmolLM2-135M with a LoRA adapter, codes, fine-tuned on NLSY97's training people"}
 PACKAGED_DIR = Path(__file__).parent / "assets"
 
 
