@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from laborllm.errors import UserError
+from laborllm.models.packaged import PACKAGED
 from laborllm.profiles import NAMES, REFERENCE
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -30,6 +31,7 @@ UnknownOpt = typer.Option("error", "--unknown", help="unknown occupation codes: 
 CodebookOpt = typer.Option(None, "--codebook", help="CSV of code,title for a panel in its own occupation coding (its titles become the states)")
 CenturyOpt = typer.Option(None, "--century", min=0, help="read two-digit years (0-99) in this century: 1900 reads 70 as 1970")
 SeedOpt = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="seed of the 70/15/15 person split")
+SHIPPED = ", ".join(PACKAGED)  # packaged model names, for the help of predict, simulate and serve
 
 
 @data_app.command("describe")
@@ -220,7 +222,7 @@ def _source(history: str) -> str:
 
 
 @app.command()
-def predict(folder: Path = typer.Argument(..., help="model folder, or a packaged model: nlsy97-titles, nlsy97-codes"),
+def predict(folder: Path = typer.Argument(..., help=f"model folder, or a packaged model: {SHIPPED}"),
             history: str = typer.Option(..., "--history", help="JSON or CSV/Parquet/Stata file of person-years, or - for JSON on stdin"),
             top: int = typer.Option(10, "--top"), as_json: bool = typer.Option(False, "--json")):
     """Top-k next states with probabilities for each person in a history."""
@@ -244,7 +246,7 @@ def predict(folder: Path = typer.Argument(..., help="model folder, or a packaged
 
 
 @app.command()
-def simulate(folder: Path = typer.Argument(..., help="model folder, or a packaged model: nlsy97-titles, nlsy97-codes"),
+def simulate(folder: Path = typer.Argument(..., help=f"model folder, or a packaged model: {SHIPPED}"),
              history: str = typer.Option(..., "--history", help="JSON or table file of person-years, or - for JSON on stdin"),
              years: int = typer.Option(5, "--years", min=1, max=100, help="years ahead (1-100)"),
              samples: int = typer.Option(10, "--samples", min=1, help="sampled futures per person"), seed: int = SeedOpt,
@@ -273,7 +275,7 @@ def simulate(folder: Path = typer.Argument(..., help="model folder, or a package
 
 
 @app.command()
-def serve(sources: list[str] = typer.Argument(..., help="run folders, model folders or packaged model names"),
+def serve(sources: list[str] = typer.Argument(..., help=f"run folders, model folders or packaged model names ({SHIPPED})"),
           host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (default: this machine only)"),
           port: int = typer.Option(8000, "--port", min=1, max=65535)):
     """A local web app: ask the models about a career, sample its futures, browse a run's comparison."""

@@ -13,13 +13,10 @@ from laborllm.models.llm import LLM
 from laborllm.models.logit import Logit
 from laborllm.models.bag import BagOfJobs
 from laborllm.models.markov import Markov
+from laborllm.models.packaged import PACKAGED, PACKAGED_DIR
 
 MODELS = {"markov": Markov, "bag": BagOfJobs, "logit": Logit, "career": Career, "llm": LLM, "icl": ICL}
 
-# models the project trains and ships inside the package, loaded by name (`laborllm predict NAME`)
-PACKAGED = {"nlsy97-titles": "SmolLM2-135M with a LoRA adapter, titles, fine-tuned on NLSY97's training people",
-            "nlsy97-codes": "SmolLM2-135M with a LoRA adapter, codes, fine-tuned on NLSY97's training people"}
-PACKAGED_DIR = Path(__file__).parent / "assets"
 
 
 def packaged_folder(name: str) -> Path | None:
