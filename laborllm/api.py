@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -14,10 +13,11 @@ from laborllm.data import Events
 from laborllm.data.spec import data_spec, events_for  # noqa: F401 (the API's data entry points)
 from laborllm.errors import UserError
 from laborllm.evaluation.metrics import attach_paired, evaluate as evaluate_log_probs
-from laborllm.io import read_log_probs, write_json_atomic, write_log_probs
+from laborllm.io import write_json_atomic
 from laborllm.models.base import Model, is_main_process
 from laborllm.models.folder import OutputLock, check_output_folder
 from laborllm.models.registry import MODELS, load_model
+from laborllm.models.score_cache import model_log_probs  # noqa: F401 (the run and evaluate read scores through it)
 from laborllm.models.settings import layered
 from laborllm.profiles import check_preset
 
@@ -77,7 +77,7 @@ def fit_identity(model: Model, events: Events) -> dict:
     for key in model.data_settings:
         names = model.config.get(key) or []
         ident[key] = [_panel_print(key, n) for n in ([names] if isinstance(names, str) else names)]
-    return ident
+    return ident | model.identity_inputs()
 
 
 def _panel_print(setting: str, name: str) -> str:
@@ -134,37 +134,6 @@ def fit(kind: str, data="nlsy97", out: str | Path | None = None, profile: str = 
         if out is not None and is_main_process():
             model.save(out, spec)
     return model
-
-
-def model_log_probs(model: Model, cache: Path | None, events: Events) -> tuple[np.ndarray, dict]:
-    """Log-probabilities on an event set and the model's extra figures (LLMs: unnormalised
-    perplexity, mass on the state set), cached as Parquet at `cache` and reused while the event
-    set is unchanged."""
-    if cache and cache.exists():
-        try:
-            lp, meta = read_log_probs(cache)
-            if (meta.get("events_fingerprint") == events.fingerprint() and meta.get("model_fingerprint") == model.score_key()
-                    and lp.shape == (len(events), len(events.states)) and np.isfinite(lp).all()):
-                return lp, json.loads(meta.get("extra", "{}"))
-        except Exception as e:  # a damaged cache is recomputed, never fatal
-            log.warning("%s: unreadable log-probability cache, recomputing (%s)", cache, type(e).__name__)
-    t0 = time.time()
-    # an LLM keeps finished people beside the cache while scoring, so a killed run continues there
-    partial = cache.with_name(cache.stem + ".partial") if cache and model.language_model else None
-    lp, figures = model.log_probs_and_figures(events, partial) if partial else model.log_probs_and_figures(events)
-    if not np.isfinite(lp).all():
-        raise UserError(f"{model.name}: the model gives non-finite log-probabilities (corrupt weights?)")
-    # the scoring time travels with the cache, so a resumed run still reports it (the whole scoring's:
-    # one resumed from finished people adds its earlier pieces' time)
-    extra = figures | {"score_seconds": round(time.time() - t0 + (figures.get("score_seconds_earlier") or 0), 1)}
-    if cache and is_main_process():  # under torchrun every process holds the whole matrix; one writes it
-        try:
-            write_log_probs(cache, events, lp, model.name, model.normalization, extra, model.score_key())
-            for done in cache.parent.glob(f"{partial.name}*") if partial else ():  # and each process's parts
-                shutil.rmtree(done, ignore_errors=True)
-        except OSError as e:  # a read-only model folder: evaluate anyway, without the cache
-            log.warning("%s: cannot write the log-probability cache (%s)", cache, e.strerror or e)
-    return lp, extra
 
 
 UNNORMALISED = "unnormalised: log P(observed state text) only, not renormalised over the states"

@@ -158,6 +158,7 @@ def _benchmark(out: Path, panel: str, chosen, prof, seed: int, base, data_kw: di
     """Fit or reuse each model of one panel and score it on the panel's test events; the run's files
     are rewritten after each model, so a run cut short keeps what it finished."""
     folder, tag = out / panel_tag(panel), panel_tag(panel)
+    chosen = [(name, kind, _run_members(settings, folder, [n for n, _, _ in chosen])) for name, kind, settings in chosen]
     events = api.events_for(api.data_spec(panel, seed=seed, **data_kw))
     test = events.test
     rows, nll, fitted, lps, timings = [], {}, {}, {}, {}
@@ -187,6 +188,13 @@ def _benchmark(out: Path, panel: str, chosen, prof, seed: int, base, data_kw: di
                     r["n_events"], time.time() - t0)
         _write(out, folder, earlier + rows, rows, nll, test, prof.contrasts)
     return rows, fitted, lps, events, timings
+
+
+def _run_members(settings: dict, folder: Path, names: list[str]) -> dict:
+    """A mixture's members named by the run's model names are those models' folders in this run."""
+    if not settings.get("members"):
+        return settings
+    return {**settings, "members": [str(folder / "models" / m) if m in names else m for m in settings["members"]]}
 
 
 def _base(kind: str, base) -> dict:

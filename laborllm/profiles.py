@@ -29,6 +29,10 @@ MODELS = [
     ("llm-titles-pooled-seq", "llm", {"variant": "titles", "pool": ["nlswork"], "pool_mode": "sequential",
                                       "pool_persons": 1500}),
     ("llm-codes", "llm", {"variant": "codes"}),
+    # occupation heads on the shipped NLSY97 LLMs (frozen): their hidden states and the predicted year's
+    # covariates into a read-out over the states (laborllm.models.lm_head)
+    ("llm-codes-head", "llm-head", {"lm": "nlsy97-codes"}),
+    ("llm-titles-head", "llm-head", {"lm": "nlsy97-titles"}),
     ("icl", "icl", {"variant": "titles"}),
 ]
 NAMES = tuple(m[0] for m in MODELS)
@@ -60,7 +64,10 @@ class Profile:
 CPU_LLM = {"lora": True, "lora_layers": 15, "lora_r": 16, "epochs": 3, "batch_size": 8, "lr": 1e-3,
            "max_valid_persons": 500, "scoring": "constrained", "precision": "auto",
            "validate": True}  # the quick preset's LLMs skip validation; these choose their best epoch by it
-NLSY97_CPU = ("markov1", "markov2", "logit", "llm-titles", "career", "llm-codes")
+NLSY97_CPU = ("markov1", "markov2", "logit", "llm-titles", "career", "llm-codes", "llm-codes-head")
+# the heads' recipe, chosen on validation (docs/benchmarks.md): the features of a seeded half of the
+# training people (an hour of forward passes each on 2 cores) train the read-out in minutes
+CPU_HEAD = {"max_train_persons": 3000}
 
 PROFILES = {
     # a 2-core CPU in under 15 minutes: every model where the whole method fits, the Markov chains and the
@@ -79,9 +86,12 @@ PROFILES = {
     # LLM on every test event, titles first (the headline), then CAREER, then the codes ablation
     "nlsy97-cpu": Profile("quick", (("nlsy97", NLSY97_CPU),), simulate_llms=False,
                           contrasts=(("llm-titles", "logit"), ("llm-titles", "career"), ("llm-codes", "llm-titles"),
-                                     ("llm-codes", "logit"), ("llm-codes", "career")),
+                                     ("llm-codes", "logit"), ("llm-codes", "career"),
+                                     ("llm-codes-head", "career"), ("llm-codes-head", "llm-codes"),
+                                     ("llm-codes-head", "logit")),
                           question="Does the fine-tuned LLM beat the logit and CAREER on NLSY97?",
-                          settings={"llm-titles": CPU_LLM, "llm-codes": CPU_LLM,
+                          settings={"llm-titles": CPU_LLM, "llm-codes": CPU_LLM, "llm-codes-head": CPU_HEAD,
+                                    "llm-titles-head": CPU_HEAD,
                                     "career": {"layers": 12, "d": 192, "heads": 3, "ff": 768, "epochs": 60,
                                                "min_steps": 0, "patience": 3}}),
 }

@@ -214,7 +214,7 @@ def panel_section(folder: Path, results: list[dict], events, models: dict, lps: 
                   "distribution of next states, and predicted vs observed move rates.</p>",
                   _table(_numbers(summary)), _img(plot_representativeness(rep, plots / "representativeness.png"))]
     simulate_llms = profile.simulate_llms
-    cheap = {name: m for name, m in models.items() if not m.language_model or simulate_llms}
+    cheap = {name: m for name, m in models.items() if not m.runs_lm or simulate_llms}
     if cheap:
         traj = trajectories(test, cheap, seed, cache=folder / "simulated")
         traj.to_csv(folder / "trajectories.csv", index=False)

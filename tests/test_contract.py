@@ -23,9 +23,32 @@ def tiny_lm(tmp_path_factory, small_events):
     return str(tiny_model_folder(tmp_path_factory.mktemp("lm") / "lm", texts, vocab_size=400, hidden=32))
 
 
-def tiny(kind: str, base: str) -> dict:
+@pytest.fixture(scope="module")
+def tiny_llm(tmp_path_factory, small_events, tiny_lm):
+    """A tiny fitted LLM folder: what an occupation head reads."""
+    from laborllm.models.llm import LLM
+
+    m = LLM(**tiny("llm", tiny_lm))
+    m.work_dir = tmp_path_factory.mktemp("llm") / "m"
+    m.fit(small_events)
+    m.meta["events_fingerprint"] = small_events.fingerprint()
+    return str(m.save(m.work_dir, {"data": "test"}))
+
+
+@pytest.fixture(scope="module")
+def markov_folder(tmp_path_factory, small_events):
+    """A fitted Markov chain's folder: a mixture member."""
+    from laborllm.models.markov import Markov
+
+    m = Markov().fit(small_events)
+    m.meta["events_fingerprint"] = small_events.fingerprint()
+    return str(m.save(tmp_path_factory.mktemp("markov") / "m", {"data": "test"}))
+
+
+def tiny(kind: str, base: str, llm: str = "", other: str = "") -> dict:
     lm = dict(base=base, precision="fp32", scoring="constrained")
-    return {"markov": {}, "bag": {"epochs": 2}, "logit": {"max_iter": 5},
+    return {"llm-head": {"lm": llm, "epochs": 3, "precision": "fp32", "max_train_persons": 30},
+            "mixture": {"members": [other, llm], "max_valid_persons": 20},"markov": {}, "bag": {"epochs": 2}, "logit": {"max_iter": 5},
             "career": {"layers": 1, "d": 24, "heads": 2, "ff": 48, "epochs": 1},
             "llm": {**lm, "lora": True, "max_steps": 2, "batch_size": 4, "max_train_persons": 12,
                     "max_valid_persons": 4},
@@ -42,8 +65,10 @@ def later_years_changed(events, person, cut):
 
 
 @pytest.mark.parametrize("kind", sorted(MODELS))
-def test_model_contract(kind, small_events, tiny_lm, tmp_path):
-    settings = tiny(kind, tiny_lm)
+def test_model_contract(kind, small_events, tiny_lm, tmp_path, request):
+    fitted = kind in ("llm-head", "mixture")  # kinds built on fitted models
+    settings = tiny(kind, tiny_lm, request.getfixturevalue("tiny_llm") if fitted else "",
+                    request.getfixturevalue("markov_folder") if fitted else "")
     model = MODELS[kind](**settings)
     model.work_dir = tmp_path / "m"  # where an LLM keeps its training checkpoints
     before = copy.deepcopy(model.config)

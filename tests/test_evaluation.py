@@ -149,3 +149,22 @@ def test_simulated_careers_are_kept_for_the_same_model_and_seed_only(small_event
         first[first.source == "m"].occupation.reset_index(drop=True))
     trajectories(small_events.test, {"m": Markov(order=2).fit(small_events)}, seed=1, cache=tmp_path)
     assert calls == [1, 1]  # another model under the same name
+
+
+def test_moves_and_stays_are_reported_apart(small_events):
+    """A model sure that everyone stays and one that spreads its mass tie only by accident overall;
+    apart, the first must win on the stays and lose on the moves, each with its paired interval."""
+    test = small_events.test
+    K = len(test.states)
+    last = test.frame.last_state.to_numpy()
+    sticky = np.full((len(test), K), np.log(0.2 / (K - 1)))
+    sticky[np.arange(len(test)), np.maximum(last, 0)] = np.log(0.8)
+    lps = {"sticky": sticky, "uniform": np.full((len(test), K), -np.log(K))}
+    nll = {n: test.target_nll(lp) for n, lp in lps.items()}
+    rows = [evaluate(lp, test, name, n_boot=50) for name, lp in lps.items()]
+    attach_paired(rows, nll, test, n_boot=200)
+    stays = (test.frame.target == test.frame.last_state).to_numpy()
+    split = rows[0]["subgroups"]["transition"]
+    assert split["stays"]["n_events"] == stays.sum() and split["moves"]["n_events"] == (~stays).sum()
+    assert split["stays"]["perplexity"] == pytest.approx(np.exp(nll["sticky"][stays].mean()))
+    assert split["stays"]["paired"]["uniform"]["ci95"][1] < 1 < split["moves"]["paired"]["uniform"]["ci95"][0]

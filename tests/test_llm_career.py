@@ -219,6 +219,26 @@ def test_career_learns_stays_and_reloads(small_events, tmp_path):
     np.testing.assert_allclose(load_model(tmp_path / "career").log_probs(test), lp, atol=1e-6)
 
 
+def test_career_information_ablation_reads_only_the_first_years_education(small_events):
+    """time_varying=false gives CAREER what the LLM's resume states: education and region as of the
+    first year. A degree earned later must then change nothing; with the default it must."""
+    import laborllm as ll
+
+    f = small_events.panel.frame
+    test = small_events.test
+    person = test.frame.person_id.value_counts().index[0]
+    rows = f.index[f.person_id == person]
+    levels = [v for v in f.education.dropna().unique()]
+    later = f.copy()
+    later.loc[rows[1:], "education"] = next(v for v in levels if v != f.education[rows[1]])
+    changed = ll.make_events(ll.load_panel(later.assign(occupation=later.state), scheme="titles"), seed=0)
+    mine = lambda e: e.test.where((e.test.frame.person_id == person).to_numpy())  # noqa: E731
+    for time_varying in (False, True):
+        m = Career(layers=1, d=24, heads=2, ff=48, epochs=1, time_varying=time_varying).fit(small_events)
+        same = np.allclose(m.log_probs(mine(small_events)), m.log_probs(mine(changed)), atol=1e-6)
+        assert same != time_varying
+
+
 def test_career_pretraining_on_another_panel(small_events):
     settings = dict(layers=1, d=48, heads=3, ff=96, epochs=2)
     m = Career(**settings, pretrain_data="nlsy79-males", pretrain_epochs=1).fit(small_events)

@@ -214,3 +214,31 @@ def test_a_prefix_shared_with_the_previous_pass_is_run_once(enc_and_model, arch)
         # one event a pass: each later pass reuses the person's resume before its events
         one = ExactScorer(model, enc.candidates, mode=mode, max_tokens=max(jobs[0][1]) + 1)
         assert np.abs(one.score(*jobs[0]) - fresh[0]).max() < 1e-4
+
+
+def test_year_covariates_template_never_shows_a_later_year(small_events, enc_and_model):
+    """Each year's line states that year's education (and a region it moved to) before the state:
+    the tokens up to where year t's state begins carry year t's covariates and nothing of later years."""
+    enc = enc_and_model[0]
+    f = small_events.panel.frame
+    # a person whose education changes along the history
+    pid = next(p for p, g in f.groupby("person_id") if g.education.nunique() > 1 and len(g) > 4)
+    rows = f[f.person_id == pid].reset_index(drop=True)
+    tpl = ResumeTemplate("titles", year_covariates=True)
+    cov = SegmentEncoder(enc.tok, tpl, small_events.states, small_events.panel.scheme)
+    text = cov.text(rows)
+    for i in range(len(rows)):
+        assert f"{int(rows.year[i])} ({rows.education[i]}" in text  # the predicted year's education, on its line
+    ids, starts = cov.person(rows)
+    for t in range(1, len(rows)):
+        later = rows.copy()
+        later.loc[t + 1:, "education"] = "Some unseen degree"
+        later.loc[t + 1:, "region"] = "Moon"
+        ids2, starts2 = cov.person(later)
+        assert starts2[t] == starts[t] and ids2[:starts[t]] == ids[:starts[t]], f"year {t} sees a later year"
+    moved = rows.copy()
+    moved.loc[2:, "region"] = "Moon"
+    assert f"{int(rows.year[2])} ({rows.education[2]}, moved to the Moon region):" in cov.text(moved)
+    assert "moved to" not in cov.text(moved).split(f"{int(rows.year[3])} (")[1].split("\n")[0]  # said once, where it changed
+    plain = SegmentEncoder(enc.tok, ResumeTemplate("titles"), small_events.states, small_events.panel.scheme)
+    assert f"{int(rows.year[1])}: " in plain.text(rows)  # the default template is unchanged

@@ -19,7 +19,9 @@ from laborllm.data.events import Events
 from laborllm.data.schemes import NON_WORK
 from laborllm.errors import UserError
 
-SUBGROUPS = ("gender", "race", "education", "cohort", "region")
+# "transition": the events where the person stays in the last observed state and those where they
+# move, apart (a tie overall can hide a model better at moves and worse at stays)
+SUBGROUPS = ("gender", "race", "education", "cohort", "region", "transition")
 N_BINS = 10
 
 log = logging.getLogger(__name__)
@@ -150,6 +152,8 @@ def core_metrics(lp: np.ndarray, events: Events, weights: np.ndarray | None = No
 
 
 def subgroup_column(ev: pd.DataFrame, name: str) -> pd.Series | None:
+    if name == "transition":
+        return pd.Series(np.where(ev.target == ev.last_state, "stays", "moves"), index=ev.index, dtype="string")
     if name == "cohort":
         return ev.birth_year.map(lambda b: f"born {b}") if "birth_year" in ev else None
     return ev[name].astype("string").fillna("unknown") if name in ev else None

@@ -44,6 +44,8 @@ class Model(ABC):
     normalization: str = "exact, over all states"
     #: a causal language model over resume texts (takes a pretrained `base`, has the LLM scoring modes)
     language_model: ClassVar[bool] = False
+    #: reading it runs a language model: scored in resumable pieces, simulated only where the profile asks
+    runs_lm: ClassVar[bool] = False
     #: settings that do not change the fitted model (how it is scored, how often it checkpoints)
     fit_exempt: ClassVar[tuple] = ()
     #: settings that change the scores of a fitted model: with its fingerprint, they key cached scores
@@ -96,6 +98,10 @@ class Model(ABC):
 
     def forget_reading(self) -> None:
         """Drop what was prepared for reading under the old settings (an LLM's scoring copy)."""
+
+    def identity_inputs(self) -> dict:
+        """Other artefacts the fit reads, by content (a frozen LLM's saved id), for `api.fit_identity`."""
+        return {}
 
     def resumed_seconds(self) -> float:
         """Seconds that earlier, interrupted invocations spent on this fit before it resumed: the fit

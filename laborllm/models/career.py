@@ -38,6 +38,7 @@ from laborllm.models.settings import setting
 log = logging.getLogger(__name__)
 
 COVARIATES = ("year", *CATEGORICAL)
+FIRST_YEAR_ONLY = ("education", "region")  # with time_varying=false, held at the first year's value
 
 
 class CareerNet(nn.Module):
@@ -101,6 +102,8 @@ class CareerSettings:
     pretrain_states: str | None = setting(None, "a CSV of state,target sending the pretraining panel's "
                                                 "states onto this panel's")
     min_steps: int = setting(0, "at least this many optimiser steps (more epochs on small panels)", 0, 10**6)
+    time_varying: bool = setting(True, "education and region as of each predicted year (false: as of the person's "
+                                       "first year, all the fine-tuned LLM's resume states: the information ablation)")
 
 
 class Career(Model):
@@ -163,7 +166,7 @@ class Career(Model):
                 if obs[t] >= 0:
                     lo = obs[t]
             for k, col in cov_cols.items():
-                covs[k][j, :L] = col[s: s + L]
+                covs[k][j, :L] = col[s: s + L] if k not in FIRST_YEAR_ONLY or self.config["time_varying"] else col[s]
         t = lambda a: torch.as_tensor(a, dtype=torch.long)  # noqa: E731
         return {"prev": t(prev), "last": t(last), "target": t(target), "covs": {k: t(v) for k, v in covs.items()},
                 "lens": t(lens), "person_id": pid[starts]}

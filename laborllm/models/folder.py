@@ -28,7 +28,7 @@ def read_model_json(folder: Path) -> dict | None:
 
 
 # what a model folder of ours holds (anything else in it is the user's and is kept)
-OURS = ("model.json", "weights.safetensors", "README.md", "hf", "adapter", "logprobs-*.parquet", "metrics-*.json")
+OURS = ("model.json", "weights.safetensors", "README.md", "hf", "adapter", "lm", "logprobs-*.parquet", "metrics-*.json")
 
 
 def is_model_folder(folder: Path) -> bool:

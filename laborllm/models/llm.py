@@ -46,6 +46,8 @@ class LLMSettings:
     base: str = setting("smollm2", "the pretrained LM: smollm2 (packaged), a Hugging Face folder or a GGUF file")
     variant: str = setting("titles", "how states are written: occupation titles or codes", choices=VARIANTS)
     birth_year: bool = setting(True, "the resume states the birth year")
+    year_covariates: bool = setting(False, "each year's line states that year's education (and region where it "
+                                           "changed), as CAREER and the logit see the predicted year")
     lora: bool = setting(False, "train a LoRA adapter instead of every weight")
     lora_r: int = setting(16, "LoRA rank", 1, 4096)
     lora_layers: int | None = setting(None, "LoRA on the top N layers only (none: all; fewer is faster on a CPU)",
@@ -92,6 +94,7 @@ class LLM(Model):
     kind = "llm"
     Settings = LLMSettings
     language_model = True
+    runs_lm = True
     fit_exempt = ("scoring", "score_max_tokens", "checkpoint_minutes")
     read_settings = ("scoring", "precision")
     data_settings = ("pool",)
@@ -140,7 +143,7 @@ class LLM(Model):
 
     # -- text -------------------------------------------------------------------------------
     def _encoder(self, panel) -> SegmentEncoder:
-        tpl = ResumeTemplate(self.config["variant"], self.config["birth_year"])
+        tpl = ResumeTemplate(self.config["variant"], self.config["birth_year"], self.config["year_covariates"])
         return SegmentEncoder(self.tok, tpl, self.states, panel.scheme)
 
     def _out_dir(self) -> Path:
@@ -196,7 +199,7 @@ class LLM(Model):
     def _pooled_resumes(self, panels: list) -> list | ResumeTokens:
         """Every person of each pooled panel (or `pool_persons` of them), in that panel's own states
         and words."""
-        tpl = ResumeTemplate(self.config["variant"], self.config["birth_year"])
+        tpl = ResumeTemplate(self.config["variant"], self.config["birth_year"], self.config["year_covariates"])
         out = []
         for p in panels:
             enc = SegmentEncoder(self.tok, tpl, p.states, p.scheme)

@@ -26,7 +26,7 @@ WHOLE = "whole"  # the trained model (or adapter) as saved at the end of a run, 
 
 # the settings that define what training produces (with the data, the resolved precision and the
 # number of processes); anything else may change between pieces of one run
-TRAINING_KEYS = ("base", "variant", "birth_year", "lora", "lora_r", "lora_layers", "lora_alpha", "epochs",
+TRAINING_KEYS = ("base", "variant", "birth_year", "year_covariates", "lora", "lora_r", "lora_layers", "lora_alpha", "epochs",
                  "batch_size", "lr", "warmup_ratio", "weight_decay", "max_steps", "max_train_persons",
                  "max_valid_persons", "seed", "pack_tokens", "pool", "pool_mode", "pool_persons")
 

@@ -13,21 +13,12 @@ from laborllm.models.llm import LLM
 from laborllm.models.logit import Logit
 from laborllm.models.bag import BagOfJobs
 from laborllm.models.markov import Markov
-from laborllm.models.packaged import PACKAGED, PACKAGED_DIR
+from laborllm.models.lm_head import LMHead
+from laborllm.models.mixture import Mixture
+from laborllm.models.packaged import packaged_folder
 
-MODELS = {"markov": Markov, "bag": BagOfJobs, "logit": Logit, "career": Career, "llm": LLM, "icl": ICL}
-
-
-
-def packaged_folder(name: str) -> Path | None:
-    """The folder of a packaged model name (None when `name` is not one, or is a folder of the user's)."""
-    if str(name) not in PACKAGED or Path(name).exists():
-        return None
-    folder = PACKAGED_DIR / str(name)
-    if not (folder / "model.json").is_file():
-        raise UserError(f"model {name!r} is not in this release yet: it is being trained by the NLSY97 CPU run "
-                        "(`make nlsy97-cpu`, or on a GPU by scripts/gpu-benchmark.sh); pass a model folder instead")
-    return folder
+MODELS = {"markov": Markov, "bag": BagOfJobs, "logit": Logit, "career": Career, "llm": LLM, "icl": ICL,
+          "llm-head": LMHead, "mixture": Mixture}
 
 
 def load_model(folder: str | Path) -> Model:

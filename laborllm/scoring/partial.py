@@ -24,10 +24,10 @@ FLUSH_SECONDS = 300.0  # a killed scoring job loses at most this much work
 
 class PartialScores:
     def __init__(self, folder: Path | None, stamp: dict, shape: tuple[int, int], every: float | None = None,
-                 label: str = "scoring"):
+                 label: str = "scoring", dtype=np.float64):
         self.folder, self.label = (Path(folder) if folder else None), label
         self.every = FLUSH_SECONDS if every is None else every
-        self.out = np.zeros(shape)
+        self.out = np.zeros(shape, dtype=dtype)
         self.done = np.zeros(shape[0], dtype=bool)
         self._idx: list[np.ndarray] = []
         self._rows: list[np.ndarray] = []
@@ -77,7 +77,7 @@ class PartialScores:
         if self.folder is None or not self._idx:
             return
         self._parts += 1
-        idx, rows = np.concatenate(self._idx), np.concatenate(self._rows)
+        idx, rows = np.concatenate(self._idx), np.concatenate(self._rows).astype(self.out.dtype)
         seconds = time.time() - self._last
         _atomic(self.folder / f"part-{self._parts:05d}.npz", lambda t: _savez(t, idx, rows, seconds))
         self._idx, self._rows, self._last = [], [], time.time()
@@ -110,7 +110,7 @@ def _plain(stamp: dict) -> dict:
 
 def _savez(path: str, idx: np.ndarray, rows: np.ndarray, seconds: float) -> None:
     with open(path, "wb") as f:  # a file object: np.savez would otherwise append ".npz" to the temp name
-        np.savez(f, idx=idx.astype(np.int64), lp=rows.astype(np.float64), seconds=np.float64(seconds))
+        np.savez(f, idx=idx.astype(np.int64), lp=rows, seconds=np.float64(seconds))
 
 
 def _read_json(path: Path):

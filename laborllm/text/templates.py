@@ -23,6 +23,9 @@ END = "End of record."
 class ResumeTemplate:
     variant: str = "titles"  # "codes": numeric codes instead of titles (the paper's ablation)
     birth_year: bool = True
+    # each year's line opens with that year's education (and the region where it changed): what CAREER
+    # and the logit know of the predicted year, never anything of a later one
+    year_covariates: bool = False
 
     def state_text(self, title: str, code: str) -> str:
         if self.variant == "titles" or title == MISSING:
@@ -52,9 +55,24 @@ class ResumeTemplate:
     def segments(self, rows: pd.DataFrame, codes: dict[str, str]) -> list[tuple[str, str]]:
         """[(kind, text)] with kind in header / year / state / end; rows are one person's years."""
         segs = [("header", self.header(rows.iloc[0]))]
-        for year, title in zip(rows.year, rows.state):
-            segs += [("year", f"{int(year)}:"), ("state", f" {self.state_text(title, codes.get(title, title))}\n")]
+        for i, (year, title) in enumerate(zip(rows.year, rows.state)):
+            segs += [("year", self.year_text(rows, i)), ("state", f" {self.state_text(title, codes.get(title, title))}\n")]
         return segs + [("end", END)]
+
+    def year_text(self, rows: pd.DataFrame, i: int) -> str:
+        """``YEAR:``, or with year covariates ``YEAR (EDUCATION, moved to the REGION region):``, from
+        row `i` and the one before it only."""
+        year = int(rows.year.iloc[i])
+        if not self.year_covariates:
+            return f"{year}:"
+        notes = []
+        if "education" in rows and not pd.isna(rows.education.iloc[i]):
+            notes.append(str(rows.education.iloc[i]))
+        if "region" in rows and i > 0 and not pd.isna(rows.region.iloc[i]):
+            before = rows.region.iloc[:i].dropna()
+            if len(before) and before.iloc[-1] != rows.region.iloc[i]:
+                notes.append(f"moved to the {rows.region.iloc[i]} region")
+        return f"{year} ({', '.join(notes)}):" if notes else f"{year}:"
 
 
 def state_codes(states: list[str], scheme) -> dict[str, str]:

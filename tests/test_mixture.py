@@ -1,0 +1,63 @@
+"""The mixture of fitted models: the likelihood-maximising weights, chosen on validation events
+only, a normalised distribution, and a folder that carries its members."""
+import numpy as np
+import pytest
+
+from laborllm.errors import UserError
+from laborllm.models.logit import Logit
+from laborllm.models.markov import Markov
+from laborllm.models.mixture import Mixture, mixture_weights
+from laborllm.models.registry import load_model
+
+
+def test_weights_maximise_the_likelihood():
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet([1, 1], size=400).T  # two members' probabilities of what happened
+    w = mixture_weights(np.log(p))
+    grid = np.linspace(0.001, 0.999, 999)
+    best = grid[np.argmax([np.log(g * p[0] + (1 - g) * p[1]).sum() for g in grid])]
+    assert w.sum() == pytest.approx(1) and w[0] == pytest.approx(best, abs=2e-3)
+    assert mixture_weights(np.log(np.stack([p[0], p[0] / 2]))) == pytest.approx([1, 0], abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory, small_events):
+    out = []
+    for name, m in (("markov1", Markov(order=1)), ("logit", Logit(max_iter=10))):
+        m.fit(small_events).meta["events_fingerprint"] = small_events.fingerprint()
+        out.append(str(m.save(tmp_path_factory.mktemp(name) / name, {"data": "test"})))
+    return out
+
+
+def test_mixture_weights_come_from_validation_only(small_events, members, tmp_path, monkeypatch):
+    seen = []
+    for cls in (Markov, Logit):
+        orig = cls.log_probs
+        monkeypatch.setattr(cls, "log_probs", lambda self, ev, orig=orig: seen.append(set(ev.frame.split)) or orig(self, ev))
+    mix = Mixture(members=members, max_valid_persons=None)
+    mix.work_dir = tmp_path / "mix"
+    mix.fit(small_events)
+    assert seen and all(s == {"valid"} for s in seen), "the weights must never see a training or test event"
+    valid = small_events.valid
+    lps = [load_model(f).log_probs(valid) for f in members]
+    np.testing.assert_allclose(mix.weights, mixture_weights(-np.stack([valid.target_nll(x) for x in lps])), atol=1e-6)
+    assert 0 < mix.weights[0] < 1  # a real mixture: neither member alone is best on validation
+    test = small_events.test
+    lp = mix.log_probs(test)
+    np.testing.assert_allclose(np.exp(lp).sum(1), 1, atol=1e-9)
+    direct = np.log(sum(w * np.exp(load_model(f).log_probs(test)) for w, f in zip(mix.weights, members)))
+    np.testing.assert_allclose(lp, direct, atol=1e-5)
+    nll = test.target_nll(lp).mean()
+    assert nll < max(test.target_nll(load_model(f).log_probs(test)).mean() for f in members)
+    folder = mix.save(tmp_path / "mix", {"data": "test"})
+    assert len(list((folder / "members").iterdir())) == 2  # it travels with its members
+    np.testing.assert_allclose(load_model(folder).log_probs(test), lp, atol=1e-9)
+
+
+def test_mixture_refuses_members_of_other_data_and_too_few(small_events, members):
+    import laborllm as ll
+
+    with pytest.raises(UserError, match="two or more"):
+        Mixture(members=members[:1])
+    with pytest.raises(UserError, match="other data or another split"):
+        Mixture(members=members).fit(ll.make_events(small_events.panel, seed=1))
