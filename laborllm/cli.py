@@ -99,7 +99,7 @@ class _FitCommand(TyperCommand):
 
 
 @app.command(cls=_FitCommand)
-def fit(model: str = typer.Argument(..., help="markov, bag, logit, career, llm or icl"),
+def fit(model: str = typer.Argument(..., help="uniform, markov, bag, logit, career, llm, icl, llm-head or mixture"),
         data: Optional[str] = typer.Option(None, "--data", help="embedded data set name or a panel file (default nlsy97)"),
         out_dir: Path = typer.Option(..., "--out", help="model folder to write"),
         profile: Optional[str] = typer.Option(None, "--profile", help="quick (CPU-sized, default) or full (GPU-sized)"),

@@ -48,7 +48,7 @@ def markov_folder(tmp_path_factory, small_events):
 def tiny(kind: str, base: str, llm: str = "", other: str = "") -> dict:
     lm = dict(base=base, precision="fp32", scoring="constrained")
     return {"llm-head": {"lm": llm, "epochs": 3, "precision": "fp32", "max_train_persons": 30},
-            "mixture": {"members": [other, llm], "max_valid_persons": 20},"markov": {}, "bag": {"epochs": 2}, "logit": {"max_iter": 5},
+            "mixture": {"members": [other, llm], "max_valid_persons": 20}, "uniform": {},"markov": {}, "bag": {"epochs": 2}, "logit": {"max_iter": 5},
             "career": {"layers": 1, "d": 24, "heads": 2, "ff": 48, "epochs": 1},
             "llm": {**lm, "lora": True, "max_steps": 2, "batch_size": 4, "max_train_persons": 12,
                     "max_valid_persons": 4},

@@ -28,7 +28,10 @@ def test_run_writes_every_output(run_dir, panel_csv):  # noqa: F811
     out, results = run_dir
     metrics = json.loads((out / "metrics.json").read_text())
     names = [m["model"] for m in metrics]
-    assert names == ["markov1", "markov2", "logit", "career", "llm-titles", "llm-codes", "icl"]
+    assert names == ["uniform", "markov1", "markov2", "logit", "career", "llm-titles", "llm-codes", "icl"]
+    uniform = metrics[0]
+    assert uniform["perplexity"] == pytest.approx(uniform["n_states"])  # the floor, exactly
+    assert all(m["perplexity"] < uniform["perplexity"] for m in metrics[1:4])
     assert len({m["events_fingerprint"] for m in metrics}) == 1  # every model on the same test events
     for m in metrics:
         assert {"model", "split", "n_events", "perplexity", "perplexity_ci95", "top1", "top5", "label"} <= set(m)

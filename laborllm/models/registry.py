@@ -15,9 +15,10 @@ from laborllm.models.bag import BagOfJobs
 from laborllm.models.markov import Markov
 from laborllm.models.lm_head import LMHead
 from laborllm.models.mixture import Mixture
+from laborllm.models.uniform import Uniform
 from laborllm.models.packaged import packaged_folder
 
-MODELS = {"markov": Markov, "bag": BagOfJobs, "logit": Logit, "career": Career, "llm": LLM, "icl": ICL,
+MODELS = {"uniform": Uniform, "markov": Markov, "bag": BagOfJobs, "logit": Logit, "career": Career, "llm": LLM, "icl": ICL,
           "llm-head": LMHead, "mixture": Mixture}
 
 
