@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from laborllm import api
-from laborllm.models import registry
+
 from laborllm.models.registry import load_model
 from laborllm.models.career import Career
 from laborllm.models.markov import Markov
@@ -545,12 +545,23 @@ def test_a_fitted_lora_llm_packaged_with_its_results_gives_its_probabilities(pan
     few = test.where(np.arange(len(test)) < 20)
     np.testing.assert_allclose(load_model(out).log_probs(few), load_model(src).log_probs(few), atol=0.02)
     # and by name, as `laborllm predict NAME` loads it (on the base its settings name)
-    monkeypatch.setattr(registry, "PACKAGED", {"tiny-titles": "a test model"})
-    monkeypatch.setattr(registry, "PACKAGED_DIR", tmp_path / "assets")
+    from laborllm.models import packaged
+
+    monkeypatch.setattr(packaged, "PACKAGED", {"tiny-titles": "a test model"})
+    monkeypatch.setattr(packaged, "PACKAGED_DIR", tmp_path / "assets")
     np.testing.assert_array_equal(load_model("tiny-titles").log_probs(few), load_model(out).log_probs(few))
     card = (out / "README.md").read_text()
     r = subprocess.run(script, capture_output=True, text=True)
-    assert r.returncode != 0 and "--replace" in r.stderr and (out / "README.md").read_text() == card
+    assert r.returncode == 2 and "--replace" in r.stderr and (out / "README.md").read_text() == card
+    # a name that is not one plain folder name never makes --dest, or its parent, the folder replaced
+    (tmp_path / "assets" / "important.txt").write_text("mine")
+    for name in ("", "..", ".", "a/b"):
+        bad = script[:3] + [name] + script[4:] + ["--replace"]
+        r = subprocess.run(bad, capture_output=True, text=True)
+        assert r.returncode == 2 and "one plain folder name" in r.stderr and "Traceback" not in r.stderr
+    assert (tmp_path / "assets" / "important.txt").read_text() == "mine" and (out / "README.md").is_file()
+    r = subprocess.run(script[:2] + [str(tmp_path / "nothere"), "x"], capture_output=True, text=True)
+    assert r.returncode == 2 and "not a laborllm model folder" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_base_identity_is_its_weights_not_the_library_that_wrote_them(tiny_base, tmp_path):

@@ -88,3 +88,25 @@ def test_head_refuses_an_llm_fitted_on_other_people(small_events, tiny_llm, tmp_
         LMHead(**tiny("llm-head", "", tiny_llm)).fit(other)
     with pytest.raises(UserError, match="not a laborllm model folder"):
         LMHead(lm=str(tmp_path)).fit(small_events)
+
+
+def test_a_head_packaged_with_its_llm_loads_anywhere(small_events, tiny_llm, tmp_path):  # noqa: F811
+    """scripts/package_model.py ships a head with its frozen LLM inside (adapter in bf16): the
+    packaged folder alone gives the head's probabilities, to bf16 rounding."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    head = LMHead(**tiny("llm-head", "", tiny_llm))
+    head.work_dir = tmp_path / "h"
+    folder = head.fit(small_events).save(tmp_path / "h", {"data": "test"})
+    script = [sys.executable, str(Path(__file__).parents[1] / "scripts" / "package_model.py"), str(folder),
+              "tiny-head", "--dest", str(tmp_path / "assets")]
+    r = subprocess.run(script, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = tmp_path / "assets" / "tiny-head"
+    assert json.loads((out / "lm" / "model.json").read_text())["kind"] == "llm"
+    test = small_events.test
+    few = test.where(np.arange(len(test)) < 30)
+    np.testing.assert_allclose(load_model(out).log_probs(few), head.log_probs(few), atol=0.05)

@@ -205,9 +205,9 @@ def test_packaged_models_load_by_name(small_events, tmp_path, monkeypatch):
     import shutil
 
     from laborllm.errors import UserError
-    from laborllm.models import registry
+    from laborllm.models import packaged
 
-    monkeypatch.setattr(registry, "PACKAGED_DIR", tmp_path / "assets")
+    monkeypatch.setattr(packaged, "PACKAGED_DIR", tmp_path / "assets")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UserError, match="not in this release yet.*gpu-benchmark"):
         load_model("nlsy97-titles")
@@ -226,7 +226,7 @@ def test_shipped_nlsy97_models_answer_with_what_they_learned(name):
     NLSY97's 334 states that has learned careers (a cashier two years running most likely stays one),
     and their cards carry the test results."""
     from laborllm.forecast import history_frame, next_distribution
-    from laborllm.models.registry import PACKAGED, PACKAGED_DIR
+    from laborllm.models.packaged import PACKAGED, PACKAGED_DIR
 
     assert name in PACKAGED
     m = load_model(name)
