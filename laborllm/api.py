@@ -14,6 +14,7 @@ from laborllm.data.spec import data_spec, events_for  # noqa: F401 (the API's da
 from laborllm.errors import UserError
 from laborllm.evaluation.metrics import attach_paired, evaluate as evaluate_log_probs
 from laborllm.io import write_json_atomic
+from laborllm.machine import machine
 from laborllm.models.base import Model, is_main_process
 from laborllm.models.folder import OutputLock, check_output_folder
 from laborllm.models.registry import MODELS, load_model
@@ -130,6 +131,7 @@ def fit(kind: str, data="nlsy97", out: str | Path | None = None, profile: str = 
         model.fit(events)
         # timed here, for every kind; a fit resumed from checkpoints adds its earlier pieces' time
         model.meta["fit_seconds"] = round(time.time() - t0 + model.resumed_seconds(), 1)
+        model.meta["fit_machine"] = machine()  # a fit's seconds mean little without the machine
         model.meta["events_fingerprint"] = events.fingerprint()
         if out is not None and is_main_process():
             model.save(out, spec)

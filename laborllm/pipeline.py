@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import re
 import time
-from importlib import metadata
 from pathlib import Path
 
 
@@ -37,47 +35,13 @@ from laborllm.evaluation.metrics import attach_paired, evaluate as evaluate_log_
 from laborllm.errors import UserError
 from laborllm.io import write_json_atomic
 from laborllm.logs import run_log
+from laborllm.machine import versions
 from laborllm.models.folder import OutputLock, is_model_folder, read_model_json
 from laborllm.models.registry import MODELS as MODEL_KINDS, load_model
 from laborllm.profiles import MODELS, REFERENCE, profile as get_profile
 
 log = logging.getLogger(__name__)
 
-
-
-def versions() -> dict:
-    out = {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu_name(),
-           "cpu_bf16": cpu_bf16()}
-    for pkg in ("laborllm", "torch", "transformers", "peft", "accelerate", "pandas", "numpy", "scikit-learn"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            out["gpu"] = torch.cuda.get_device_name()
-    except Exception:  # pragma: no cover - no torch / no driver
-        pass
-    return out
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_bf16() -> str:
-    """What the CPU offers for bf16 (which decides the precision LLMs train and score in)."""
-    from laborllm.models.lm_loading import amx_cpu, native_bf16_cpu
-
-    return "AMX" if amx_cpu() else "AVX512-BF16, no AMX" if native_bf16_cpu() else "no native bf16"
 
 
 def panel_tag(data: str) -> str:

@@ -73,7 +73,7 @@ stage_1() {
   local wheels=("$CARRY"/wheels/*.whl)
   if (( ${#wheels[@]} )); then "$PY" -m pip install -q --no-index --no-deps --target "$STATE/site" "${wheels[@]}"; fi
   "$PY" - <<'EOF' | tee -a "$OUT/gpu-benchmark.log"
-import torch, transformers, laborllm.pipeline as p
+import torch, transformers, laborllm.machine as p
 v = p.versions()
 print("versions:", {k: v.get(k) for k in ("torch", "transformers", "peft", "accelerate", "gpu", "cpu")})
 print("bf16:", torch.cuda.is_bf16_supported() if torch.cuda.is_available() else "cpu")

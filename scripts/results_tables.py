@@ -15,9 +15,11 @@ import argparse
 import json
 import re
 import shutil
+import sys
 import time
 from pathlib import Path
 
+from laborllm.io import write_text_atomic
 from laborllm.evaluation.compare import TABLE_STEMS, comparison_table, contrast_table, to_markdown
 from laborllm.profiles import PROFILES, REFERENCE
 
@@ -80,13 +82,28 @@ def timings_markdown(run: Path, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def replace_block(path: Path, kind: str, name: str, text: str) -> None:
-    doc = path.read_text()
-    begin, end = f"<!-- {kind}:{name} begin -->", f"<!-- {kind}:{name} end -->"
-    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
-    if not pattern.search(doc):
-        raise SystemExit(f"{path}: no {begin} ... {end} block")
-    path.write_text(pattern.sub(lambda _: f"{begin}\n{text.rstrip()}\n{end}", doc))
+def replace_blocks(blocks: list[tuple[Path, str, str, str]]) -> None:
+    """Each (file, kind, name, text): the text between the file's markers. Every file and marker is
+    checked before any file is written, so a missing block leaves every file as it was."""
+    done = {}
+    for path, kind, name, text in blocks:
+        try:
+            doc = done.get(path) or path.read_text()
+        except OSError as e:
+            fail(f"{path}: cannot read ({e.strerror})")
+        begin, end = f"<!-- {kind}:{name} begin -->", f"<!-- {kind}:{name} end -->"
+        pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+        if not pattern.search(doc):
+            fail(f"{path}: no {begin} ... {end} block; nothing was written")
+        done[path] = pattern.sub(lambda _: f"{begin}\n{text.rstrip()}\n{end}", doc)
+    for path, doc in done.items():
+        write_text_atomic(path, doc)
+
+
+def fail(message: str):
+    """A misuse is one message and exit status 2, as in the CLI; never a traceback."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def copy_run_files(run: Path, dest: Path) -> list[Path]:
@@ -113,9 +130,14 @@ def main() -> None:
     ap.add_argument("--command", default=None)
     ap.add_argument("--copy-to", type=Path, default=None, help="keep the run's files here, e.g. docs/results/quick")
     args = ap.parse_args()
+    for f in ("metrics.json", "config.json"):  # a model folder, a run cut short, a damaged file: one message
+        try:
+            json.loads((args.run / f).read_text())
+        except (OSError, ValueError) as e:
+            fail(f"{args.run / f}: not a run folder's file ({getattr(e, 'strerror', None) or e})")
     command = args.command or f"laborllm run --profile {json.loads((args.run / 'config.json').read_text())['profile']}"
-    replace_block(args.readme, "results", args.name, results_markdown(args.run, command))
-    replace_block(args.benchmarks, "timings", args.name, timings_markdown(args.run, command))
+    replace_blocks([(args.readme, "results", args.name, results_markdown(args.run, command)),
+                    (args.benchmarks, "timings", args.name, timings_markdown(args.run, command))])
     print(f"updated {args.readme} and {args.benchmarks} from {args.run}")
     if args.copy_to:
         print(f"copied {len(copy_run_files(args.run, args.copy_to))} files to {args.copy_to}")

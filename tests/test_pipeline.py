@@ -128,6 +128,15 @@ def test_readme_tables_are_generated_from_the_run(run_dir, tmp_path):
         assert f"| {m['model']} |" in text and f"{m['perplexity']:.2f}" in text
     assert "Ratio to ref." in text and "1 (reference)" in text
     assert all(f"panel/{m['model']}" in bench.read_text() for m in results)
+    # a target without its block: every file is checked before any is written
+    bench.write_text("no block here\n")
+    readme.write_text(before := "intro\n<!-- results:quick begin -->\nold\n<!-- results:quick end -->\n")
+    r = subprocess.run([sys.executable, str(script), str(out), "--name", "quick", "--readme", str(readme),
+                        "--benchmarks", str(bench)], capture_output=True, text=True)
+    assert r.returncode == 2 and "no <!-- timings:quick begin -->" in r.stderr and readme.read_text() == before
+    for not_a_run in (out / "panel" / "models" / "logit", tmp_path / "nothing"):  # one message, no traceback
+        r = subprocess.run([sys.executable, str(script), str(not_a_run), "--name", "quick"], capture_output=True, text=True)
+        assert r.returncode == 2 and "not a run folder's file" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_tables_of_a_run_still_going_say_what_is_missing_and_time_what_is_done(run_dir, tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from laborllm import api
-from laborllm.pipeline import cpu_bf16, cpu_name
+from laborllm.machine import cpu_bf16, cpu_name
 
 
 def parse(recipe: str) -> dict:

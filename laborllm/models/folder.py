@@ -163,7 +163,7 @@ def model_card(meta: dict, settings: list[str] = ()) -> str:
     ]
     lines += ["- settings:", *(f"  - {line}" for line in settings)] if settings else [
         f"- config: `{json.dumps(meta['config'], default=str)}`"]
-    for k in ("fit_seconds", "valid_perplexity", "train_events", "train_persons", "pool_persons", "train_tokens",
+    for k in ("fit_seconds", "fit_machine", "valid_perplexity", "train_events", "train_persons", "pool_persons", "train_tokens",
               "train_busy_seconds", "tokens_per_second", "train_steps", "epochs_done"):
         if k in meta:
             lines.append(f"- {k.replace('_', ' ')}: {meta[k]}")

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from laborllm.errors import UserError
+from laborllm.machine import amx_cpu, native_bf16_cpu
 
 DEFAULT_BASE = "smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -152,33 +153,6 @@ def default_device() -> str:
 
 
 PRECISIONS = ("auto", "bf16", "fp32")
-
-
-def native_bf16_cpu() -> bool:
-    """True on CPUs that compute bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and
-    slower than fp32."""
-    cpu = getattr(torch, "cpu", None)
-    try:
-        return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
-    except AttributeError:  # older torch: read the flags
-        return _cpu_flag(" avx512_bf16") or _cpu_flag(" amx_bf16")
-
-
-def amx_cpu() -> bool:
-    """True on CPUs with AMX tiles: the only CPUs where bf16 *training* (autocast, backward, AdamW) was
-    measured faster than fp32; with AVX512-BF16 alone it was 25-30% slower (docs/benchmarks.md)."""
-    cpu = getattr(torch, "cpu", None)
-    try:
-        return bool(cpu._is_amx_tile_supported())
-    except AttributeError:
-        return _cpu_flag(" amx_bf16")
-
-
-def _cpu_flag(flag: str) -> bool:
-    try:
-        return flag in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
 
 
 def precision_reason(precision: str = "auto", purpose: str = "train") -> str:
