@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from pathlib import Path
 
 from laborllm.models.lm_checkpoints import latest_checkpoint
@@ -27,13 +28,20 @@ PART = 6 << 20  # bytes per part of a large file in the milestone (git hosts fla
 LEFT_BEHIND = ("training_args.bin",)  # a pickle the Trainer writes and never reads when resuming
 
 
-def _llm_models(models: Path) -> list[str]:
-    """LLM model names in a panel's models folder: fitted ones and ones still training."""
-    names = {p.name[1:].split(".checkpoints")[0] for p in models.glob(".*.checkpoints*")}
+# the kinds whose fit or scores cost hours: LLMs, and the occupation heads on them (an hour of features);
+# a mixture's scores are recomputed in seconds from its members' and stay behind
+CARRIED = ("llm", "icl", "llm-head", "mixture")
+SCORES_STAY = ("mixture",)
+
+
+def _llm_models(models: Path) -> dict[str, str]:
+    """{name: kind} of the models in a panel's models folder that travel: fitted ones and LLMs still training."""
+    names = {p.name[1:].split(".checkpoints")[0]: "llm" for p in models.glob(".*.checkpoints*")}
     for m in models.glob("*/model.json"):
-        if json.loads(m.read_text()).get("kind") in ("llm", "icl"):
-            names.add(m.parent.name)
-    return sorted(names)
+        kind = json.loads(m.read_text()).get("kind")
+        if kind in CARRIED:
+            names[m.parent.name] = kind
+    return dict(sorted(names.items()))
 
 
 def _copy(src: Path | list[Path], dst: Path, convert=None) -> None:
@@ -136,7 +144,7 @@ def save(run: Path, dest: Path) -> list[str]:
     done = []
     for models in sorted(run.glob("*/models")):
         panel = models.parent
-        for name in _llm_models(models):
+        for name, kind in _llm_models(models).items():
             out = dest / panel.name
             for ckpts in models.glob(f".{name}.checkpoints*"):
                 latest = latest_checkpoint(ckpts)
@@ -157,7 +165,8 @@ def save(run: Path, dest: Path) -> list[str]:
                 for old in (out / "models").glob(f".{name}.checkpoints*"):  # fitted: checkpoints are spent
                     shutil.rmtree(old)
                 done.append(f"{panel.name}/{name}: fitted model")
-            for scores in (panel / "logprobs").glob(f"{name}-*"):
+            kept = [] if kind in SCORES_STAY else (panel / "logprobs").glob(f"{name}-*")
+            for scores in (p for p in kept if p.name.rsplit("-", 1)[0] == name):  # not llm-codes-head's for llm-codes
                 _copy(scores, out / "logprobs" / scores.name, _pack)
                 done.append(f"{panel.name}/{name}: {scores.name}")
                 spent = out / "logprobs" / scores.name.replace(".parquet", ".partial")
@@ -202,17 +211,54 @@ def _parts(folder: Path) -> int:
     return len({p.name.split(".part-")[0] for p in folder.glob("part-*.npz*")}) if folder.is_dir() else -1
 
 
+def fail(message: str):
+    """A misuse is one message and exit status 2, as in the CLI; never a traceback."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def is_run(folder: Path) -> bool:
+    return (folder / MARKER).exists() or (folder / "config.json").is_file() and (folder / "metrics.json").is_file()
+
+
+def is_milestone(folder: Path) -> bool:
+    """A milestone holds PANEL/models or PANEL/logprobs and nothing that makes it a run folder."""
+    return not is_run(folder) and (any(folder.glob("*/models")) or any(folder.glob("*/logprobs")))
+
+
+def check(action: str, source: Path, dest: Path) -> bool:
+    """Whether there is anything to do; a misuse (arguments swapped, a file, a mistyped folder) exits 2
+    before anything is written."""
+    if source.is_file() or dest.is_file():
+        fail(f"{source if source.is_file() else dest}: a file; {action} takes folders "
+             f"({'RUN_DIR MILESTONE_DIR' if action == 'save' else 'MILESTONE_DIR RUN_DIR'})")
+    if action == "save":
+        if not source.is_dir() or not is_run(source):
+            fail(f"{source}: not a laborllm run folder (save RUN_DIR MILESTONE_DIR: arguments swapped?)")
+        if dest.is_dir() and any(dest.iterdir()) and not is_milestone(dest):
+            fail(f"{dest}: {'a run folder' if is_run(dest) else 'exists and is not a milestone'}; "
+                 "save writes only into a milestone folder (save RUN_DIR MILESTONE_DIR)")
+        return True
+    if not source.is_dir():
+        if source.parent.name == "milestones" and source.parent.is_dir():  # nothing committed yet: start afresh
+            print(f"{source}: no milestone yet; nothing to restore")
+            return False
+        fail(f"{source}: no such milestone folder")
+    if not is_milestone(source):
+        fail(f"{source}: not a milestone (restore MILESTONE_DIR RUN_DIR: arguments swapped?)")
+    if dest.is_dir() and any(dest.iterdir()) and not is_run(dest):
+        fail(f"{dest}: exists and is not a laborllm run folder; restore writes only into a run folder")
+    return True
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("action", choices=("save", "restore"))
     ap.add_argument("source", type=Path)
     ap.add_argument("dest", type=Path)
     a = ap.parse_args()
-    if not a.source.is_dir():
-        if a.action == "restore":  # nothing committed yet: the run starts from the beginning
-            print(f"{a.source}: no milestone yet; nothing to restore")
-            return
-        raise SystemExit(f"{a.source}: no such folder")
+    if not check(a.action, a.source, a.dest):
+        return
     for line in (save if a.action == "save" else restore)(a.source, a.dest) or ["nothing to carry"]:
         print(line)
 

@@ -15,6 +15,8 @@ def milestone(*args):
 
 
 def checkpoint(models: Path, step: int, name="llm-titles"):
+    models.mkdir(parents=True, exist_ok=True)
+    (models.parents[1] / ".laborllm-run").touch()  # the run folder says it is one
     c = models / f".{name}.checkpoints"
     (c / f"checkpoint-{step}").mkdir(parents=True)
     (c / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"global_step": step}))
@@ -131,3 +133,41 @@ def test_the_best_epochs_weights_travel_with_the_newest_checkpoint(tmp_path):
 
     with pytest.raises(UserError, match="best epoch's checkpoint checkpoint-5 is missing"):
         best_checkpoint("elsewhere/checkpoint-5", back)
+
+
+def test_misuse_is_refused_before_anything_is_written(tmp_path):
+    """Arguments swapped, a file, a mistyped folder: exit 2 with one message, nothing changed; a
+    milestone not committed yet is nothing to restore."""
+    run, ms = tmp_path / "run", tmp_path / "milestones" / "m"
+    models = run / "nlsy97" / "models"
+    checkpoint(models, 4)
+    (models / "llm-titles").mkdir()
+    (models / "llm-titles" / "model.json").write_text(json.dumps({"kind": "llm"}))
+    (models / "llm-titles" / "adapter_model.safetensors").write_bytes(b"weights")
+    milestone("save", run, ms)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    (tmp_path / "notes.txt").write_text("mine")
+    for args, says in ((("save", ms, run), "not a laborllm run folder"), (("restore", run, ms), "not a milestone"),
+                       (("save", run, tmp_path / "notes.txt"), "a file"), (("save", run, tmp_path), "not a milestone"),
+                       (("restore", tmp_path / "milestone-typo", run), "no such milestone folder")):
+        r = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True)
+        assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert "no milestone yet" in milestone("restore", tmp_path / "milestones" / "not-yet", tmp_path / "fresh")
+
+
+def test_occupation_heads_travel_with_their_scores_and_a_mixture_without(tmp_path):
+    run, ms = tmp_path / "run", tmp_path / "ms"
+    (run / ".laborllm-run").parent.mkdir(parents=True)
+    (run / ".laborllm-run").touch()
+    panel = run / "nlsy97"
+    for name, kind in (("llm-codes", "llm"), ("llm-codes-head", "llm-head"), ("llm-mix", "mixture"), ("logit", "logit")):
+        (panel / "models" / name).mkdir(parents=True)
+        (panel / "models" / name / "model.json").write_text(json.dumps({"kind": kind}))
+        (panel / "logprobs").mkdir(exist_ok=True)
+        (panel / "logprobs" / f"{name}-test.parquet").write_bytes(name.encode())
+    milestone("save", run, ms)
+    kept = sorted(p.name for p in (ms / "nlsy97" / "logprobs").iterdir())
+    assert kept == ["llm-codes-head-test.parquet", "llm-codes-test.parquet"]
+    assert sorted(p.name for p in (ms / "nlsy97" / "models").iterdir()) == ["llm-codes", "llm-codes-head", "llm-mix"]
