@@ -245,12 +245,25 @@ def predict(folder: Path = typer.Argument(..., help=f"model folder, or a package
     out.print(t)
 
 
+PATHS_HEADER = "person_id,sample,year,occupation"  # the first line of a file of sampled paths
+
+
+def _our_paths(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().strip() == PATHS_HEADER
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 @app.command()
 def simulate(folder: Path = typer.Argument(..., help=f"model folder, or a packaged model: {SHIPPED}"),
              history: str = typer.Option(..., "--history", help="JSON or table file of person-years, or - for JSON on stdin"),
              years: int = typer.Option(5, "--years", min=1, max=100, help="years ahead (1-100)"),
              samples: int = typer.Option(10, "--samples", min=1, help="sampled futures per person"), seed: int = SeedOpt,
-             out_file: Optional[Path] = typer.Option(None, "--out", help="write the sampled paths as CSV")):
+             out_file: Optional[Path] = typer.Option(None, "--out", help="write the sampled paths as CSV"),
+             force: bool = typer.Option(False, "--force", help="replace an existing --out file that is not "
+                                                               "a simulation of ours")):
     """Sampled futures: each sample extends each history year by year."""
     from laborllm.forecast import for_forecast, read_history, simulate as simulate_paths
     from laborllm.io import write_text_atomic
@@ -258,6 +271,9 @@ def simulate(folder: Path = typer.Argument(..., help=f"model folder, or a packag
 
     if out_file is not None and out_file.is_dir():
         raise UserError(f"{out_file}: is a folder; --out takes a CSV file name")
+    if out_file is not None and out_file.exists() and not force and not _our_paths(out_file):
+        raise UserError(f"{out_file}: exists and is not a file of sampled paths written by laborllm; choose another "
+                        "--out, or pass --force to replace it")
     model = for_forecast(load_model(folder))
     mode = model.normalization
     sims = simulate_paths(model, read_history(history), years, samples, seed, source=_source(history))

@@ -29,8 +29,15 @@ def _atomic(path: Path, write) -> Path:
 
 
 def folder_mode(folder: Path) -> Path:
-    """mkdtemp makes folders 0700: give a folder we publish the mode the user's umask asks for."""
-    os.chmod(folder, 0o777 & ~_umask())
+    """mkdtemp makes folders 0700 and some writers (safetensors) files 0600: give a folder we publish,
+    and everything in it, the modes the user's umask asks for."""
+    mask = _umask()
+    os.chmod(folder, 0o777 & ~mask)
+    for root, dirs, files in os.walk(folder):
+        for d in dirs:
+            os.chmod(os.path.join(root, d), 0o777 & ~mask)
+        for f in files:
+            os.chmod(os.path.join(root, f), 0o666 & ~mask)
     return folder
 
 

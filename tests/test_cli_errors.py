@@ -156,6 +156,20 @@ def history(tmp_path, **person):
     return h
 
 
+def test_simulate_never_overwrites_a_users_file(tmp_path, markov):
+    h = history(tmp_path)
+    notes = tmp_path / "notes.csv"
+    notes.write_text("my,own\n1,2\n")
+    assert_bad(*call(["simulate", markov, "--history", h, "--out", notes]), "notes.csv", "--force")
+    assert notes.read_text() == "my,own\n1,2\n"
+    paths = tmp_path / "paths.csv"
+    assert call(["simulate", markov, "--history", h, "--out", paths])[0] == 0
+    assert call(["simulate", markov, "--history", h, "--out", paths, "--seed", "1"])[0] == 0  # ours: replaced
+    assert paths.read_text().startswith(cli.PATHS_HEADER + "\n")
+    assert call(["simulate", markov, "--history", h, "--out", notes, "--force"])[0] == 0  # asked for
+    assert notes.read_text().startswith(cli.PATHS_HEADER)
+
+
 def test_forecast_inputs(tmp_path, markov):
     h = history(tmp_path)
     for args, words in [

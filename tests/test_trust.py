@@ -320,17 +320,22 @@ def test_the_interrupt_message_promises_only_what_is_kept():
     assert "checkpoints" in interrupted_message(["fit", "llm"]) and "continue" in interrupted_message(["run"])
 
 
-def test_outputs_follow_the_users_umask(tmp_path):
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_outputs_follow_the_users_umask(tmp_path, umask):
+    """Every file and folder written, weights included, has the mode the umask asks for: two umasks,
+    so a hard-coded mode cannot pass."""
     from laborllm.io import write_text_atomic
 
-    old = os.umask(0o022)
+    old = os.umask(umask)
     try:
         f = write_text_atomic(tmp_path / "x.txt", "x")
-        m = api.fit("markov", "nlsy79-males", tmp_path / "m")
+        api.fit("markov", "nlsy79-males", tmp_path / "m")
     finally:
         os.umask(old)
-    assert oct(f.stat().st_mode & 0o777) == "0o644" and oct((tmp_path / "m").stat().st_mode & 0o777) == "0o755"
-    assert m.meta["model_id"]
+    assert f.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert (tmp_path / "m").stat().st_mode & 0o777 == 0o777 & ~umask
+    for p in (tmp_path / "m").iterdir():
+        assert p.stat().st_mode & 0o777 == (0o777 if p.is_dir() else 0o666) & ~umask, p.name
 
 
 def test_a_damaged_checkpoint_falls_back_to_the_one_before(tmp_path, caplog):

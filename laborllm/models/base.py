@@ -144,6 +144,7 @@ class Model(ABC):
                       str(tmp / "weights.safetensors"))
             (tmp / "model.json").write_text(json.dumps(meta, indent=2, default=str))
             (tmp / "README.md").write_text(model_card(meta, settings_card(self.Settings, self.config)))
+            folder_mode(tmp)  # every file as the umask asks (safetensors writes 0600)
             _replace_dir(tmp, out)
         finally:
             if tmp.exists():
