@@ -81,6 +81,15 @@ def fit_identity(model: Model, events: Events) -> dict:
     return ident | model.identity_inputs()
 
 
+def covariate_levels(panel) -> dict:
+    """The levels of each categorical covariate the model was fitted with: a forecast given another
+    value ("womn") is refused instead of read as nothing."""
+    from laborllm.data.panel import CATEGORICAL
+
+    f = panel.frame
+    return {c: sorted(f[c].dropna().astype(str).unique()) for c in CATEGORICAL if c in f}
+
+
 def _panel_print(setting: str, name: str) -> str:
     from laborllm.data.loaders import load_panel
 
@@ -123,7 +132,8 @@ def fit(kind: str, data="nlsy97", out: str | Path | None = None, profile: str = 
             why = (f"only {n} people: the 70/15/15 split leaves none of them in {split}" if n < 10 else
                    "no person in it has two or more observed years")
             raise UserError(f"{spec['data']}: no {split} events ({why}); the panel is too small to fit a model")
-    model.meta.update(profile=profile, scheme=events.panel.scheme.name, fit_identity=fit_identity(model, events))
+    model.meta.update(profile=profile, scheme=events.panel.scheme.name, fit_identity=fit_identity(model, events),
+                      covariate_levels=covariate_levels(events.panel))
     if out is not None:
         model.work_dir = Path(out)  # models that checkpoint during training resume from here
     with OutputLock(Path(out)) if out is not None and is_main_process() else nullcontext():

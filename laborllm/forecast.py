@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from laborllm.data.events import Events
-from laborllm.data.panel import YEARS, Panel, read_table
+from laborllm.data.panel import OPTIONAL, REQUIRED, YEARS, Panel, read_table
 from laborllm.data.schemes import MISSING, Scheme
 from laborllm.errors import DataError, UserError
 from laborllm.models.base import Model
@@ -74,7 +74,24 @@ def history_frame(obj, source: str = "history") -> pd.DataFrame:
     if bad:
         raise DataError(f"{source}: history row {bad[0] + 1} is not an object with year and occupation "
                         f"(got {json.dumps(rows[bad[0]])[:40]})")
+    known = {"person_id", *REQUIRED, *OPTIONAL}
+    for where, keys in [("\"person\"", person), *((f"history row {i + 1}", r) for i, r in enumerate(rows))]:
+        stray = sorted(set(keys) - known)
+        if stray:  # a misspelt covariate (educaton) would otherwise be ignored without a word
+            raise DataError(f"{source}: unknown key(s) {', '.join(map(json.dumps, stray))} in {where}; "
+                            f"known: {', '.join(sorted(known))}")
     return pd.DataFrame([{**person, **r} for r in rows])
+
+
+def check_covariate_levels(model: Model, frame: pd.DataFrame, source: str) -> None:
+    """A covariate value the model never saw in fitting ("womn", "Bachelors") would be read as
+    nothing or as new words: refused, naming the value and the levels the model knows."""
+    for col, levels in (model.meta.get("covariate_levels") or {}).items():
+        if col in frame:
+            unknown = sorted(set(frame[col].dropna().astype(str)) - set(levels))
+            if unknown:
+                raise DataError(f"{source}: {col} {unknown[0]!r} is not a level the model knows; "
+                                f"known: {', '.join(levels)}")
 
 
 def scheme_of(model: Model) -> str:
@@ -91,6 +108,7 @@ def history_events(model: Model, history: pd.DataFrame, source: str = "history")
                             unknown_hint=f"; use the states the model knows ({len(model.states)}, listed in its model.json)",
                             columns_hint="; a history needs the columns year and occupation (person_id optional)")
     f = base.frame
+    check_covariate_levels(model, f, source)
     bad = set(f.state) - set(model.states) - {MISSING}
     if bad:
         raise DataError(f"{source}: state(s) unknown to the model: {', '.join(sorted(bad)[:5])}")

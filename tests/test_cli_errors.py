@@ -125,6 +125,8 @@ def test_user_folders_are_never_lost(panel, tmp_path, markov):
     (user / "data.csv").write_text("precious")
     assert_bad(*call(["fit", "markov", *d, "--out", user]), "not a laborllm model folder")
     assert (user / "data.csv").read_text() == "precious" and (user / "model.json").read_text() == '{"my": "notes"}'
+    for here in (".", "", ".."):  # the current or parent folder is never the model folder
+        assert_bad(*call(["fit", "markov", *d, "--out", here]), "name the model folder")
     # refitting over our own model folder keeps the user's files in it
     import shutil
 
@@ -177,6 +179,14 @@ def test_forecast_inputs(tmp_path, markov):
         (["--samples", "-2"], ["--samples"]), (["--years", "1000000"], ["--years"]), (["--out", tmp_path], ["is a folder"]),
     ]:
         assert_bad(*call(["simulate", markov, "--history", h, *args]), *words)
+    for person, row, says in ((dict(gender="womn"), {}, ["gender 'womn'", "known: man, woman"]),
+                              (dict(race="Hispanc"), {}, ["race 'Hispanc'", "Hispanic"]),
+                              ({}, {"education": "Bachelors"}, ["education 'Bachelors'", "known:"]),
+                              ({}, {"educaton": "High school"}, ['"educaton"', "history row 1", "education"]),
+                              (dict(birth_yeer=1980), {}, ['"birth_yeer"', '"person"'])):
+        odd = tmp_path / "odd.json"
+        odd.write_text(json.dumps({"person": person, "history": [{"year": 2001, "occupation": "Cashiers", **row}]}))
+        assert_bad(*call(["predict", markov, "--history", odd]), "odd.json", *says)
     bad_person = tmp_path / "p.json"
     bad_person.write_text('{"person": "x", "history": [{"year": 2001, "occupation": "Cashiers"}]}')
     assert_bad(*call(["predict", markov, "--history", bad_person]), "p.json", "person")

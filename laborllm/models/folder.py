@@ -41,6 +41,9 @@ def is_model_folder(folder: Path) -> bool:
 
 def check_output_folder(out: Path) -> None:
     """Refuse, before any work, an output path that is a file or a non-empty folder not ours."""
+    if Path(out).name in ("", ".", ".."):  # the model is written beside its folder and swapped in: it needs a name
+        raise UserError(f"--out {str(out)!r}: name the model folder to create (e.g. models/markov), not the current "
+                        "or parent folder")
     recover(out)
     if out.is_file():
         raise UserError(f"{out}: is a file; give a folder for the model")
