@@ -137,7 +137,11 @@ def next_distribution(model: Model, history: pd.DataFrame, source: str = "histor
 
 
 def predict(model: Model, history: pd.DataFrame, top: int = 10, source: str = "history") -> pd.DataFrame:
-    return top_states(model, *next_distribution(model, history, source), top)
+    table = top_states(model, *next_distribution(model, history, source), top)
+    if "person_id" in history:  # the ids as given: a string "7" stays a string (the panel reads it as a number)
+        given = {str(v): v for v in history.person_id}
+        table["person_id"] = table.person_id.map(lambda v: given.get(str(v), v)).astype(object)
+    return table
 
 
 def top_states(model: Model, ev: Events, p: np.ndarray, top: int = 10) -> pd.DataFrame:

@@ -172,6 +172,14 @@ def test_simulate_never_overwrites_a_users_file(tmp_path, markov):
     assert notes.read_text().startswith(cli.PATHS_HEADER)
 
 
+def test_predict_gives_person_ids_back_as_given(tmp_path, markov):
+    for given in ("7", 7, "007"):
+        h = tmp_path / "h.json"
+        h.write_text(json.dumps({"person_id": given, "history": [{"year": 2001, "occupation": "Cashiers"}]}))
+        code, text = call(["predict", markov, "--history", h, "--json"])
+        assert code == 0 and json.loads(text)[0]["person_id"] == given
+
+
 def test_forecast_inputs(tmp_path, markov):
     h = history(tmp_path)
     for args, words in [
