@@ -117,6 +117,11 @@ def test_canonical_parquet_and_stata_load_as_is(tmp_path, fmt):
         ([{"person_id": 1, "year": "2001.5", "occupation": "276"}], "year must be an integer in row 1"),
         ([{"person_id": 1, "year": 2001, "occupation": "276"}, {"person_id": 1, "year": 2002, "occupation": "77777"}],
          "unknown to scheme 'occ1990dd' (e.g. 77777) in row 2"),
+        ([{"person_id": 1, "year": 2001, "occupation": "276", "enrolled": "yes"},
+          {"person_id": 1, "year": 2002, "occupation": "276", "enrolled": "maybe"}],
+         "enrolled must be yes/no, true/false or 1/0; got 'maybe' in row 2"),
+        ([{"person_id": 1, "year": 2001, "occupation": "276", "weight": "inf"}],
+         "weight must be a non-negative finite number in row 1"),
     ],
 )
 def test_bad_panels_name_file_and_rows(tmp_path, rows, message):

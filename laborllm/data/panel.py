@@ -195,11 +195,16 @@ def _covariates(df: pd.DataFrame, out: pd.DataFrame, source: str, century: int |
                                 f"(e.g. born {int(out[c][late].iloc[0])}, year {int(out.year[late].iloc[0])})")
         elif c == "weight":
             w = pd.to_numeric(df[c], errors="coerce")
-            if (w < 0).any() or (w.isna() & df[c].notna()).any():
-                raise DataError(f"{source}: weight must be a non-negative number in {_rows((w < 0) | (w.isna() & df[c].notna()))}")
+            bad = (w < 0) | (w.isna() & df[c].notna()) | np.isinf(w)
+            if bad.any():
+                raise DataError(f"{source}: weight must be a non-negative finite number in {_rows(bad)}")
             out[c] = w.astype("float64")
         elif c == "enrolled":
             out[c] = df[c].map(_truthy)
+            odd = df[c].notna() & out[c].isna()
+            if odd.any():  # "maybe" read as not enrolled would turn a student into a non-worker
+                raise DataError(f"{source}: enrolled must be yes/no, true/false or 1/0; got "
+                                f"{str(df[c][odd].iloc[0])!r} in {_rows(odd)}")
         else:
             out[c] = df[c].astype("string").str.strip().replace("", pd.NA)
 
@@ -267,10 +272,13 @@ def _apply_codebook(values: pd.Series, codebook: dict[str, str]) -> pd.Series:
 
 
 def _truthy(v) -> bool | None:
+    """True, False, or None for a blank or a value that says neither."""
     if pd.isna(v):
         return None
     s = str(v).strip().lower()
-    return s in ("1", "1.0", "true", "yes", "y", "enrolled", "t")
+    if s in ("1", "1.0", "true", "yes", "y", "enrolled", "t"):
+        return True
+    return False if s in ("0", "0.0", "false", "no", "n", "not enrolled", "f") else None
 
 
 def _trim_missing(f: pd.DataFrame) -> pd.DataFrame:
