@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from laborllm import api
@@ -237,6 +238,21 @@ def test_career_information_ablation_reads_only_the_first_years_education(small_
         m = Career(layers=1, d=24, heads=2, ff=48, epochs=1, time_varying=time_varying).fit(small_events)
         same = np.allclose(m.log_probs(mine(small_events)), m.log_probs(mine(changed)), atol=1e-6)
         assert same != time_varying
+
+
+def test_career_refuses_a_history_longer_than_it_reads_with_the_limit_named(small_events):
+    """Years 1900-2100 are legal, so 130 years and the one predicted are legal input: CAREER (128 positions)
+    says so in fit, predict and simulate instead of failing on a tensor size."""
+    from laborllm.errors import UserError
+    from laborllm.forecast import next_distribution, simulate
+
+    m = Career(layers=1, d=24, heads=2, ff=48, epochs=1).fit(small_events)
+    long = pd.DataFrame({"year": range(1900, 2030), "occupation": "Cashiers"})
+    with pytest.raises(UserError, match="at most 128 years.*131 years"):
+        next_distribution(m, long)
+    with pytest.raises(UserError, match="at most 128 years"):  # a simulation that grows past the limit
+        simulate(m, long.tail(127), years=3, samples=2)
+    assert next_distribution(m, long.tail(127))[1].shape == (1, len(m.states))
 
 
 def test_career_pretraining_on_another_panel(small_events):

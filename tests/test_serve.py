@@ -268,3 +268,29 @@ def test_serve_refuses_a_source_that_is_not_a_run_or_a_model(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     code, text = call(["serve", tmp_path])
     assert code == 2 and "not a run folder (no metrics.json), a model folder (no model.json)" in text
+
+
+def test_two_models_asked_at_once_load_one_at_a_time(served, monkeypatch):
+    """Two LLMs asked together on a fresh server: loading is serialised (transformers' lazy imports
+    fail under concurrent first use), and each request gets its own model."""
+    from laborllm.serve import catalog as cat
+
+    busy, most = [0], [0]
+    real = cat.load_model
+
+    def slow_load(folder):
+        busy[0] += 1
+        most[0] = max(most[0], busy[0])
+        time.sleep(0.3)
+        busy[0] -= 1
+        return real(folder)
+
+    monkeypatch.setattr(cat, "load_model", slow_load)
+    c = cat.Catalog.from_sources(served[1][:2])
+    got = {}
+    threads = [threading.Thread(target=lambda k=k: got.__setitem__(k, c.entry(k).model())) for k in c.models]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 1 and {m.kind for m in got.values()} == {"markov", "logit"}

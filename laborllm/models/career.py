@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from laborllm.data.events import Events
 from laborllm.data.panel import CATEGORICAL
 from laborllm.data.schemes import MISSING
+from laborllm.errors import UserError
 from laborllm.io import _atomic, write_json_atomic
 from laborllm.models.base import Model
 from laborllm.models.early_stopping import EarlyStopping
@@ -38,12 +39,14 @@ from laborllm.models.settings import setting
 log = logging.getLogger(__name__)
 
 COVARIATES = ("year", *CATEGORICAL)
+MAX_YEARS = 128  # the longest history CAREER's positional encoding reads (the paper's model: 128 too)
 FIRST_YEAR_ONLY = ("education", "region")  # with time_varying=false, held at the first year's value
 
 
 class CareerNet(nn.Module):
     def __init__(self, n_tokens: int, n_states: int, cov_sizes: dict[str, int], d: int, layers: int, heads: int,
-                 ff: int, dropout: float, max_len: int = 128):
+                 ff: int, dropout: float, max_len: int = None):
+        max_len = max_len or MAX_YEARS
         super().__init__()
         self.d, self.n_states = d, n_states
         self.tok = nn.Embedding(n_tokens, d)
@@ -144,6 +147,11 @@ class Career(Model):
         starts = np.flatnonzero(np.r_[True, pid[1:] != pid[:-1]])
         lens = np.diff(np.r_[starts, len(f)])
         T = int(lens.max())
+        if T > MAX_YEARS:  # refused with the limit named, not a tensor-size error deep in the network
+            who = pid[starts[int(np.argmax(lens))]]
+            raise UserError(f"CAREER reads at most {MAX_YEARS} years of a career; person {who} has {T} years in "
+                            f"{getattr(panel, 'source', 'the panel')} (keep the most recent {MAX_YEARS} years, or use "
+                            "another model kind)")
         n = len(starts)
         BOS, MISS = S, S + 1
         prev = np.full((n, T), BOS)

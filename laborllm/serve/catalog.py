@@ -14,9 +14,12 @@ from pathlib import Path
 
 from laborllm.errors import UserError
 from laborllm.models.folder import is_model_folder, read_model_json
-from laborllm.models.registry import load_model, packaged_folder
+from laborllm.models.registry import MODELS, load_model, packaged_folder
 
 COVARIATES = ("gender", "race", "birth_year", "education", "region")
+# one model loads at a time, whichever asks: transformers' lazy imports are not thread-safe (two LLMs
+# loading at once on a fresh server failed with "cannot import name 'AutoModelForCausalLM'")
+LOADING = threading.Lock()
 
 
 @dataclass
@@ -33,13 +36,14 @@ class Entry:
             if self._model is None:
                 from laborllm.forecast import for_forecast
 
-                self._model = for_forecast(load_model(self.folder))
+                with LOADING:
+                    self._model = for_forecast(load_model(self.folder))
             return self._model
 
     def summary(self) -> dict:
         m = self.meta
         return {"key": self.key, "kind": m.get("kind"), "name": m.get("name"), "states": m.get("states", []),
-                "data": (m.get("data") or {}).get("data"), "language_model": m.get("kind") in ("llm", "icl")}
+                "data": (m.get("data") or {}).get("data"), "language_model": m.get("kind") in MODELS and MODELS[m["kind"]].runs_lm}
 
 
 @dataclass
