@@ -297,12 +297,31 @@ def serve(sources: list[str] = typer.Argument(..., help=f"run folders, model fol
     """A local web app: ask the models about a career, sample its futures, browse a run's comparison."""
     import uvicorn
 
-    from laborllm.serve.app import create_app
+    from laborllm.serve.app import LOOPBACK, create_app
     from laborllm.serve.catalog import Catalog
 
     catalog = Catalog.from_sources(sources)
+    sock = _listen(host, port)  # a busy port is a message now, not a uvicorn error after "serving at"
+    if host not in LOOPBACK:
+        logging.getLogger(__name__).warning("bound to %s: anyone who can reach this machine on port %d can read the "
+                                            "served panels", host, port)
     out.print(f"serving {len(catalog.models)} model(s) and {len(catalog.runs)} run(s) at http://{host}:{port}/")
-    uvicorn.run(create_app(catalog), host=host, port=port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(create_app(catalog, (*LOOPBACK, host)), log_level="warning")).run(sockets=[sock])
+
+
+def _listen(host: str, port: int):
+    import socket
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as e:
+        raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e}); is another server there? "
+                        "choose another --port") from None
+    return sock
 
 
 @app.command()

@@ -43,7 +43,7 @@ def client(served):
     from laborllm.serve.app import create_app
     from laborllm.serve.catalog import Catalog
 
-    return TestClient(create_app(Catalog.from_sources(served[1])))
+    return TestClient(create_app(Catalog.from_sources(served[1])), base_url="http://127.0.0.1:8000")
 
 
 HISTORY = {"person": {"gender": "man", "race": "Black", "birth_year": 1959, "education": "High school",
@@ -117,6 +117,40 @@ def test_simulate_answers_as_the_simulate_command(client, served, tmp_path):
 def test_bad_input_gets_a_4xx_and_a_message(client, body, status, message):
     r = client.post("/api/predict", json=body)
     assert r.status_code == status and message in r.json()["error"], r.text
+
+
+@pytest.mark.parametrize("route, body, message", [
+    ("/api/simulate", {"model": "logit", "history": HISTORY, "year": 2, "sample": 3}, "year: Extra inputs"),
+    ("/api/predict", {"model": "logit", "history": HISTORY, "top": True}, "top: Input should be a valid integer"),
+    ("/api/simulate", {"model": "logit", "history": HISTORY, "samples": "3"}, "samples: Input should be a valid integer"),
+])
+def test_a_request_is_read_strictly(client, route, body, message):
+    """A misspelt key or a wrong type is named, never answered with the defaults."""
+    r = client.post(route, json=body)
+    assert r.status_code == 400 and message in r.json()["error"], r.text
+
+
+def test_errors_are_json_and_only_our_host_is_served(client):
+    r = client.get("/api/nothing")
+    assert r.status_code == 404 and r.json()["error"] == "/api/nothing: not found"
+    r = client.post("/api/predict", content=b'{"model": "logit", "history": [}', headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
+    # DNS rebinding: a page of evil.example whose name resolves to 127.0.0.1 reads nothing
+    r = client.get("/api/people", params={"model": "logit"}, headers={"host": "evil.example:8000"})
+    assert r.status_code == 400 and "evil.example" in r.json()["error"]
+    assert client.get("/api/models", headers={"host": "localhost:8000"}).status_code == 200
+
+
+def test_serve_on_a_busy_port_is_a_message(served):
+    import socket
+
+    from tests.test_cli_errors import call
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        code, text = call(["serve", served[1][0], "--port", s.getsockname()[1]])
+    assert code == 2 and "cannot listen on 127.0.0.1" in text and "another --port" in text
 
 
 def test_no_file_is_reachable_through_a_parameter(client):

@@ -20,7 +20,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
 
 from laborllm.errors import UserError
 from laborllm.forecast import MAX_YEARS
@@ -31,13 +32,18 @@ from laborllm.serve.catalog import Catalog
 STATIC = resources.files("laborllm.serve") / "static"
 
 
-class Ask(BaseModel):
+class Request_(BaseModel):
+    # a misspelt key ("sample") or a wrong type ("top": true) is a 400 naming it, never the default
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Ask(Request_):
     model: str
     history: Any
     top: int = Field(10, ge=1, le=1000)
 
 
-class Simulate(BaseModel):
+class Simulate(Request_):
     model: str
     history: Any
     years: int = Field(5, ge=1, le=MAX_YEARS)
@@ -46,9 +52,28 @@ class Simulate(BaseModel):
     chart: bool = False
 
 
-def create_app(catalog: Catalog) -> FastAPI:
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def create_app(catalog: Catalog, hosts: tuple = LOOPBACK) -> FastAPI:
+    """`hosts`: the names the server answers to (the Host header): a page of another site whose name
+    resolves to this machine (DNS rebinding) must not read the user's panel."""
     app = FastAPI(title="laborllm explorer", docs_url="/api/docs", redoc_url=None)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    allowed = {h.strip("[]").lower() for h in hosts}
+
+    @app.middleware("http")
+    async def _only_our_host(request: Request, call_next):
+        host = request.headers.get("host", "")
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
+        if name.strip("[]").lower() not in allowed:
+            return JSONResponse({"error": f"host {host!r} is not served here (served as: {', '.join(sorted(allowed))})"},
+                                status_code=400)
+        return await call_next(request)
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, e: HTTPException):  # unknown routes too: {"error": ...} as promised
+        return JSONResponse({"error": f"{request.url.path}: {str(e.detail).lower()}"}, status_code=e.status_code)
 
     @app.exception_handler(UserError)
     async def _bad_input(request: Request, e: UserError):
@@ -61,6 +86,9 @@ def create_app(catalog: Catalog) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, e: RequestValidationError):
         first = e.errors()[0] if e.errors() else {}
+        if first.get("type") == "json_invalid":
+            return JSONResponse({"error": f"the request body is not valid JSON ({first.get('ctx', {}).get('error', '')}"
+                                          f" at character {first.get('loc', ('', '?'))[-1]})"}, status_code=400)
         where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
         return JSONResponse({"error": f"{where or 'request'}: {first.get('msg', 'invalid')}"}, status_code=400)
 
