@@ -123,6 +123,7 @@ def test_bad_input_gets_a_4xx_and_a_message(client, body, status, message):
     ("/api/simulate", {"model": "logit", "history": HISTORY, "year": 2, "sample": 3}, "year: Extra inputs"),
     ("/api/predict", {"model": "logit", "history": HISTORY, "top": True}, "top: Input should be a valid integer"),
     ("/api/simulate", {"model": "logit", "history": HISTORY, "samples": "3"}, "samples: Input should be a valid integer"),
+    ("/api/simulate", {"model": "logit", "history": HISTORY, "samples": 10_000, "years": 100}, "at most 5,000 sampled"),
 ])
 def test_a_request_is_read_strictly(client, route, body, message):
     """A misspelt key or a wrong type is named, never answered with the defaults."""

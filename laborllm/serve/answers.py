@@ -31,9 +31,18 @@ def next_states(entry: Entry, history: dict, top: int = 10) -> dict:
             "stay_probability": float(p[last]) if last is not None else None}
 
 
+# years x samples one request may ask: the page's default (5 x 100) times ten. The explorer's load
+# test measured simulate at p95 4.6-6.1 s, and a request within the former caps (10,000 samples x 100
+# years) at 20 times the largest measured; this bounds a request to seconds
+MAX_REQUEST_PATHS = 5_000
+
+
 def futures(entry: Entry, history: dict, years: int = 5, samples: int = 100, seed: int = 0) -> dict:
     """`laborllm simulate`'s sampled paths for one history, with the share of paths in each broad
     occupation group by year (the picture) and a few paths as text."""
+    if years * samples > MAX_REQUEST_PATHS:
+        raise UserError(f"at most {MAX_REQUEST_PATHS:,} sampled years (years x samples) per request, so that each "
+                        f"answers within seconds; asked {years} x {samples}. Ask for fewer, or use `laborllm simulate`")
     model = entry.model()
     frame = _one_person(history)
     with entry.lock:
