@@ -44,7 +44,9 @@ def read_config(path: str | Path | None) -> dict:
     except IsADirectoryError:
         raise UserError(f"{p}: is a folder, not a config file") from None
     except ValueError as e:  # TOMLDecodeError and JSONDecodeError are ValueErrors
-        raise UserError(f"{p}: cannot parse config ({e})") from None
+        kind = "TOML" if p.suffix == ".toml" else "JSON"
+        raise UserError(f"{p}: cannot parse config as {kind} ({e}); a config file is .toml or .json"
+                        + ("; YAML is not read" if p.suffix in (".yaml", ".yml") else "")) from None
     if not isinstance(cfg, dict):
         raise UserError(f"{p}: the config must be a table of keys (data, columns, scheme, unknown, seed, [model])")
     if not isinstance(cfg.get("model", {}), dict):

@@ -22,7 +22,17 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 data_app = typer.Typer(no_args_is_help=True, help="Inspect panels.")
 app.add_typer(data_app, name="data")
 console = Console(stderr=True, soft_wrap=True)  # one unbroken error line
-out = Console(width=None if sys.stdout.isatty() else 160)
+
+
+class _Out(Console):
+    def on_broken_pipe(self) -> None:
+        """`laborllm text | head`: the reader took what it wanted; nothing went wrong (rich exits 1)."""
+        self.quiet = True
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(0)
+
+
+out = _Out(width=None if sys.stdout.isatty() else 160)
 
 DataOpt = typer.Option("nlsy97", "--data", help="embedded data set name (nlsy97, nlswork, nlsy79-males) or a CSV/Parquet/Stata file")
 ColumnsOpt = typer.Option(None, "--columns", help="map your column names: old=new,... (new in person_id, year, occupation, gender, race, birth_year, education, region, enrolled, weight)")
@@ -66,9 +76,9 @@ def _parse_sets(items: list[str]) -> dict:
     """--set key=value (value parsed as JSON when it can be: numbers, true/false, lists)."""
     out = {}
     for item in items or []:
-        if "=" not in item:
-            raise UserError(f"--set expects key=value, got {item!r}")
-        k, v = item.split("=", 1)
+        k, _, v = item.partition("=")
+        if not _ or not k.strip():
+            raise UserError(f"--set expects key=value with a setting's name before '=', got {item!r}")
         try:
             out[k.strip()] = json.loads(v)
         except json.JSONDecodeError:
@@ -411,6 +421,8 @@ def main() -> None:
     except _aborts():
         console.print(interrupted_message(sys.argv[1:]), highlight=False, markup=False)
         sys.exit(130)
+    except BrokenPipeError:  # written past rich (print_json, progress): as _Out.on_broken_pipe
+        out.on_broken_pipe()
     except _usage_errors() as e:
         msg = e.format_message() if hasattr(e, "format_message") else str(e)
         if not msg:  # no arguments at all: show the commands

@@ -106,6 +106,10 @@ def test_model_settings_and_configs(panel, tmp_path):
     for name, text in [("list.json", "[1, 2]"), ("model-list.json", '{"model": [1]}')]:
         (tmp_path / name).write_text(text)
         assert_bad(*call(["fit", "markov", *d, "--out", tmp_path / "x", "--config", tmp_path / name]), name)
+    assert_bad(*call(["fit", "markov", *d, "--out", tmp_path / "x", "--set", "=1"]), "a setting's name before '='")
+    (tmp_path / "run.yaml").write_text("model:\n  order: 2\n")
+    assert_bad(*call(["fit", "markov", *d, "--out", tmp_path / "x", "--config", tmp_path / "run.yaml"]),
+               "run.yaml", "YAML is not read")
     # a model's own seed is a setting like any other (the split's is --seed)
     code, text = call(["fit", "logit", *d, "--out", tmp_path / "lg", "--set", "seed=1", "--set", "max_iter=3"])
     assert code == 0, text
@@ -300,3 +304,14 @@ def test_run_under_torchrun_is_refused_before_any_fit(monkeypatch, tmp_path):
     out = tmp_path / "run"
     assert_bad(*call(["run", "--models", "markov1", "--out", out]), "torchrun", "evaluate")
     assert not out.exists()
+
+
+def test_a_reader_that_stops_early_is_not_an_error():
+    """`laborllm data describe | head -1`: the reader closes the pipe; exit 0, nothing on stderr."""
+    import subprocess
+
+    p = subprocess.Popen([sys.executable, "-m", "laborllm.cli", "data", "describe", "--data", "nlsy79-males"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # before the command writes a line
+    err = p.stderr.read().decode()
+    assert p.wait() == 0 and err == "", err

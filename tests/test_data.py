@@ -120,6 +120,8 @@ def test_canonical_parquet_and_stata_load_as_is(tmp_path, fmt):
         ([{"person_id": 1, "year": 2001, "occupation": "276", "enrolled": "yes"},
           {"person_id": 1, "year": 2002, "occupation": "276", "enrolled": "maybe"}],
          "enrolled must be yes/no, true/false or 1/0; got 'maybe' in row 2"),
+        ([{"person_id ": 1, "year": 2001, "occupation": "276"}],
+         "column 'person_id ' is 'person_id' with spaces"),
         ([{"person_id": 1, "year": 2001, "occupation": "276", "weight": "inf"}],
          "weight must be a non-negative finite number in row 1"),
     ],

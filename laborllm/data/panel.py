@@ -141,6 +141,10 @@ def _canonical_columns(df: pd.DataFrame, columns: dict | None, source: str, hint
         sep = next((n for c, n in ((";", "semicolon"), ("\t", "tab"), ("|", "bar")) if len(df.columns) == 1
                     and c in str(df.columns[0])), None)
         hint = f"; the file looks {sep}-separated: laborllm reads comma-separated CSV (tabs: name it .tsv)" if sep else hint
+        near = {c: str(h) for c in missing for h in df.columns if str(h) != c and str(h).strip().lower() == c}
+        if near:  # "person_id " or "Person_ID": the name is there, written otherwise
+            hint += "; " + ", ".join(f"column {h!r} is {c!r} with {'spaces' if h.strip() != h else 'other case'}"
+                                     for c, h in near.items()) + " (fix the header, or --columns)"
         raise DataError(f"{source}: missing required column(s) {', '.join(missing)} (found: {found}){hint}")
     if df.empty:
         raise DataError(f"{source}: the panel has no rows")
