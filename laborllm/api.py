@@ -180,7 +180,8 @@ def evaluate(folders, split: str = "test", n_boot: int = 500, unnormalised: bool
             # people added to or removed from the data file move people between the splits: some
             # "test" people would be people the model trained on
             raise UserError(f"{folder}: the data {model.meta['data'].get('data')} is not what the model was fitted on "
-                            "(people or years changed since, so the split changed); evaluate on the data as it was, "
+                            "(its people, years or occupations changed since: the split or the targets would not be the ones "
+                            "it was fitted and scored on); evaluate on the data as it was, "
                             "or fit the model again")
         events = everything.subset(split)
         if list(model.states) != list(events.states):

@@ -359,6 +359,10 @@ def interrupted_message(argv: list[str]) -> str:
                 "scores so far are kept; run the same command again to continue")
     if cmd == "fit" and any(a in ("llm", "icl") for a in argv):
         return "interrupted: LLM training checkpoints (every 10 minutes) are kept; run the same command again to resume"
+    if cmd == "fit" and "career" in argv:
+        return "interrupted: CAREER's checkpoint of its last finished epoch is kept; run the same command again to resume"
+    if cmd == "fit" and "llm-head" in argv:
+        return "interrupted: the LLM features computed so far are kept; run the same command again to continue"
     if cmd == "evaluate":
         return "interrupted: LLM scores so far are kept; run the same command again to continue"
     return "interrupted: nothing was written"

@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from pathlib import Path
 
 import laborllm as ll
 from laborllm import api
@@ -316,7 +317,8 @@ def test_the_interrupt_message_promises_only_what_is_kept():
     from laborllm.cli import interrupted_message
 
     assert "nothing was written" in interrupted_message(["simulate", "m"])
-    assert "nothing was written" in interrupted_message(["fit", "career"])
+    assert "checkpoint of its last finished epoch" in interrupted_message(["fit", "career"])
+    assert "features computed so far" in interrupted_message(["fit", "llm-head"])
     assert "checkpoints" in interrupted_message(["fit", "llm"]) and "continue" in interrupted_message(["run"])
 
 
@@ -403,3 +405,18 @@ def test_evaluate_never_overwrites_a_users_comparison_tables(tmp_path):
     assert {"comparison.md", "paired.tex", "subgroups.csv", "subgroups-paired.md"} <= {f.name for f in ours.iterdir()}
     r = CliRunner().invoke(app, ["evaluate", str(tmp_path / "m"), "--reference", "logit"])
     assert r.exit_code != 0 and "--reference logit: not among the models" in str(r.exception)
+
+
+def test_a_folder_that_cannot_be_written_is_named_as_the_user_named_it(tmp_path, monkeypatch):
+    """A read-only place (root ignores permissions, so the refusal is simulated where the OS gives it):
+    the message names the model folder asked for, not our temporary lock file."""
+    from laborllm.errors import UserError
+    from laborllm.models import folder
+
+    def refuse(prefix, dir):
+        raise PermissionError(13, "Permission denied", str(Path(dir) / (prefix + "x")))
+
+    monkeypatch.setattr(folder.tempfile, "mkstemp", refuse)
+    with pytest.raises(UserError) as e:
+        api.fit("markov", "nlsy79-males", tmp_path / "models" / "m")
+    assert str(e.value).startswith(f"{tmp_path / 'models' / 'm'}: cannot write in") and "Permission denied" in str(e.value)

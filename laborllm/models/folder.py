@@ -99,10 +99,15 @@ class OutputLock:
         self.path = Path(out).with_name(f".{Path(out).name}.lock")
 
     def __enter__(self) -> "OutputLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # the lock appears with its pid already in it (a hard link of a written temp file), so no
-        # other process ever sees an empty lock and takes it for a dead one
-        fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", dir=self.path.parent)
+        target = self.path.with_name(self.path.name[1:-5])
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # the lock appears with its pid already in it (a hard link of a written temp file), so no
+            # other process ever sees an empty lock and takes it for a dead one
+            fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", dir=self.path.parent)
+        except PermissionError as e:  # named by the folder the user asked for, not by our lock file
+            raise UserError(f"{target}: cannot write in {e.filename or self.path.parent} ({e.strerror}); "
+                            "choose a folder you can write") from None
         with os.fdopen(fd, "w") as f:
             f.write(str(os.getpid()))
         try:
@@ -111,7 +116,7 @@ class OutputLock:
                     os.link(tmp, self.path)
                 except FileExistsError:
                     if self.held():
-                        raise UserError(f"{self.path.with_name(self.path.name[1:-5])}: being written by process "
+                        raise UserError(f"{target}: being written by process "
                                         f"{self._owner()} (lock {self.path}); wait for it or stop it") from None
                     self.path.unlink(missing_ok=True)  # stale: its process is gone
                     continue
