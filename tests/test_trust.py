@@ -420,3 +420,19 @@ def test_a_folder_that_cannot_be_written_is_named_as_the_user_named_it(tmp_path,
     with pytest.raises(UserError) as e:
         api.fit("markov", "nlsy79-males", tmp_path / "models" / "m")
     assert str(e.value).startswith(f"{tmp_path / 'models' / 'm'}: cannot write in") and "Permission denied" in str(e.value)
+
+
+def test_a_model_json_with_its_states_reordered_is_refused(tmp_path):
+    """Weights index the states by position: a model.json whose states were reordered would give
+    permuted labels with exit 0. The weights say which order they were saved with."""
+    import json
+
+    from laborllm.errors import UserError
+    from laborllm.models.registry import load_model
+
+    api.fit("logit", "nlsy79-males", tmp_path / "m", max_iter=3)
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    meta["states"] = meta["states"][1:] + meta["states"][:1]
+    (tmp_path / "m" / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="not those the weights were saved with"):
+        load_model(tmp_path / "m")

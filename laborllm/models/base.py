@@ -22,6 +22,7 @@ from typing import ClassVar
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from laborllm.data.events import Events
@@ -29,6 +30,11 @@ from laborllm.errors import UserError
 from laborllm.io import folder_mode
 from laborllm.models.folder import FORMAT_VERSION, _replace_dir, check_output_folder, model_card
 from laborllm.models.settings import check_settings, defaults, settings_card
+
+
+def states_key(states: list[str]) -> str:
+    """The state list, in order, as the weights' row and column order: kept in the weights' file."""
+    return hashlib.sha256(json.dumps(list(states)).encode()).hexdigest()[:16]
 
 
 def is_main_process() -> bool:
@@ -141,7 +147,7 @@ class Model(ABC):
                     "learned": self.learned(), **{k: v for k, v in self.meta.items() if k != "data"}}
             self.save_extra(tmp)
             save_file({k: v.detach().cpu().contiguous() for k, v in self.tensors().items()} or {"_": torch.zeros(1)},
-                      str(tmp / "weights.safetensors"))
+                      str(tmp / "weights.safetensors"), metadata={"format": "pt", "states": states_key(self.states)})
             (tmp / "model.json").write_text(json.dumps(meta, indent=2, default=str))
             (tmp / "README.md").write_text(model_card(meta, settings_card(self.Settings, self.config)))
             folder_mode(tmp)  # every file as the umask asks (safetensors writes 0600)
@@ -177,5 +183,11 @@ class Model(ABC):
         m = cls(**meta["config"])
         m.states, m.meta = meta["states"], meta
         m.load_learned(meta.get("learned") or meta)  # older model folders kept it among the meta
-        m.load_tensors(load_file(str(folder / "weights.safetensors")))
+        weights = folder / "weights.safetensors"
+        with safe_open(str(weights), "pt") as f:
+            saved = (f.metadata() or {}).get("states")
+        if saved is not None and saved != states_key(m.states):  # edited or reordered: labels would be permuted
+            raise UserError(f"{folder / 'model.json'}: its states are not those the weights were saved with "
+                            "(reordered or edited?); restore the model.json written with the weights")
+        m.load_tensors(load_file(str(weights)))
         return m
