@@ -176,6 +176,14 @@ def test_simulate_never_overwrites_a_users_file(tmp_path, markov):
     assert notes.read_text().startswith(cli.PATHS_HEADER)
 
 
+def test_messages_show_values_as_written_not_numpy_reprs(tmp_path, markov):
+    for row, shown in (({"year": 3000}, "(e.g. 3000)"), ({"year": 1990, "birth_year": 1e300}, "(e.g. 1e+300)")):
+        h = tmp_path / "h.json"
+        h.write_text(json.dumps([{"occupation": "Cashiers", **row}]))
+        code, text = call(["predict", markov, "--history", h])
+        assert code == 2 and shown in text and "np." not in text, text
+
+
 def test_predict_gives_person_ids_back_as_given(tmp_path, markov):
     for given in ("7", 7, "007"):
         h = tmp_path / "h.json"

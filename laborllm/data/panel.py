@@ -163,7 +163,7 @@ def _person_years(df: pd.DataFrame, source: str, century: int | None) -> pd.Data
         back = out.groupby("person_id", sort=False).year.diff() <= 0
         if back.any():
             raise DataError(f"{source}: with --century {century}, years go backwards within a person in "
-                            f"{_rows(back)} (e.g. {df.year[back].iloc[0]!r} after a later year): two-digit years "
+                            f"{_rows(back)} (e.g. {_shown(df.year[back].iloc[0])} after a later year): two-digit years "
                             "that cross a century cannot be read; write the years in full")
     dup = out.duplicated(["person_id", "year"], keep=False)
     if dup.any():
@@ -252,7 +252,7 @@ def _integer_column(s: pd.Series, name: str, source: str, allow_missing: bool = 
     v = pd.to_numeric(s, errors="coerce")
     bad = (v.isna() & (s.notna() if allow_missing else True)) | (v.notna() & (v != v.round()))
     if bad.any():
-        raise DataError(f"{source}: {name} must be an integer in {_rows(bad)} (e.g. {s[bad].iloc[0]!r})")
+        raise DataError(f"{source}: {name} must be an integer in {_rows(bad)} (e.g. {_shown(s[bad].iloc[0])})")
     lo, hi = YEARS
     if century is not None:
         v = v.where(~v.between(0, 99), v + century)
@@ -261,8 +261,15 @@ def _integer_column(s: pd.Series, name: str, source: str, allow_missing: bool = 
         hint = (" (two-digit years? write them in full, e.g. 1970, or pass --century 1900)"
                 if (v[out].abs() < 100).all() else "")
         raise DataError(f"{source}: {name} must be a calendar year between {lo} and {hi} in {_rows(out)} "
-                        f"(e.g. {s[out].iloc[0]!r}){hint}")
+                        f"(e.g. {_shown(s[out].iloc[0])}){hint}")
     return v.astype("Int64")
+
+
+def _shown(value) -> str:
+    """A value as the user wrote it: text quoted, numbers plain (never numpy's np.int64(3000))."""
+    if isinstance(value, str):
+        return repr(value)
+    return repr(value.item() if hasattr(value, "item") else value)
 
 
 def _apply_codebook(values: pd.Series, codebook: dict[str, str]) -> pd.Series:
