@@ -255,6 +255,19 @@ def test_career_refuses_a_history_longer_than_it_reads_with_the_limit_named(smal
     assert next_distribution(m, long.tail(127))[1].shape == (1, len(m.states))
 
 
+def test_llm_refuses_a_resume_longer_than_its_context_with_the_limit_named(panel_csv, tiny_base, tmp_path):
+    from laborllm.errors import UserError
+    from laborllm.forecast import next_distribution
+
+    m = api.fit("llm", panel_csv, None, "quick", scheme="titles", base=tiny_base, lora=True, epochs=0,
+                precision="fp32", scoring="constrained")
+    history = pd.DataFrame({"year": range(1960, 2000), "occupation": "Cashiers"})
+    assert next_distribution(m, history)[1].shape[0] == 1
+    m.lm.config.max_position_embeddings = 64  # a base that reads 64 tokens
+    with pytest.raises(UserError, match="over the 64 the language model reads"):
+        next_distribution(m, history)
+
+
 def test_career_pretraining_on_another_panel(small_events):
     settings = dict(layers=1, d=48, heads=3, ff=96, epochs=2)
     m = Career(**settings, pretrain_data="nlsy79-males", pretrain_epochs=1).fit(small_events)

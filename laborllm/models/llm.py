@@ -314,6 +314,13 @@ class LLM(Model):
         self.prompt_ids = [] if ids == [-1] else ids
 
     # -- scoring ----------------------------------------------------------------------------
+    def check_length(self, n_tokens: int, person) -> None:
+        """A resume longer than the LM reads is refused with the limit named (not an index error)."""
+        limit = getattr(self.lm.config, "max_position_embeddings", None)
+        if limit and n_tokens > limit:
+            raise UserError(f"{self.name}: person {person}'s resume is {n_tokens} tokens with the state scored, over the "
+                            f"{limit} the language model reads; keep the most recent years of the history")
+
     def forget_reading(self) -> None:
         self._score_lm = None  # cast and merged for the old precision
 
@@ -348,6 +355,7 @@ class LLM(Model):
                 for pid, rows in f[f.person_id.isin(groups.keys())].groupby("person_id"):
                     idx = groups[pid]
                     ids, starts = enc.person(rows)
+                    self.check_length(len(self.prompt_ids) + len(ids) + max(map(len, enc.candidates)), pid)
                     yield idx, self.prompt_ids + ids, [len(self.prompt_ids) + int(starts[p]) for p in pos[idx]]
                     bar.update(len(idx))
 

@@ -151,6 +151,8 @@ class LMHead(Model):
         todo = [(pid, rows) for pid, rows in f[f.person_id.isin(groups.keys())].groupby("person_id")
                 if not parts.done[groups[pid]].all()]
         people = [(groups[pid], *enc.person(rows)) for pid, rows in todo]
+        for (pid, _), (_, ids, _) in zip(todo, people):
+            llm.check_length(len(ids), pid)
         people.sort(key=lambda p: len(p[1]))  # similar lengths share a batch: little padding
         pos = ev.pos.to_numpy()
         batch = 8
