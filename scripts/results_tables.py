@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from laborllm.io import write_text_atomic
-from laborllm.evaluation.compare import TABLE_STEMS, comparison_table, contrast_table, to_markdown
+from laborllm.evaluation.compare import TABLE_STEMS, comparison_table, contrast_table, to_markdown, transition_table
 from laborllm.profiles import PROFILES, REFERENCE
 
 
@@ -49,6 +49,12 @@ def results_markdown(run: Path, command: str) -> str:
                 f"every row on the same events. Ratio: perplexity relative to `{REFERENCE}` with the paired "
                 "person-bootstrap interval.", "", to_markdown(comparison_table(rows, REFERENCE)).rstrip(), ""]
         out += [f"- `{r['model']}`: {r['label'].split(' (', 1)[-1].rstrip(')')}" for r in rows] + [""]
+        ref = "career" if any(r["model"] == "career" for r in rows) else REFERENCE
+        moves = transition_table(rows, ref) if any(r["model"] == ref for r in rows) else []
+        if len(moves) and len(rows) > 2:
+            out += [f"**Stays and moves apart** ({tag}): perplexity on the events where the person stays in the last "
+                    f"observed state and on those where they move, and the ratio to `{ref}` paired by person within "
+                    "each.", "", to_markdown(moves).rstrip(), ""]
         waiting = [n for b in cfg.get("benchmarks", []) if b["folder"] == tag for n in b["models"]
                    if n not in {r["model"] for r in rows}]
         if waiting:  # a run in pieces: say what is still to come rather than let the table look whole

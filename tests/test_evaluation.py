@@ -168,3 +168,10 @@ def test_moves_and_stays_are_reported_apart(small_events):
     assert split["stays"]["n_events"] == stays.sum() and split["moves"]["n_events"] == (~stays).sum()
     assert split["stays"]["perplexity"] == pytest.approx(np.exp(nll["sticky"][stays].mean()))
     assert split["stays"]["paired"]["uniform"]["ci95"][1] < 1 < split["moves"]["paired"]["uniform"]["ci95"][0]
+    from laborllm.evaluation.compare import transition_table
+
+    table = transition_table(rows, "uniform")
+    sticky_row = table[table.model == "sticky"].iloc[0]
+    assert sticky_row.stays_events == stays.sum() and sticky_row.stays_ratio.startswith(
+        f"{split['stays']['paired']['uniform']['ratio']:.3f} [")
+    assert table[table.model == "uniform"].moves_ratio.iloc[0] == "1 (reference)"

@@ -19,9 +19,11 @@ COLUMNS = {
     "probabilities": "Probabilities", "label": "What it is",
     "vs": "vs", "ratio_ci": "Paired 95% CI", "vs_perplexity": "vs perplexity", "paired_ratio": "Ratio [paired 95% CI]",
     "verdict": "Verdict", "group": "Group", "level": "Level",
+    "stays_events": "Stays", "stays_perplexity": "Perplexity on stays", "stays_ratio": "Ratio on stays [paired 95% CI]",
+    "moves_events": "Moves", "moves_perplexity": "Perplexity on moves", "moves_ratio": "Ratio on moves [paired 95% CI]",
 }
 TEXT = ("model", "ci", "ratio", "n_events", "probabilities", "label", "vs", "ratio_ci", "paired_ratio", "verdict",
-        "group", "level")
+        "group", "level", "stays_events", "moves_events", "stays_ratio", "moves_ratio")
 PERPLEXITIES = ("perplexity", "weighted_perplexity", "vs_perplexity")  # two decimals
 
 
@@ -155,7 +157,27 @@ def write_tables(df: pd.DataFrame, out: Path, stem: str = "comparison",
     return paths
 
 
-TABLE_STEMS = ("comparison", "paired", "contrasts", "subgroups", "subgroups-paired")
+TABLE_STEMS = ("comparison", "paired", "contrasts", "subgroups", "subgroups-paired", "transitions")
+
+
+def transition_table(results: list[dict], reference: str) -> pd.DataFrame:
+    """Each model on the events where the person stays in the last observed state and on those where
+    they move, apart, with its ratio to `reference` paired by person within each (a tie overall can
+    hide a model better at moves and worse at stays)."""
+    check_same_events(results)
+    rows = []
+    for r in results:
+        row = {"model": r["model"]}
+        for level in ("stays", "moves"):
+            c = (r.get("subgroups") or {}).get("transition", {}).get(level)
+            if not c:
+                return pd.DataFrame()
+            p = c.get("paired", {}).get(reference)
+            row |= {f"{level}_events": c["n_events"], f"{level}_perplexity": c["perplexity"],
+                    f"{level}_ratio": "1 (reference)" if r["model"] == reference else
+                    f"{p['ratio']:.3f} {_ci(*p['ci95'])}" if p else ""}
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def write_panel_tables(rows: list[dict], out: Path, reference: str | None = None, contrasts=()) -> list[Path]:
@@ -171,6 +193,12 @@ def write_panel_tables(rows: list[dict], out: Path, reference: str | None = None
     if reference and any(r["model"] == reference for r in rows) and len(rows) > 1:
         paths += write_tables(subgroup_table(rows, reference), out, "subgroups-paired",
                               f"Perplexity ratio to {reference} by subgroup (paired person bootstrap within each level)")
+    for ref in dict.fromkeys(x for x in ("career", reference) if any(r["model"] == x for r in rows)):
+        moves = transition_table(rows, ref)
+        if len(moves):  # against CAREER where it is in the run: the model that models staying apart
+            paths += write_tables(moves, out, "transitions", f"Stays and moves apart: perplexity and ratio to {ref} "
+                                  "(paired person bootstrap within each)")
+            break
     return paths
 
 
