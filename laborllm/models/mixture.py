@@ -12,6 +12,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, ClassVar
 
 import numpy as np
 
@@ -73,10 +74,11 @@ class Mixture(Model):
         mix = " + ".join(f"{w:.2f} {n}" for w, n in zip(self.weights, names))
         return f"{self.name} ({mix}; weights from {self.meta.get('valid_events', '?')} validation events)"
 
+    #: loads a member folder of any kind; set by the registry, which knows every kind (this one included)
+    load_member: ClassVar[Callable[[Path], Model]]
+
     def members(self) -> list[Model]:
         if self._models is None:
-            from laborllm.models.registry import load_model  # the registry lists this kind too
-
             self._models = []
             for spec, folder in zip(self.config["members"], self.folders):
                 meta = read_model_json(folder)
@@ -84,7 +86,7 @@ class Mixture(Model):
                     raise UserError(f"mixture member {spec!r}: not a laborllm model folder or packaged model")
                 if meta.get("kind") == self.kind:
                     raise UserError(f"mixture member {spec!r}: a mixture; name its members instead")
-                self._models.append(load_model(folder))
+                self._models.append(type(self).load_member(folder))
         return self._models
 
     def identity_inputs(self) -> dict:

@@ -45,3 +45,6 @@ def load_model(folder: str | Path) -> Model:
         raise
     except Exception as e:
         raise UserError(f"{folder}: cannot load the model ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+Mixture.load_member = staticmethod(load_model)  # a mixture's members are models of any kind
