@@ -416,7 +416,9 @@ def _internal_error(e: BaseException) -> Path | None:
 
 def main() -> None:
     """Exit status: 0 done, 1 internal error (traceback in a log file), 2 bad input, 130 interrupted."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    from laborllm.logs import console_logging
+
+    console_logging()
     try:
         rc = app(standalone_mode=False)
     except UserError as e:

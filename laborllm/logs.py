@@ -9,6 +9,28 @@ from pathlib import Path
 TRAINER_LOG = "laborllm.training"  # the trainer's per-step figures: the run log file, not the console
 
 
+class ConsoleFormat(logging.Formatter):
+    """Progress and results as plain lines; a warning or an error says so."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        return text if record.levelno < logging.WARNING else f"{record.levelname}: {text}"
+
+
+def ours(record: logging.LogRecord) -> bool:
+    """What the console shows: laborllm's own lines (not the trainer's raw figures), and any warning."""
+    return record.levelno >= logging.WARNING or (record.name.startswith("laborllm")
+                                                 and not record.name.startswith(TRAINER_LOG))
+
+
+def console_logging() -> None:
+    """The command line's console: laborllm's lines plain, warnings and errors marked."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(ConsoleFormat())
+    handler.addFilter(ours)
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+
+
 @contextmanager
 def run_log(path: Path):
     """Library warnings and the trainer's raw figures go to the run folder's log file; the console
@@ -32,9 +54,9 @@ def run_log(path: Path):
     root.addHandler(handler)
     root.setLevel(min(root.level, logging.INFO))
     llm_log.setLevel(logging.INFO)  # the trainer's figures, for the file
-    quieted = [h for h in root.handlers if h is not handler and h.level == logging.NOTSET]
-    for h in quieted:  # the console shows warnings and errors only
-        h.setLevel(logging.WARNING)
+    quieted = [h for h in root.handlers if h is not handler and ours not in h.filters]
+    for h in quieted:  # the console shows laborllm's lines and warnings, not the libraries' chatter
+        h.addFilter(ours)
     logging.captureWarnings(True)
     pywarn.propagate = False
     pywarn.addHandler(handler)
@@ -52,7 +74,7 @@ def run_log(path: Path):
             root.setLevel(saved[0])
             llm_log.setLevel(saved[3])
             for h in quieted:
-                h.setLevel(logging.NOTSET)
+                h.removeFilter(ours)
             pywarn.propagate = saved[1]
             for lg, (prop, handlers) in zip(libs, saved[2]):
                 lg.propagate, lg.handlers = prop, handlers

@@ -134,7 +134,7 @@ def _benchmark(out: Path, panel: str, chosen, prof, seed: int, base, data_kw: di
         t0 = time.time()
         model = _reusable(mfolder, wanted[name], events, f"{tag}/{name}")
         if model is None:
-            log.warning("fitting %s/%s (%s, %s profile)", tag, name, kind, prof.name)
+            log.info("fitting %s/%s (%s, %s profile)", tag, name, kind, prof.name)
             # settings travel as one dict: a model's own `seed` never collides with the split's
             model = api.fit(kind, panel, mfolder, prof.preset, seed=seed, settings={**settings, **_base(kind, base)},
                             name=name, **data_kw)
@@ -147,7 +147,7 @@ def _benchmark(out: Path, panel: str, chosen, prof, seed: int, base, data_kw: di
         fitted[name], lps[name] = model, lp
         timings[f"{tag}/{name}"] = round(time.time() - t0, 1)
         lo, hi = r["perplexity_ci95"]
-        log.warning("%s/%s: test perplexity %.3f [%.3f, %.3f] on %d events (%.0f s)", tag, name,
+        log.info("%s/%s: test perplexity %.3f [%.3f, %.3f] on %d events (%.0f s)", tag, name,
                     r["perplexity"], lo if lo is not None else float("nan"), hi if hi is not None else float("nan"),
                     r["n_events"], time.time() - t0)
         _write(out, folder, earlier + rows, rows, nll, test, prof.contrasts)
@@ -177,10 +177,10 @@ def _reusable(folder: Path, wanted, events, label: str):
         diff = api.identity_differences(meta.get("fit_identity"), api.fit_identity(wanted, events),
                                         wanted.default_config())
     if diff:
-        log.warning("%s: the model in %s was fitted otherwise (%s); fitting it again", label, folder,
+        log.info("%s: the model in %s was fitted otherwise (%s); fitting it again", label, folder,
                     ", ".join(diff[:6]))
         return None
-    log.warning("%s: already fitted in %s with these settings and data, reusing it", label, folder)
+    log.info("%s: already fitted in %s with these settings and data, reusing it", label, folder)
     return load_model(folder).read_as(**{k: wanted.config[k] for k in wanted.read_settings})  # read as asked now
 
 

@@ -323,3 +323,15 @@ def test_a_reader_that_stops_early_is_not_an_error():
     p.stdout.close()  # before the command writes a line
     err = p.stderr.read().decode()
     assert p.wait() == 0 and err == "", err
+
+
+def test_an_ordinary_run_prints_progress_as_plain_lines_not_warnings(panel, tmp_path):
+    """`make run`'s console: what is fitted and how it scored, as plain lines; WARNING only for what
+    deserves one (here nothing does)."""
+    import subprocess
+
+    r = subprocess.run([sys.executable, "-m", "laborllm.cli", "run", "--data", str(panel), "--scheme", "titles",
+                        "--models", "markov1,logit", "--out", str(tmp_path / "run")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "fitting panel/markov1" in r.stderr and "panel/logit: test perplexity" in r.stderr
+    assert "WARNING" not in r.stderr, r.stderr

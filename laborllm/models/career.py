@@ -254,7 +254,7 @@ class Career(Model):
             log.warning("%s: cannot resume from %s (%s); training from the start", self.name, folder, type(e).__name__)
             return None
         torch.set_rng_state(state["rng"])
-        log.warning("%s: resuming %s after epoch %d from %s", self.name, desc, state["epoch"], folder)
+        log.info("%s: resuming %s after epoch %d from %s", self.name, desc, state["epoch"], folder)
         return state
 
     def _save_checkpoint(self, desc: str, stamp: dict | None, parts: dict, **extra) -> None:

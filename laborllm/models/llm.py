@@ -242,7 +242,7 @@ class LLM(Model):
         if cfg["precision"] == "auto" and started is not None and started != bf16:
             bf16 = started
             self.meta["precision_choice"]["train"] = f"{'bf16' if bf16 else 'fp32'} (continues a run started in it)"
-        log.warning("%s: training in %s, scoring in %s", self.name, self.meta["precision_choice"]["train"],
+        log.info("%s: training in %s, scoring in %s", self.name, self.meta["precision_choice"]["train"],
                     self.meta["precision_choice"]["score"])
 
         from laborllm.models.lm_training import run_trainer  # the Hugging Face Trainer: imported when training
@@ -389,7 +389,7 @@ class LLM(Model):
             stamp["bf16"] = kept_setting(partial, stamp, "bf16")
         parts = PartialScores(partial, stamp, (len(events), len(self.states)), label=f"scoring {self.name}")
         if parts.n_done:
-            log.warning("%s: %d of %d events already scored in %s (%s); continuing", self.name, parts.n_done,
+            log.info("%s: %d of %d events already scored in %s (%s); continuing", self.name, parts.n_done,
                         len(events), partial, "bf16" if stamp["bf16"] else "fp32")
         _, scorer, people = self._scoring(events, f"scoring {self.name}", parts.done, stamp["bf16"])
         for idx, ids, ends in people:

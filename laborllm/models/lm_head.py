@@ -243,7 +243,7 @@ class LMHead(Model):
         self.meta.update(valid_curve=[{"epoch": e + 1, "eval_loss": round(v, 5)} for e, v in enumerate(curve)],
                          fit_epochs=len(curve), valid_perplexity=round(float(np.exp(stop.best)), 4),
                          train_persons=int(train.frame.person_id.nunique()), train_events=len(yt))
-        log.warning("%s: validation perplexity %.3f (epoch %d of %d)", self.name, np.exp(stop.best),
+        log.info("%s: validation perplexity %.3f (epoch %d of %d)", self.name, np.exp(stop.best),
                     int(np.argmin(curve)) + 1, len(curve))
         return self
 

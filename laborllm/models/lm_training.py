@@ -19,7 +19,8 @@ from laborllm.models.base import is_main_process
 from laborllm.models.lm_checkpoints import PROGRESS, WHOLE, resumable, set_aside, latest_checkpoint
 from laborllm.text.store import lengths
 
-log = logging.getLogger(TRAINER_LOG)
+log = logging.getLogger(TRAINER_LOG)  # the raw per-step figures: the run's log file
+progress = logging.getLogger(__name__)  # resuming, checkpoints and time left: the console too
 
 
 def run_trainer(lm, train, valid, ckpt: Path, stamp: dict, cfg: dict,
@@ -63,7 +64,7 @@ def run_trainer(lm, train, valid, ckpt: Path, stamp: dict, cfg: dict,
     t0 = time.time()
     while True:
         if resume:
-            log.warning("%s: resuming training from %s", name, resume)
+            progress.info("%s: resuming training from %s", name, resume)
         speed.resume_totals(resume)
         try:
             result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -327,7 +328,7 @@ class _Progress(TrainerCallback):
             write_json_atomic(folder / PROGRESS, self.totals)
         if is_main_process() and self.steps:
             left = (state.max_steps - state.global_step) * self.busy / self.steps
-            log.warning("%s: checkpoint at step %d of %d (epoch %.2f); about %s of training left at %.0f tokens/s",
+            progress.info("%s: checkpoint at step %d of %d (epoch %.2f); about %s of training left at %.0f tokens/s",
                         self.name, state.global_step, state.max_steps, state.epoch or 0, _duration(left),
                         self.rate or 0)
 

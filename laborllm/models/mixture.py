@@ -132,7 +132,7 @@ class Mixture(Model):
                          valid_persons=int(valid.frame.person_id.nunique()),
                          valid_perplexity=round(float(np.exp(valid.target_nll(mixed).mean())), 4),
                          member_valid_perplexities=[round(float(np.exp(valid.target_nll(x).mean())), 4) for x in lp])
-        log.warning("%s: weights %s chosen on %d validation events (perplexity %.3f; members %s)", self.name,
+        log.info("%s: weights %s chosen on %d validation events (perplexity %.3f; members %s)", self.name,
                     self.meta["weights"], len(valid), self.meta["valid_perplexity"], self.meta["member_valid_perplexities"])
         return self
 

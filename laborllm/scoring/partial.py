@@ -84,7 +84,7 @@ class PartialScores:
         n, total = self.n_done, len(self.done)
         rate = (n - self._start) / max(time.time() - self._t0, 1e-9)
         left = f"about {(total - n) / rate / 60:.0f} min left" if rate > 0 else "time left unknown"
-        log.warning("%s: %d of %d events scored, kept in %s; %s", self.label, n, total, self.folder, left)
+        log.info("%s: %d of %d events scored, kept in %s; %s", self.label, n, total, self.folder, left)
 
     def clear(self) -> None:
         """Once the whole matrix is in the final cache, the parts are no longer needed."""
