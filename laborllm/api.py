@@ -57,14 +57,14 @@ def read_config(path: str | Path | None) -> dict:
     return cfg
 
 
-CONFIG_KEYS = {"data", "columns", "scheme", "unknown", "seed", "codebook", "century", "profile", "model"}
+CONFIG_KEYS = {"data", "columns", "scheme", "unknown", "seed", "codebook", "century", "preset", "profile", "model"}
 
 
-def make_model(kind: str, profile: str = "quick", **overrides) -> Model:
+def make_model(kind: str, preset: str = "quick", **overrides) -> Model:
     if kind not in MODELS:
         raise UserError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}")
     cls = MODELS[kind]
-    return cls(**layered(cls.presets, check_preset(profile), overrides))
+    return cls(**layered(cls.presets, check_preset(preset), overrides))
 
 
 def fit_identity(model: Model, events: Events) -> dict:
@@ -118,13 +118,13 @@ def identity_differences(stored: dict | None, wanted: dict, defaults: dict) -> l
     return diff
 
 
-def fit(kind: str, data="nlsy97", out: str | Path | None = None, profile: str = "quick", *, columns=None,
+def fit(kind: str, data="nlsy97", out: str | Path | None = None, preset: str = "quick", *, columns=None,
         scheme=None, unknown="error", seed: int = 0, codebook=None, century=None, settings: dict | None = None,
         **model_config) -> Model:
     """Fit a model on the train split (valid for tuning) and save it to `out` if given. `seed` is the
     split's; model settings (a model's own `seed` among them) come as `settings` or keywords."""
     spec = data_spec(data, columns, scheme, unknown, seed, codebook, century)
-    model = make_model(kind, profile, **{**(settings or {}), **model_config})  # bad settings: refused now
+    model = make_model(kind, preset, **{**(settings or {}), **model_config})  # bad settings: refused now
     if out is not None:
         check_output_folder(Path(out))  # refused before the work, not after
     events = events_for(spec)
@@ -134,7 +134,7 @@ def fit(kind: str, data="nlsy97", out: str | Path | None = None, profile: str = 
             why = (f"only {n} people: the 70/15/15 split leaves none of them in {split}" if n < 10 else
                    "no person in it has two or more observed years")
             raise UserError(f"{spec['data']}: no {split} events ({why}); the panel is too small to fit a model")
-    model.meta.update(profile=profile, scheme=events.panel.scheme.name, fit_identity=fit_identity(model, events),
+    model.meta.update(profile=preset, scheme=events.panel.scheme.name, fit_identity=fit_identity(model, events),
                       covariate_levels=covariate_levels(events.panel))
     if out is not None:
         model.work_dir = Path(out)  # models that checkpoint during training resume from here

@@ -96,7 +96,7 @@ class _FitCommand(TyperCommand):
         from laborllm.models.settings import settings_help
 
         blocks = ["Model settings (--set key=value, or the config file's \\[model] table; a preset, "
-                  "--profile quick or full, goes under them):"]
+                  "--preset quick or full, goes under them):"]
         for kind, cls in MODELS.items():
             presets = "; ".join(f"{p}: {', '.join(f'{k}={v}' for k, v in s.items())}" for p, s in cls.presets.items())
             blocks.append(f"{kind}" + (f" (presets {presets})" if presets else "") + ":\n"
@@ -112,7 +112,9 @@ class _FitCommand(TyperCommand):
 def fit(model: str = typer.Argument(..., help="uniform, markov, bag, logit, career, llm, icl, llm-head or mixture"),
         data: Optional[str] = typer.Option(None, "--data", help="embedded data set name or a panel file (default nlsy97)"),
         out_dir: Path = typer.Option(..., "--out", help="model folder to write"),
-        profile: Optional[str] = typer.Option(None, "--profile", help="quick (CPU-sized, default) or full (GPU-sized)"),
+        preset: Optional[str] = typer.Option(None, "--preset", help="the settings preset: quick (CPU-sized, default) "
+                                                                    "or full (GPU-sized)"),
+        profile: Optional[str] = typer.Option(None, "--profile", hidden=True),
         config: Optional[Path] = typer.Option(None, "--config", help="TOML/JSON: data keys and a \\[model] table"),
         columns: Optional[str] = ColumnsOpt, scheme: Optional[str] = SchemeOpt, codebook: Optional[str] = CodebookOpt,
         century: Optional[int] = CenturyOpt,
@@ -125,12 +127,15 @@ def fit(model: str = typer.Argument(..., help="uniform, markov, bag, logit, care
     from laborllm import api
     from laborllm.models.settings import layered
 
+    if profile is not None or "profile" in api.read_config(config):
+        raise UserError("fit takes --preset quick|full (a model's settings preset; a config file's `preset` key); "
+                        "a profile is what `laborllm run --profile` compares")
     cfg = api.read_config(config)
     # over the preset: the config file's [model] table, then --set, then --pool
     model_cfg = layered({}, "", cfg.get("model"), _parse_sets(set_), {"pool": pool} if pool else None)
     # command-line values win over the config file, which wins over the defaults
     pick = lambda name, value, default: value if value is not None else cfg.get(name, default)  # noqa: E731
-    m = api.fit(model, pick("data", data, "nlsy97"), out_dir, pick("profile", profile, "quick"),
+    m = api.fit(model, pick("data", data, "nlsy97"), out_dir, pick("preset", preset, "quick"),
                 columns=pick("columns", columns, None), scheme=pick("scheme", scheme, None),
                 unknown=pick("unknown", unknown, "error"), seed=pick("seed", seed, 0),
                 codebook=pick("codebook", codebook, None), century=pick("century", century, None), settings=model_cfg)

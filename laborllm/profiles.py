@@ -113,5 +113,5 @@ def check_preset(name: str) -> str:
     from laborllm.errors import UserError
 
     if name not in PRESETS:
-        raise UserError(f"unknown profile {name!r}; choose {' or '.join(PRESETS)}")
+        raise UserError(f"unknown preset {name!r}; choose {' or '.join(PRESETS)}")
     return name

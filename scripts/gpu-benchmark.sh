@@ -128,8 +128,8 @@ stage_lora() {  # issue 10 item 2: the titles LLM as a LoRA adapter, for CPU use
   (( t > 120 )) || { say "LoRA: no time left in this command (${t}s)"; return 0; }
   local data=(--data nlsy97) full=$STATE/run/nlsy97/models/llm-titles
   if (( DRY )); then data=(--data "$STATE/panel.csv" --scheme titles --set epochs=1); full=$STATE/run/panel/models/llm-titles; fi
-  say "LoRA: laborllm fit llm ${data[*]} --profile full --set lora=true (at most ${t}s)"
-  timeout "$t" "$PY" -m laborllm.cli fit llm "${data[@]}" --profile full --out "$STATE/lora-titles" --set lora=true \
+  say "LoRA: laborllm fit llm ${data[*]} --preset full --set lora=true (at most ${t}s)"
+  timeout "$t" "$PY" -m laborllm.cli fit llm "${data[@]}" --preset full --out "$STATE/lora-titles" --set lora=true \
     --set name=lora-titles --set lora_r=16 --set lr=1e-3 --set "base=$BASE" --set "scoring=$SCORING" 2>>"$OUT/stderr.log" | tee -a "$OUT/gpu-benchmark.log" || return 0
   timeout "$(( $(left) - 20 ))" "$PY" -m laborllm.cli evaluate "$STATE/lora-titles" "$full" --json 2>>"$OUT/stderr.log" \
     > "$STATE/lora-eval.json" || return 0

@@ -73,7 +73,8 @@ def assert_bad(code, text, *words):
     (["run", "--models", "nope"], ["unknown model"]),
     (["run", "--set", "career.epochs"], ["key=value"]),
     (["run", "--profile", "pooled"], ["unknown profile", "pooling"]),
-    (["fit", "markov", "--out", "m", "--profile", "pooling"], ["unknown profile", "quick or full"]),
+    (["fit", "markov", "--out", "m", "--preset", "pooling"], ["unknown preset", "quick or full"]),
+    (["fit", "markov", "--out", "m", "--profile", "full"], ["--preset quick|full", "laborllm run --profile"]),
 ])
 def test_usage_errors_exit_2_in_one_line(args, words):
     assert_bad(*call(args), *words)
