@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
-def _atomic(path: Path, write) -> Path:
+def atomic_write(path: Path, write) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -48,7 +48,7 @@ def _umask() -> int:
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
-    return _atomic(path, lambda t: Path(t).write_text(text))
+    return atomic_write(path, lambda t: Path(t).write_text(text))
 
 
 def write_json_atomic(path: Path, obj) -> Path:
@@ -71,7 +71,7 @@ def write_log_probs(path: Path, events, lp: np.ndarray, model: str, normalizatio
             "events_fingerprint": events.fingerprint(), "model_fingerprint": model_fingerprint,
             "extra": json.dumps(extra or {})}
     table = table.replace_schema_metadata({k: str(v) for k, v in meta.items()})
-    return _atomic(path, lambda t: pq.write_table(table, t, compression="zstd"))
+    return atomic_write(path, lambda t: pq.write_table(table, t, compression="zstd"))
 
 
 def read_log_probs(path: Path) -> tuple[np.ndarray, dict]:
@@ -86,7 +86,7 @@ def write_frame(path: Path, frame, key: dict) -> Path:
     """A table with the key of what produced it in the file's metadata (a cache is reused for that key only)."""
     table = pa.Table.from_pandas(frame, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"laborllm_key": json.dumps(key, sort_keys=True)})
-    return _atomic(path, lambda t: pq.write_table(table, t, compression="zstd"))
+    return atomic_write(path, lambda t: pq.write_table(table, t, compression="zstd"))
 
 
 def read_frame(path: Path, key: dict):

@@ -14,9 +14,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from laborllm.evaluation.compare import _fmt, comparison_table, contrast_table, paired_table, subgroup_table  # noqa: E402
+from laborllm.evaluation.compare import formatted, comparison_table, contrast_table, paired_table, subgroup_table  # noqa: E402
 from laborllm.evaluation.population import SIM_PERSONS, SIM_YEARS, representativeness, trajectories  # noqa: E402
-from laborllm.io import _atomic, write_text_atomic  # noqa: E402
+from laborllm.io import atomic_write, write_text_atomic  # noqa: E402
 from laborllm.profiles import REFERENCE  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 def _save(fig, path: Path) -> Path:
     """Atomically, like every other output: a full disk never leaves a truncated plot."""
     try:
-        return _atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format=path.suffix[1:]))
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format=path.suffix[1:]))
     finally:
         plt.close(fig)
 
@@ -165,18 +165,18 @@ def panel_section(folder: Path, results: list[dict], events, models: dict, lps: 
     parts = [f"<h2>{html.escape(desc)}</h2>",
              f"<p>{events.panel.n_persons:,} people in the panel ({html.escape(events.panel.source)}), split seed {seed}. "
              "Every model below is scored on exactly the same test events.</p>",
-             _table(_fmt(comparison_table(results, REFERENCE)).drop(columns=["What it is"], errors="ignore")),
+             _table(formatted(comparison_table(results, REFERENCE)).drop(columns=["What it is"], errors="ignore")),
              "<p>What each row is:</p><ul>" + "".join(
                  f"<li><b>{html.escape(r['model'])}</b>: {html.escape(r.get('label', r['model']))}</li>" for r in results) + "</ul>",
              _img(plot_perplexity(results, plots / "perplexity.png", desc)),
              "<h3>Paired perplexity ratios</h3><p>Each pair on the same events; the interval resamples the same "
              "people for both models, so it is much tighter than the marginal intervals suggest.</p>",
-             _table(_fmt(paired_table(results)))]
+             _table(formatted(paired_table(results)))]
     contrasts = contrast_table(results, profile.contrasts)
     if len(contrasts):
         parts += [f"<h3>{html.escape(profile.question)}</h3><p>Each model against the same model "
                   "without the ingredient in question, on the same test events; the interval is paired by person. "
-                  "Better or worse only where the interval excludes 1.</p>", _table(_fmt(contrasts))]
+                  "Better or worse only where the interval excludes 1.</p>", _table(formatted(contrasts))]
     llm_rows = [r for r in results if models[r["model"]].language_model]
     if llm_rows:
         ab = pd.DataFrame([{"model": r["model"], "probabilities": r["normalization"], "perplexity": r["perplexity"],
@@ -188,12 +188,12 @@ def panel_section(folder: Path, results: list[dict], events, models: dict, lps: 
     by_level = subgroup_table(results)
     if len(by_level):  # a panel without covariates has no subgroups
         parts += ["<h3>Results by subgroup</h3><p>Test perplexity on each level's events (a level with fewer "
-                  "than 20 events is left out; subgroup figures are unweighted).</p>", _table(_fmt(by_level))]
+                  "than 20 events is left out; subgroup figures are unweighted).</p>", _table(formatted(by_level))]
     forest = plot_subgroups(results, REFERENCE, plots / "subgroups.png")
     if forest:
         parts += [f"<p>Each model against {REFERENCE} within each level, the interval paired by person there "
                   "(better or worse only where it excludes 1):</p>", _img(forest),
-                  _table(_fmt(subgroup_table(results, REFERENCE)))]
+                  _table(formatted(subgroup_table(results, REFERENCE)))]
     parts += ["<h3>Calibration</h3>", _img(plot_calibration(results, plots / "calibration.png"))]
     tasks = pd.DataFrame([{"model": r["model"], "move AUC": r["move"]["auc"],
                            "move log loss": r["move"]["logloss"], "move rate observed": r["move"]["rate"],

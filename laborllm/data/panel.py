@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from laborllm.data.schemes import MISSING, SPECIAL_STATES, UNKNOWN_CODE, Scheme, _norm_code
+from laborllm.data.schemes import MISSING, SPECIAL_STATES, UNKNOWN_CODE, Scheme, norm_code
 from laborllm.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -277,7 +277,7 @@ def _apply_codebook(values: pd.Series, codebook: dict[str, str]) -> pd.Series:
         if pd.isna(v) or str(v).strip() in ("", MISSING, *SPECIAL_STATES):
             return v
         s = str(v).strip()
-        return codebook.get(_norm_code(s), UNKNOWN_CODE + s)
+        return codebook.get(norm_code(s), UNKNOWN_CODE + s)
 
     return values.map(one)
 

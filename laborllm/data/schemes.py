@@ -64,7 +64,7 @@ def occ1990dd_group(code: str) -> str:
     return "Other"
 
 
-def _norm_code(value: str) -> str:
+def norm_code(value: str) -> str:
     """'0430', '430' and '430.0' are the same numeric code."""
     try:
         f = float(value)
@@ -94,7 +94,7 @@ def read_codebook(path) -> dict[str, str]:
     empty = (codes == "") | (titles == "")
     if empty.any():
         raise DataError(f"{p}: empty code or title in row(s) {', '.join(str(i + 2) for i in empty[empty].index[:5])}")
-    norm = codes.map(_norm_code)
+    norm = codes.map(norm_code)
     for code, rows in norm.groupby(norm).groups.items():
         names = titles[rows].unique()
         if len(names) > 1:  # one code, two titles: which one is meant cannot be guessed
@@ -124,7 +124,7 @@ class Scheme:
             return v
         if self.name == "titles" or v in _title_to_code():  # a title is accepted in every scheme
             return v
-        code = _norm_code(v)
+        code = norm_code(v)
         if self.name == "census":
             code = census_crosswalk().get(code.zfill(4)) if code.isdigit() else None
             if code is None:

@@ -122,7 +122,7 @@ def subgroup_table(results: list[dict], reference: str | None = None) -> pd.Data
     return pd.DataFrame(rows, columns=["group", "level", "n_events"] + [r["model"] for r in others])
 
 
-def _fmt(df: pd.DataFrame) -> pd.DataFrame:
+def formatted(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     for c in out.columns:
         if c in TEXT:
@@ -134,7 +134,7 @@ def _fmt(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def to_markdown(df: pd.DataFrame) -> str:
-    f = _fmt(df.drop(columns=["label"], errors="ignore"))
+    f = formatted(df.drop(columns=["label"], errors="ignore"))
     f = f.loc[:, [(f[c] != "").any() for c in f.columns]]  # no all-blank columns (e.g. no weights)
     lines = ["| " + " | ".join(f.columns) + " |", "|" + "|".join("---" for _ in f.columns) + "|"]
     lines += ["| " + " | ".join(map(str, row)) + " |" for row in f.itertuples(index=False)]
@@ -142,7 +142,7 @@ def to_markdown(df: pd.DataFrame) -> str:
 
 
 def to_latex(df: pd.DataFrame, caption: str = "Next-state prediction on held-out people") -> str:
-    f = _fmt(df.drop(columns=["label"], errors="ignore"))
+    f = formatted(df.drop(columns=["label"], errors="ignore"))
     body = f.to_latex(index=False, escape=True, column_format="l" + "r" * (f.shape[1] - 1))
     return ("% requires \\usepackage{booktabs}\n\\begin{table}[t]\n\\centering\n\\small\n" + body
             + f"\\caption{{{caption}}}\n\\end{{table}}\n")
@@ -206,7 +206,7 @@ def rich_table(df: pd.DataFrame, title: str = "Model comparison"):
     from rich.table import Table
 
     cols = ["model", "n_events", "perplexity", "ci", "ratio", "top1", "top5", "move_auc", "working_auc", "ece", "probabilities"]
-    f = _fmt(df[[c for c in cols if c in df]])
+    f = formatted(df[[c for c in cols if c in df]])
     t = Table(title=title)
     for i, c in enumerate(f.columns):
         t.add_column(c, justify="left" if i == 0 else "right")

@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from laborllm.data.events import Events
 from laborllm.errors import UserError
 from laborllm.io import folder_mode
-from laborllm.models.folder import FORMAT_VERSION, _replace_dir, check_output_folder, model_card
+from laborllm.models.folder import FORMAT_VERSION, replace_dir, check_output_folder, model_card
 from laborllm.models.settings import check_settings, defaults, settings_card
 
 
@@ -151,7 +151,7 @@ class Model(ABC):
             (tmp / "model.json").write_text(json.dumps(meta, indent=2, default=str))
             (tmp / "README.md").write_text(model_card(meta, settings_card(self.Settings, self.config)))
             folder_mode(tmp)  # every file as the umask asks (safetensors writes 0600)
-            _replace_dir(tmp, out)
+            replace_dir(tmp, out)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -31,7 +31,7 @@ from laborllm.data.events import Events
 from laborllm.data.panel import CATEGORICAL
 from laborllm.data.schemes import MISSING
 from laborllm.errors import UserError
-from laborllm.io import _atomic, write_json_atomic
+from laborllm.io import atomic_write, write_json_atomic
 from laborllm.models.base import Model
 from laborllm.models.early_stopping import EarlyStopping
 from laborllm.models.settings import setting
@@ -263,7 +263,7 @@ class Career(Model):
             return
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: obj.state_dict() for k, obj in parts.items()} | {"rng": torch.get_rng_state()} | extra
-        _atomic(folder / f"{desc}.pt", lambda tmp: torch.save(state, tmp))
+        atomic_write(folder / f"{desc}.pt", lambda tmp: torch.save(state, tmp))
         write_json_atomic(folder / f"{desc}.json", stamp)
 
     def save_extra(self, folder: Path) -> None:

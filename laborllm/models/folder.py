@@ -63,7 +63,7 @@ def recover(out: Path) -> None:
         os.replace(old, out)
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
+def replace_dir(tmp: Path, out: Path) -> None:
     """Swap `tmp` into `out`. The user's files in an old `out` are hard-linked (copied where links
     are impossible) into `tmp` first; the old folder waits aside until the swap is done, and
     `recover` puts it back if the process dies in between."""

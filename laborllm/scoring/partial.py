@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from laborllm.io import _atomic, write_json_atomic
+from laborllm.io import atomic_write, write_json_atomic
 
 log = logging.getLogger(__name__)
 FLUSH_SECONDS = 300.0  # a killed scoring job loses at most this much work
@@ -79,7 +79,7 @@ class PartialScores:
         self._parts += 1
         idx, rows = np.concatenate(self._idx), np.concatenate(self._rows).astype(self.out.dtype)
         seconds = time.time() - self._last
-        _atomic(self.folder / f"part-{self._parts:05d}.npz", lambda t: _savez(t, idx, rows, seconds))
+        atomic_write(self.folder / f"part-{self._parts:05d}.npz", lambda t: _savez(t, idx, rows, seconds))
         self._idx, self._rows, self._last = [], [], time.time()
         n, total = self.n_done, len(self.done)
         rate = (n - self._start) / max(time.time() - self._t0, 1e-9)
