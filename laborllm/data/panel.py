@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 REQUIRED = ("person_id", "year", "occupation")
 OPTIONAL = ("gender", "race", "birth_year", "education", "region", "enrolled", "weight")
 CATEGORICAL = ("education", "gender", "race", "region")  # the covariates models read as categories, in this order
+PERSON = ("gender", "race", "birth_year", "education", "region")  # what a history may state of its person
 UNKNOWN_POLICIES = ("error", "missing")
 
 

@@ -21,7 +21,8 @@ from laborllm.errors import UserError
 
 # "transition": the events where the person stays in the last observed state and those where they
 # move, apart (a tie overall can hide a model better at moves and worse at stays)
-SUBGROUPS = ("gender", "race", "education", "cohort", "region", "transition")
+COVARIATE_GROUPS = ("gender", "race", "education", "cohort", "region")  # people grouped by who they are
+SUBGROUPS = (*COVARIATE_GROUPS, "transition")
 N_BINS = 10
 
 log = logging.getLogger(__name__)

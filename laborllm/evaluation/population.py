@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 
 from laborllm.data.events import sample_ids
-from laborllm.evaluation.metrics import subgroup_column
+from laborllm.data.panel import PERSON
+from laborllm.evaluation.metrics import COVARIATE_GROUPS, subgroup_column
 from laborllm.io import read_frame, write_frame
 
-GROUPS = ("gender", "race", "education", "cohort")
 SIM_PERSONS, SIM_YEARS = 150, 10
 
 
@@ -23,7 +23,7 @@ def representativeness(events, lps: dict[str, np.ndarray]) -> pd.DataFrame:
     y = ev.target.to_numpy()
     K = len(events.states)
     rows = []
-    for g in GROUPS:
+    for g in COVARIATE_GROUPS:
         col = subgroup_column(ev, g)
         if col is None:
             continue
@@ -59,7 +59,7 @@ def trajectories(events, models: dict, seed: int, cache: Path | None = None) -> 
     real = people[people.year <= people.groupby("person_id").year.transform("min") + SIM_YEARS]
     born = first.set_index("person_id").birth_year
     rows = [real.assign(source="observed", occupation=real.state)[["person_id", "year", "occupation", "source"]]]
-    cols = ["person_id", "year", "state"] + [c for c in ("gender", "race", "birth_year", "education", "region") if c in f]
+    cols = ["person_id", "year", "state"] + [c for c in PERSON if c in f]
     hist = first[cols].rename(columns={"state": "occupation"})
     inputs = hashlib.sha256(pd.util.hash_pandas_object(hist.astype(str), index=False).values.tobytes()).hexdigest()[:16]
     # one progress line for every model's careers, not a bar per model

@@ -8,7 +8,8 @@ import pandas as pd
 from laborllm.data.schemes import Scheme
 from laborllm.errors import DataError, UserError
 from laborllm.forecast import history_frame, next_distribution, scheme_of, simulate, top_states
-from laborllm.serve.catalog import COVARIATES, Entry
+from laborllm.data.panel import PERSON
+from laborllm.serve.catalog import Entry
 
 EXAMPLE_PATHS = 5  # sampled futures shown as text
 
@@ -74,7 +75,7 @@ def test_person(entry: Entry, person_id: str) -> dict:
     if str(person_id) not in ids:
         raise UserError(f"no test person {person_id!r} in {entry.meta.get('data', {}).get('data')}")
     rows = test.panel.person(person_id)
-    covs = [c for c in COVARIATES if c in rows]
+    covs = [c for c in PERSON if c in rows]
     history = []
     for r in rows.itertuples(index=False):
         row = {"year": int(r.year), "occupation": r.state}

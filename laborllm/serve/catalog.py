@@ -16,7 +16,6 @@ from laborllm.errors import UserError
 from laborllm.models.folder import is_model_folder, read_model_json
 from laborllm.models.registry import MODELS, load_model, packaged_folder
 
-COVARIATES = ("gender", "race", "birth_year", "education", "region")
 # one model loads at a time, whichever asks: transformers' lazy imports are not thread-safe (two LLMs
 # loading at once on a fresh server failed with "cannot import name 'AutoModelForCausalLM'")
 LOADING = threading.Lock()
