@@ -15,7 +15,8 @@ from laborllm.errors import UserError
 from laborllm.evaluation.metrics import attach_paired, evaluate as evaluate_log_probs
 from laborllm.io import write_json_atomic
 from laborllm.machine import machine
-from laborllm.models.base import Model, is_main_process
+from laborllm.distributed import is_main_process
+from laborllm.models.base import Model
 from laborllm.models.folder import OutputLock, check_output_folder
 from laborllm.models.registry import MODELS, load_model
 from laborllm.models.score_cache import model_log_probs  # noqa: F401 (the run and evaluate read scores through it)

@@ -162,7 +162,7 @@ def evaluate(folders: list[Path] = typer.Argument(..., help="model folders"),
         raise UserError(f"{table_dir}: holds tables laborllm did not write; refusing to overwrite "
                         "them (choose another --tables folder)")
     results = api.evaluate(folders, split, unnormalised=unnormalised)
-    from laborllm.models.base import is_main_process
+    from laborllm.distributed import is_main_process
 
     if not is_main_process():  # under torchrun: every process scored its share; the first one reports
         return

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -35,13 +34,6 @@ from laborllm.models.settings import check_settings, defaults, settings_card
 def states_key(states: list[str]) -> str:
     """The state list, in order, as the weights' row and column order: kept in the weights' file."""
     return hashlib.sha256(json.dumps(list(states)).encode()).hexdigest()[:16]
-
-
-def is_main_process() -> bool:
-    """False on the non-zero ranks of a torchrun/accelerate job (only rank 0 writes files)."""
-    if torch.distributed.is_initialized():
-        return torch.distributed.get_rank() == 0
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 class Model(ABC):

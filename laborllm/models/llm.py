@@ -25,13 +25,15 @@ from tqdm.auto import tqdm
 
 from laborllm.data.events import Events, sample_ids
 from laborllm.errors import UserError
-from laborllm.models.base import Model, is_main_process
+from laborllm.distributed import is_main_process
+from laborllm.models.base import Model
 from laborllm.models.lm_loading import PRECISIONS, check_base, load_lm, precision_reason, resolve_base, use_bf16
 from laborllm.models.lm_checkpoints import WHOLE, copy_whole, run_stamp, started_precision
 from laborllm.models.settings import setting
 from laborllm.scoring import MODES, ExactScorer
 from laborllm.scoring.partial import PartialScores, kept_setting
-from laborllm.scoring.shards import gather_rows, shard_people, world
+from laborllm.distributed import world
+from laborllm.scoring.shards import gather_rows, shard_people
 from laborllm.text import ResumeTemplate, SegmentEncoder
 from laborllm.text.store import ResumeTokens, resume_tokens
 from laborllm.text.templates import VARIANTS

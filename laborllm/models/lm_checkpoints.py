@@ -17,7 +17,7 @@ from pathlib import Path
 
 from laborllm.io import write_json_atomic
 from laborllm.logs import TRAINER_LOG
-from laborllm.models.base import is_main_process
+from laborllm.distributed import is_main_process
 
 log = logging.getLogger(TRAINER_LOG)
 PROGRESS = "laborllm-progress.json"  # in each checkpoint: tokens and busy seconds so far

@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 from laborllm.data.events import Events
 from laborllm.data.panel import CATEGORICAL
 from laborllm.errors import UserError
-from laborllm.models.base import Model, is_main_process
+from laborllm.distributed import is_main_process
+from laborllm.models.base import Model
 from laborllm.models.early_stopping import EarlyStopping
 from laborllm.models.folder import read_model_json
 from laborllm.models.llm import LLM

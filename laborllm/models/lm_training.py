@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from laborllm.io import write_json_atomic
 from laborllm.logs import TRAINER_LOG
-from laborllm.models.base import is_main_process
+from laborllm.distributed import is_main_process
 from laborllm.models.lm_checkpoints import PROGRESS, WHOLE, resumable, set_aside, latest_checkpoint
 from laborllm.text.store import lengths
 

@@ -14,7 +14,8 @@ import numpy as np
 from laborllm.data import Events
 from laborllm.errors import UserError
 from laborllm.io import read_log_probs, write_log_probs
-from laborllm.models.base import Model, is_main_process
+from laborllm.distributed import is_main_process
+from laborllm.models.base import Model
 
 log = logging.getLogger(__name__)
 

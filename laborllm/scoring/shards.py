@@ -3,22 +3,9 @@ the people, balanced by their cost, and every process gets the whole matrix back
 nothing to split, and nothing here runs."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
-import torch
 import torch.distributed as dist
 
-
-def world() -> tuple[int, int]:
-    """(processes, this process's rank); joins the process group torchrun describes when no one has
-    (gloo on CPUs, nccl on GPUs)."""
-    n = int(os.environ.get("WORLD_SIZE", "1"))
-    if n <= 1:
-        return 1, 0
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return n, dist.get_rank()
 
 
 def shard_people(person_ids: np.ndarray, cost: np.ndarray, n: int) -> np.ndarray:
