@@ -1,11 +1,12 @@
-"""Ship a fitted LoRA LLM, or an occupation head on one, inside the package as a named model
-(`laborllm predict NAME` on a fresh clone).
+"""Ship a fitted LoRA LLM, an occupation head on one, or a mixture of them inside the package as a
+named model (`laborllm predict NAME` on a fresh clone).
 
 python scripts/package_model.py MODEL_FOLDER NAME [--run RUN_DIR] [--dest laborllm/models/assets] [--replace]
 
 MODEL_FOLDER is a fitted `llm` folder with a LoRA adapter (e.g. runs/nlsy97-cpu/nlsy97/models/llm-titles)
-or a fitted `llm-head` folder (its LLM inside it, in `lm/`). Writes DEST/NAME/: model.json (machine
-paths dropped), weights.safetensors, the adapter with its weights in bf16 (half the bytes) and the
+a fitted `llm-head` folder (its LLM inside it, in `lm/`) or a fitted `mixture` of LLMs (its members
+inside it, in `members/`). Writes DEST/NAME/: model.json (machine
+paths dropped), weights.safetensors, each adapter with its weights in bf16 (half the bytes) and the
 model card, to which the run's test results for the model (perplexity and paired ratios from
 RUN_DIR's metrics.json) and its CPU hours are added; at most 32 MiB. NAME is one plain folder name;
 the folder is written aside and moved into place whole, and an existing one (only DEST/NAME, never
@@ -25,10 +26,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from laborllm.io import folder_mode
 from laborllm.models.lm_loading import DEFAULT_BASE
 
 MAX_BYTES = 32 << 20
-DROPPED = ("base_dir",)  # a path of the machine it was trained on
+DROPPED = ("base_dir", "member_folders")  # paths of the machine it was fitted on
 
 
 def fail(message: str):
@@ -71,9 +73,14 @@ def read_meta(src: Path) -> dict:
         meta = json.loads((src / "model.json").read_text())
     except (OSError, ValueError) as e:
         fail(f"{src}: not a laborllm model folder ({getattr(e, 'strerror', None) or e})")
-    if not isinstance(meta, dict) or meta.get("kind") not in ("llm", "llm-head"):
-        fail(f"{src}: not a fitted LLM or occupation head (kind {meta.get('kind') if isinstance(meta, dict) else '?'})")
+    if not isinstance(meta, dict) or meta.get("kind") not in ("llm", "llm-head", "mixture"):
+        fail(f"{src}: not a fitted LLM, occupation head or mixture (kind {meta.get('kind') if isinstance(meta, dict) else '?'})")
     return meta
+
+
+def members(src: Path) -> list[Path]:
+    """A mixture's member folders (LLMs: the kind a packaged mixture may hold)."""
+    return sorted((src / "members").iterdir())
 
 
 def copy_llm(src: Path, dest: Path) -> dict:
@@ -105,12 +112,14 @@ def package(src: Path, name: str, dest: Path, run: Path | None = None, replace: 
     if out.exists() and not replace:
         fail(f"{out}: exists; pass --replace to replace it")
     card = (src / "README.md").read_text() if (src / "README.md").exists() else f"# {name}\n"
-    llm = meta if meta["kind"] == "llm" else read_meta(src / "lm")
-    busy, wall = llm.get("train_busy_seconds"), llm.get("fit_seconds")
-    card += f"\n## Packaged as `{name}`\n\n- the adapter's weights stored in bf16 (trained in {llm.get('precision', '?')})\n"
-    if busy and wall:  # the machine's cores are the run's (config.json), not known here
-        card += (f"- the LLM's training: {busy / 3600:.1f} hours of optimiser work, {wall / 3600:.1f} hours of wall time "
-                 f"(all pieces of a resumed fit), {llm.get('tokens_per_second', '?')} tokens/s\n")
+    llms = ([meta] if meta["kind"] == "llm" else [read_meta(src / "lm")] if meta["kind"] == "llm-head"
+            else [read_meta(m) for m in members(src)])
+    card += f"\n## Packaged as `{name}`\n\n- adapters' weights stored in bf16 (trained in {llms[0].get('precision', '?')})\n"
+    for llm in llms:
+        busy, wall = llm.get("train_busy_seconds"), llm.get("fit_seconds")
+        if busy and wall:  # the machine's cores are the run's (config.json), not known here
+            card += (f"- {llm['name']}'s training: {busy / 3600:.1f} hours of optimiser work, {wall / 3600:.1f} hours "
+                     f"of wall time (all pieces of a resumed fit), {llm.get('tokens_per_second', '?')} tokens/s\n")
     if run is not None:
         card += "\n".join(results_lines(run, meta)) + "\n"
     dest.mkdir(parents=True, exist_ok=True)
@@ -118,8 +127,9 @@ def package(src: Path, name: str, dest: Path, run: Path | None = None, replace: 
     try:
         if meta["kind"] == "llm":
             copy_llm(src, tmp)
-        else:  # the head's own weights, and its frozen LLM beside them
-            copy_llm(src / "lm", tmp / "lm")
+        else:  # the head's or the mixture's own weights, and the LLMs it reads beside them
+            for m in [src / "lm"] if meta["kind"] == "llm-head" else members(src):
+                copy_llm(m, tmp / m.relative_to(src))
             shutil.copy2(src / "weights.safetensors", tmp)
             for key in DROPPED:
                 meta.pop(key, None)
@@ -130,7 +140,7 @@ def package(src: Path, name: str, dest: Path, run: Path | None = None, replace: 
             fail(f"{src}: {size / 2**20:.1f} MiB packaged, over the {MAX_BYTES >> 20} MiB a packaged model may take")
         if out.exists():
             shutil.rmtree(out)
-        os.replace(tmp, out)
+        os.replace(folder_mode(tmp), out)  # mkdtemp made it 0700: as the umask asks, like every folder of ours
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

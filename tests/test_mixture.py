@@ -1,5 +1,7 @@
 """The mixture of fitted models: the likelihood-maximising weights, chosen on validation events
 only, a normalised distribution, and a folder that carries its members."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -61,3 +63,33 @@ def test_mixture_refuses_members_of_other_data_and_too_few(small_events, members
         Mixture(members=members[:1])
     with pytest.raises(UserError, match="other data or another split"):
         Mixture(members=members).fit(ll.make_events(small_events.panel, seed=1))
+
+
+def test_a_mixture_in_a_run_reads_its_members_kept_scores(small_events, members, tmp_path, monkeypatch):
+    """In a run, the members' test scores are kept beside their folders (an LLM's cost hours): a
+    mixture fitted there, loaded again from its folder in a copy of the run elsewhere (a fresh clone
+    restoring a milestone), mixes those instead of scoring its members again."""
+    import shutil
+
+    from laborllm.models.score_cache import model_log_probs
+
+    first, clone = tmp_path / "first", tmp_path / "clone"
+    first.mkdir()
+    monkeypatch.chdir(first)  # a run's members are named relative to where it runs
+    panel = Path("run") / "panel"
+    test = small_events.test
+    names = []
+    for f in members:
+        name = load_model(f).name
+        shutil.copytree(f, panel / "models" / name)
+        model_log_probs(load_model(panel / "models" / name), panel / "logprobs" / f"{name}-test.parquet", test)
+        names.append(str(panel / "models" / name))
+    mix = Mixture(members=names, max_valid_persons=30)
+    mix.work_dir = panel / "models" / "mix"
+    mix.fit(small_events).save(panel / "models" / "mix", {"data": "test"})
+    expected = mix.log_probs(test)
+    shutil.move(first, clone)
+    monkeypatch.chdir(clone)
+    for cls in (Markov, Logit):
+        monkeypatch.setattr(cls, "log_probs", lambda self, ev: (_ for _ in ()).throw(AssertionError("scored again")))
+    np.testing.assert_allclose(load_model(panel / "models" / "mix").log_probs(test), expected, atol=1e-9)

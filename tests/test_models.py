@@ -220,7 +220,7 @@ def test_packaged_models_load_by_name(small_events, tmp_path, monkeypatch):
     assert load_model("nlsy97-titles").config["order"] == 1  # the user's folder in the working directory
 
 
-@pytest.mark.parametrize("name", ["nlsy97-titles", "nlsy97-codes"])
+@pytest.mark.parametrize("name", ["nlsy97-titles", "nlsy97-codes", "nlsy97-mix"])
 def test_shipped_nlsy97_models_answer_with_what_they_learned(name):
     """The adapters committed in the package load by name on SmolLM2 and give a distribution over
     NLSY97's 334 states that has learned careers (a cashier two years running most likely stays one),
@@ -230,7 +230,11 @@ def test_shipped_nlsy97_models_answer_with_what_they_learned(name):
 
     assert name in PACKAGED
     m = load_model(name)
-    assert m.kind == "llm" and len(m.states) == 334 and m.config["variant"] == name.split("-")[1]
+    if name == "nlsy97-mix":  # the two LLMs inside it, mixed by weights chosen on validation
+        assert m.kind == "mixture" and [x.kind for x in m.members()] == ["llm", "llm"] and m.weights.sum() == pytest.approx(1)
+    else:
+        assert m.kind == "llm" and m.config["variant"] == name.split("-")[1]
+    assert len(m.states) == 334
     person = {"gender": "woman", "race": "Hispanic", "birth_year": 1981}
     cashier = history_frame({"person": person, "history": [
         {"year": 2001, "occupation": "Student"}, {"year": 2002, "occupation": "Cashiers"},

@@ -69,6 +69,14 @@ class Mixture(Model):
         self.folders = [packaged_folder(m) or Path(m) for m in self.config["members"]]
         self._models = None
 
+    @property
+    def normalization(self) -> str:
+        """As its members': a mixture of constrained LLM distributions is constrained too."""
+        members = self.meta.get("member_normalizations") or []
+        if any("constrained" in n for n in members):
+            return "exact, constrained: the members' distributions mixed (the LLMs' constrained to the state texts)"
+        return "exact, over all states: the members' distributions mixed"
+
     def describe(self) -> str:
         names = self.meta.get("member_names") or [Path(m).name for m in self.config["members"]]
         mix = " + ".join(f"{w:.2f} {n}" for w, n in zip(self.weights, names))
@@ -112,8 +120,8 @@ class Mixture(Model):
         return np.stack([self._member_scores(m, f, events, keep) for m, f in zip(self.members(), self._sources())])
 
     def _sources(self) -> list[Path]:
-        """Each member's folder where it was fitted (its kept scores are there), else its copy here."""
-        return [Path(p) for p in self.meta.get("member_folders", map(str, self.folders))]
+        """Each member's folder as named (a run's scores are kept beside it), else its copy here."""
+        return [Path(m) if Path(m).is_dir() else f for m, f in zip(self.config["members"], self.folders)]
 
     def fit(self, events: Events) -> "Mixture":
         self.states = list(events.states)
@@ -121,8 +129,8 @@ class Mixture(Model):
             if m.meta.get("events_fingerprint") != events.fingerprint():
                 raise UserError(f"mixture member {spec!r}: fitted on other data or another split; its training "
                                 "people could be this panel's validation or test people")
-        self.meta.update(member_folders=[str(f.resolve()) for f in self.folders],
-                         member_names=[m.name for m in self.members()])
+        self.meta.update(member_names=[m.name for m in self.members()],
+                         member_normalizations=[m.normalization for m in self.members()])
         valid = events.valid.sample_persons(self.config["max_valid_persons"], self.config["seed"])
         keep = self.work_dir.parent / ".laborllm-scores" if self.work_dir else None
         lp = self._all_scores(valid, keep)

@@ -8,7 +8,8 @@ from pathlib import Path
 from laborllm.errors import UserError
 
 PACKAGED = {"nlsy97-titles": "SmolLM2-135M with a LoRA adapter, titles, fine-tuned on NLSY97's training people",
-            "nlsy97-codes": "SmolLM2-135M with a LoRA adapter, codes, fine-tuned on NLSY97's training people"}
+            "nlsy97-codes": "SmolLM2-135M with a LoRA adapter, codes, fine-tuned on NLSY97's training people",
+            "nlsy97-mix": "nlsy97-titles and nlsy97-codes mixed, the weights chosen on NLSY97's validation people"}
 PACKAGED_DIR = Path(__file__).parent / "assets"
 
 
