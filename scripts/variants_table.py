@@ -30,7 +30,9 @@ def row(folder: Path) -> str:
         fail(f"{folder}: not a laborllm model folder ({getattr(e, 'strerror', None) or e})")
     base = {**defaults(cls.Settings), **cls.presets.get(meta.get("profile", "quick"), {})}
     changed = {k: v for k, v in meta["config"].items() if k != "name" and base.get(k) != v}
-    what = ", ".join(f"{k}={Path(v).name if isinstance(v, str) and '/' in v else v}" for k, v in changed.items())
+    short = lambda v: Path(v).name if isinstance(v, str) and "/" in v else v  # noqa: E731 (a folder by its name)
+    what = ", ".join(f"{k}={'+'.join(map(str, map(short, v))) if isinstance(v, list) else short(v)}"
+                     for k, v in changed.items())
     ppl = meta.get("valid_perplexity")
     events = meta.get("valid_events") or meta.get("valid_persons") and f"{meta['valid_persons']} people" or "all"
     fit = meta.get("fit_seconds")
@@ -46,7 +48,8 @@ def main() -> None:
     args = ap.parse_args()
     lines = [f"`python scripts/variants_table.py {' '.join(map(str, args.folders))} --name {args.name}` "
              f"({time.strftime('%Y-%m-%d')}); validation perplexity on the validation events named (the mixture's: "
-             "a seeded sample of validation people); fit minutes on the machine named, features included.", "",
+             "a seeded sample of validation people); fit minutes of the model's own fit on the machine named (a head "
+             "reading features another head computed counts only its training).", "",
              "| Variant | Kind | Settings (other than the defaults) | Validation perplexity | Validation events | "
              "Fit (min) | Machine | Date |", "|---|---|---|---|---|---|---|---|"]
     lines += [row(f) for f in args.folders]
