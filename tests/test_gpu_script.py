@@ -19,8 +19,9 @@ def test_gpu_script_dry_run(tmp_path):
     assert "scoring: events=2" in log and "max_abs_diff" in log
     assert "tokens_per_second=" in log
     metrics = json.loads((out / "metrics.json").read_text())
-    assert [m["model"] for m in metrics] == ["markov1", "markov2", "logit", "career", "llm-titles", "llm-codes", "icl"]
-    assert all(len(m["paired"]) == 6 for m in metrics)
+    assert [m["model"] for m in metrics] == ["uniform", "markov1", "markov2", "logit", "career", "llm-titles", "llm-codes",
+                                             "icl"]
+    assert all(len(m["paired"]) == 7 for m in metrics)
     for f in ("config.json", "report.html", "comparison.md", "paired.md"):
         assert (out / f).exists(), f
     assert len(list(out.iterdir())) <= 8  # within the run tool's 8 files
