@@ -43,6 +43,17 @@ MAX_YEARS = 128  # the longest history CAREER's positional encoding reads (the p
 FIRST_YEAR_ONLY = ("education", "region")  # with time_varying=false, held at the first year's value
 
 
+def two_stage_log_probs(z: torch.Tensor, stay: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    """log P(state): P(stay) = sigmoid(stay) on the last observed state, the rest spread by a softmax
+    of `z` over the other states; a plain softmax of `z` where no state was observed before."""
+    has = last >= 0
+    mask = torch.zeros_like(z, dtype=torch.bool)
+    mask[has, last[has]] = True
+    move = torch.log_softmax(z.masked_fill(mask, -1e9), 1) + nn.functional.logsigmoid(-stay)[:, None]
+    out = torch.where(mask, nn.functional.logsigmoid(stay)[:, None].expand_as(z), move)
+    return torch.where(has[:, None], out, torch.log_softmax(z, 1))
+
+
 class CareerNet(nn.Module):
     def __init__(self, n_tokens: int, n_states: int, cov_sizes: dict[str, int], d: int, layers: int, heads: int,
                  ff: int, dropout: float, max_len: int = None):
@@ -77,12 +88,7 @@ class CareerNet(nn.Module):
         z, a = out[..., :-1], out[..., -1]
         if allowed is not None:  # states that cannot occur in this panel
             z = z.masked_fill(~allowed, float("-inf"))
-        has = last >= 0
-        idx = last.clamp(min=0)[..., None]
-        z_move = z.masked_fill(torch.zeros_like(z, dtype=torch.bool).scatter(-1, idx, has[..., None]), float("-inf"))
-        lp = torch.log_softmax(z_move, -1) + torch.where(has, nn.functional.logsigmoid(-a), 0.0)[..., None]
-        stay = torch.where(has, nn.functional.logsigmoid(a), float("-inf"))
-        return lp.scatter(-1, idx, torch.where(has[..., None], stay[..., None], lp.gather(-1, idx)))
+        return two_stage_log_probs(z.reshape(B * T, -1), a.reshape(-1), last.reshape(-1)).reshape(B, T, -1)
 
 
 @dataclass

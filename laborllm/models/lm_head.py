@@ -27,6 +27,7 @@ from laborllm.data.panel import CATEGORICAL
 from laborllm.errors import UserError
 from laborllm.distributed import is_main_process
 from laborllm.models.base import Model
+from laborllm.models.career import two_stage_log_probs
 from laborllm.models.early_stopping import EarlyStopping
 from laborllm.models.folder import read_model_json
 from laborllm.models.llm import LLM
@@ -78,17 +79,6 @@ class HeadNet(nn.Module):
         if not self.two_stage:
             return torch.log_softmax(z, 1)
         return two_stage_log_probs(z[:, :-1], z[:, -1], last)
-
-
-def two_stage_log_probs(z: torch.Tensor, stay: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-    """log P(state): P(stay) = sigmoid(stay) on the last observed state, the rest spread by a softmax
-    of `z` over the other states; a plain softmax of `z` where no state was observed before."""
-    has = last >= 0
-    mask = torch.zeros_like(z, dtype=torch.bool)
-    mask[has, last[has]] = True
-    move = torch.log_softmax(z.masked_fill(mask, -1e9), 1) + nn.functional.logsigmoid(-stay)[:, None]
-    out = torch.where(mask, nn.functional.logsigmoid(stay)[:, None].expand_as(z), move)
-    return torch.where(has[:, None], out, torch.log_softmax(z, 1))
 
 
 class LMHead(Model):
