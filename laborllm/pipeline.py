@@ -19,6 +19,9 @@ run/
   PANEL/comparison.*, PANEL/paired.*, PANEL/calibration.json, PANEL/plots/
   PANEL/subgroups.*, PANEL/subgroups-paired.*   results by subgroup: perplexities, ratios to the logit
   PANEL/contrasts.*        the profile's question (pooling: each pooled model against it alone)
+  PANEL/representativeness*.*, PANEL/careers*.*   whose predictions represent each subgroup: distances to
+                           the observed next states and careers, noise-corrected, with intervals (report only)
+  PANEL/simulated/         each model's simulated careers, reused while the model and seed are the same
 """
 from __future__ import annotations
 
@@ -99,7 +102,8 @@ def run(profile: str = "quick", out: str | Path | None = None, seed: int = 0, da
             if report:
                 from laborllm.report import panel_section
 
-                sections.append(panel_section(out / panel_tag(panel), rows, events, fitted, lps, prof, seed))
+                population = populations(out / panel_tag(panel), events.test, fitted, lps, seed)
+                sections.append(panel_section(out / panel_tag(panel), rows, events, fitted, prof, seed, population))
         if report and sections:
             from laborllm.report import write_report
 
@@ -152,6 +156,39 @@ def _benchmark(out: Path, panel: str, chosen, prof, seed: int, base, data_kw: di
                     r["n_events"], time.time() - t0)
         _write(out, folder, earlier + rows, rows, nll, test, prof.contrasts)
     return rows, fitted, lps, events, timings
+
+
+def populations(folder: Path, test, fitted: dict, lps: dict, seed: int) -> dict:
+    """Each model's predictions as a population: representativeness by subgroup and careers simulated
+    from every model (LLMs included: minutes each on a CPU, kept in PANEL/simulated/), against CAREER
+    where it is in the run; written as tables beside the others and returned for the report."""
+    from laborllm.evaluation.careers import trajectories
+    from laborllm.evaluation.compare import population_tables, write_tables
+    from laborllm.evaluation.representativeness import career_distances, representativeness
+
+    ref = next((x for x in ("career", REFERENCE) if x in lps), None)
+    t0 = time.time()
+    rep = representativeness(test, lps, reference=ref, seed=seed)
+    traj = trajectories(test, fitted, seed, cache=folder / "simulated")
+    careers = career_distances(traj, test, reference=ref, seed=seed)
+    write_tables(rep, folder, "representativeness-raw")
+    for stem, table in population_tables(rep, careers, ref).items():
+        write_tables(table, folder, stem, CAPTIONS[stem].format(ref=ref))
+    log.info("%s: representativeness and simulated careers of %d models (%.0f s)", folder.name, len(lps),
+             time.time() - t0)
+    return {"representativeness": rep, "trajectories": traj, "careers": careers, "reference": ref}
+
+
+CAPTIONS = {
+    "representativeness": "Distance between the mean predicted and the observed distribution of next broad "
+                          "occupation groups, corrected for the observed side's noise (person bootstrap)",
+    "representativeness-paired": "Difference in corrected distance to the observed next broad occupation groups, "
+                                 "each model minus {ref} (paired person bootstrap; below 0: more representative)",
+    "representativeness-summary": "Representativeness over all test events, and the levels where each model is "
+                                  "closer or farther than {ref} (interval excluding 0)",
+    "careers": "Distance between simulated and observed careers (broad groups by year), noise-corrected",
+    "careers-paired": "Difference in simulated careers' distance, each model minus {ref} (paired person bootstrap)",
+}
 
 
 def _run_members(settings: dict, folder: Path, names: list[str]) -> dict:

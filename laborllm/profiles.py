@@ -48,7 +48,6 @@ POOLING = BASELINES + ("career-pooled", "llm-titles", "llm-titles-pooled", "llm-
 class Profile:
     preset: str  # the models' settings preset
     benchmarks: tuple  # ((panel, model names), ...)
-    simulate_llms: bool  # the report simulates LLM careers too (minutes per model on a CPU)
     contrasts: tuple = ()  # ((model, the same model without one ingredient), ...): the profile's question
     question: str = ""
     settings: dict = field(default_factory=dict)  # model name -> settings over the preset's, for this profile
@@ -77,18 +76,17 @@ PROFILES = {
     # a 2-core CPU in under 15 minutes: every model where the whole method fits, the Markov chains and the
     # logit on NLSY97 (CAREER there, two and a half minutes on an AVX2-only CPU, is in nlsy97-cpu at the
     # paper's size)
-    "quick": Profile("quick", (("nlsy79-males", STANDARD), ("nlsy97", ("uniform", "markov1", "markov2", "logit"))),
-                     simulate_llms=False),
+    "quick": Profile("quick", (("nlsy79-males", STANDARD), ("nlsy97", ("uniform", "markov1", "markov2", "logit")))),
     # one GPU: every model on NLSY97
-    "full": Profile("full", (("nlsy97", STANDARD),), simulate_llms=True),
+    "full": Profile("full", (("nlsy97", STANDARD),)),
     # a 2-core CPU in about an hour: the men panel alone and pooled with the NLS Young Women
-    "pooling": Profile("quick", (("nlsy79-males", POOLING),), simulate_llms=False,
+    "pooling": Profile("quick", (("nlsy79-males", POOLING),),
                        contrasts=(("career-pooled", "career"), ("llm-titles-pooled", "llm-titles"),
                                   ("llm-titles-pooled-seq", "llm-titles")),
                        question="Does pooling another survey help?"),
     # a 2-core CPU over a night or several, in resumable pieces: the paper's panel with the fine-tuned
     # LLM on every test event, titles first (the headline), then CAREER, then the codes ablation
-    "nlsy97-cpu": Profile("quick", (("nlsy97", NLSY97_CPU),), simulate_llms=False,
+    "nlsy97-cpu": Profile("quick", (("nlsy97", NLSY97_CPU),),
                           contrasts=(("llm-titles", "logit"), ("llm-titles", "career"), ("llm-codes", "llm-titles"),
                                      ("llm-codes", "logit"), ("llm-codes", "career"),
                                      ("llm-mix", "career"), ("llm-mix", "llm-codes"), ("llm-mix", "logit")),

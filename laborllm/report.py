@@ -15,7 +15,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from laborllm.evaluation.compare import formatted, comparison_table, contrast_table, paired_table, subgroup_table  # noqa: E402
-from laborllm.evaluation.population import SIM_PERSONS, SIM_YEARS, representativeness, trajectories  # noqa: E402
+from laborllm.evaluation.careers import SIM_PERSONS, SIM_YEARS  # noqa: E402
+from laborllm.evaluation.compare import population_tables  # noqa: E402
 from laborllm.io import atomic_write, write_text_atomic  # noqa: E402
 from laborllm.profiles import REFERENCE  # noqa: E402
 
@@ -96,13 +97,16 @@ def plot_representativeness(rep: pd.DataFrame, path: Path) -> Path:
     fig, axes = plt.subplots(len(groups), 2, figsize=(11, 2.6 * len(groups)), squeeze=False)
     for i, g in enumerate(groups):
         d = rep[rep.group == g]
-        wide = d.pivot(index="level", columns="model", values="tv_distance")
-        wide.plot.bar(ax=axes[i, 0], legend=i == 0, width=0.8)
-        axes[i, 0].set_ylabel("TV distance")
+        wide = d.pivot(index="level", columns="model", values="distance_groups")
+        err = [[(wide - d.pivot(index="level", columns="model", values="distance_groups_lo")).clip(lower=0).to_numpy().T,
+                (d.pivot(index="level", columns="model", values="distance_groups_hi") - wide).clip(lower=0).to_numpy().T]]
+        wide.plot.bar(ax=axes[i, 0], legend=i == 0, width=0.8, yerr=np.concatenate(err).transpose(1, 0, 2),
+                      capsize=1, error_kw={"lw": 0.6})
+        axes[i, 0].set_ylabel("corrected distance")
         axes[i, 0].set_title(f"{g}: predicted vs observed next-state distribution", fontsize=9)
-        mv = d.pivot(index="level", columns="model", values="predicted_move_rate")
+        mv = d.pivot(index="level", columns="model", values="move_rate_predicted")
         mv.plot.bar(ax=axes[i, 1], legend=False, width=0.8)
-        obs = d.drop_duplicates("level").set_index("level").observed_move_rate.reindex(mv.index)
+        obs = d.drop_duplicates("level").set_index("level").move_rate_observed.reindex(mv.index)
         axes[i, 1].scatter(range(len(obs)), obs, color="black", marker="_", s=400, zorder=3, label="observed")
         axes[i, 1].set_ylabel("move rate")
         axes[i, 1].set_title(f"{g}: predicted move rate (bars) vs observed (black)", fontsize=9)
@@ -154,9 +158,11 @@ def _table(df: pd.DataFrame) -> str:
     return df.to_html(index=False, border=0, classes="t", escape=True, na_rep="")
 
 
-def panel_section(folder: Path, results: list[dict], events, models: dict, lps: dict, profile, seed: int) -> str:
+def panel_section(folder: Path, results: list[dict], events, models: dict, profile, seed: int,
+                  population: dict) -> str:
     """The report's part for one benchmark panel: comparison, paired ratios, LLM normalisation,
-    calibration, derived tasks, representativeness and simulated careers, fed what the run holds."""
+    calibration, derived tasks, representativeness and simulated careers, fed what the run computed
+    (laborllm.pipeline.populations)."""
     test = events.test
     plots = folder / "plots"
     tag = folder.name
@@ -205,23 +211,28 @@ def panel_section(folder: Path, results: list[dict], events, models: dict, lps: 
         if all(r[task]["auc"] is None for r in results):
             tasks[[c for c in tasks.columns if c.startswith(task)]] = None
     parts += ["<h3>Derived tasks: change state, and working next year</h3>", _table(_numbers(tasks))]
-    rep = representativeness(test, lps)
+    rep, traj, ref = population["representativeness"], population["trajectories"], population["reference"]
+    tables = population_tables(rep, population["careers"], ref)
     if len(rep):
-        rep.to_csv(folder / "representativeness.csv", index=False)
-        summary = rep.groupby("model").tv_distance.mean().rename("mean TV distance over subgroups").reset_index()
         parts += ["<h3>Representativeness by subgroup</h3>",
-                  "<p>For each group: total variation distance between the mean predicted and the observed "
-                  "distribution of next states, and predicted vs observed move rates.</p>",
-                  _table(_numbers(summary)), _img(plot_representativeness(rep, plots / "representativeness.png"))]
-    simulate_llms = profile.simulate_llms
-    cheap = {name: m for name, m in models.items() if not m.runs_lm or simulate_llms}
-    if cheap:
-        traj = trajectories(test, cheap, seed, cache=folder / "simulated")
-        traj.to_csv(folder / "trajectories.csv", index=False)
+                  "<p>Distance between the mean predicted and the observed distribution of next states, corrected "
+                  "for the noise of the observed shares (about 0 for a model that predicts the true distribution; "
+                  "0 where it cannot be told from noise), with 95% person-bootstrap intervals; the raw total "
+                  "variation distance beside it. Move and working rates: predicted (observed).</p>",
+                  _table(formatted(tables["representativeness-summary"])),
+                  "<p>By subgroup level, over broad occupation groups:</p>", _table(formatted(tables["representativeness"]))]
+        if "representativeness-paired" in tables:
+            parts += [f"<p>Each model minus {html.escape(ref)}, paired by person (below 0: closer to the observed "
+                      "population; a difference only where the interval excludes 0):</p>",
+                      _table(formatted(tables["representativeness-paired"]))]
+        parts += [_img(plot_representativeness(rep, plots / "representativeness.png"))]
+    if len(traj):
         parts += ["<h3>Simulated careers</h3>",
                   f"<p>{SIM_PERSONS} test people, one sampled career each over {SIM_YEARS} years from their first "
-                  "observed year" + ("" if simulate_llms else "; LLM simulation is left to the full (GPU) profile")
-                  + ".</p>", _img(plot_trajectories(traj, plots / "trajectories.png"))]
+                  "observed year, against their observed careers: the noise-corrected distance between the shares "
+                  "of broad occupation groups by year (both sides' sampling noise removed).</p>",
+                  _table(formatted(tables["careers"])) if "careers" in tables else "",
+                  _img(plot_trajectories(traj, plots / "trajectories.png"))]
     return "".join(parts)
 
 

@@ -121,7 +121,7 @@ def test_results_by_subgroup_pair_the_models_within_each_level(small_events, tmp
 def test_report_simulations_show_one_progress_line_for_all_models(small_events, capsys):
     """The report's simulated careers: one progress line over every model's years, not a bar per model,
     and every model's careers present."""
-    from laborllm.evaluation.population import SIM_YEARS, trajectories
+    from laborllm.evaluation.careers import SIM_YEARS, trajectories
 
     models = {"markov1": Markov().fit(small_events), "markov2": Markov(order=2).fit(small_events)}
     t = trajectories(small_events.test, models, seed=0)
@@ -135,7 +135,7 @@ def test_simulated_careers_are_kept_for_the_same_model_and_seed_only(small_event
     """A rerun of the report reuses each model's simulated careers (an LLM's take minutes), and draws
     them again for another seed or another fitted model, never showing careers from something else."""
     import laborllm.forecast
-    from laborllm.evaluation.population import trajectories
+    from laborllm.evaluation.careers import trajectories
 
     m = Markov().fit(small_events)
     first = trajectories(small_events.test, {"m": m}, seed=0, cache=tmp_path)

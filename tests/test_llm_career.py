@@ -82,6 +82,28 @@ def test_llm_finetune_lowers_loss_and_scores_exactly(tiny_base, tmp_path):
     assert r["normalization"].startswith("exact, renormalised") and r["unnormalised_perplexity"] >= r["perplexity"]
 
 
+def test_icl_fills_the_prompt_budget_and_calibrates_on_the_content_free_prediction(panel_csv, tiny_base, tmp_path):
+    """The fair in-context baseline: seeded examples while the prompt stays under its token budget
+    (more than the default three), and calibrated scores that are the plain ones with the content-free
+    distribution divided out, still normalised; read either way from one fitted prompt."""
+    icl = api.fit("icl", panel_csv, tmp_path / "icl", "quick", scheme="titles", base=tiny_base, shots=1000,
+                  prompt_tokens=600, max_shot_years=4, calibrate=True)
+    assert 3 < icl.meta["shots_used"] < 1000 and len(icl.prompt_ids) <= 600
+    assert f"{icl.meta['shots_used']} example histories" in icl.describe()
+    test = api.events_for(api.data_spec(panel_csv, scheme="titles")).test
+    few = test.where(np.arange(len(test)) < 6)
+    calibrated = load_model(tmp_path / "icl")
+    plain = calibrated.read_as(calibrate=False)
+    lp, raw = calibrated.log_probs(few), plain.log_probs(few)
+    np.testing.assert_allclose(np.exp(lp).sum(1), 1, atol=1e-6)
+    cf = calibrated.content_free_log_probs(few.panel)
+    direct = raw - cf
+    np.testing.assert_allclose(lp, direct - np.logaddexp.reduce(direct, axis=1, keepdims=True), atol=1e-6)
+    assert np.abs(lp - raw).max() > 0.05  # the content-free prediction is not uniform: calibration moves mass
+    # scores cached under one reading are never served for the other
+    assert calibrated.score_key() != plain.score_key()
+
+
 def test_lora_codes_variant_and_icl(panel_csv, tiny_base, tmp_path):
     api.fit("llm", panel_csv, tmp_path / "codes", "quick", scheme="titles", base=tiny_base, variant="codes",
             lora=True, **LLM_QUICK)

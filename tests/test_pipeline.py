@@ -61,6 +61,17 @@ def test_run_writes_every_output(run_dir, panel_csv):  # noqa: F811
     assert women["paired"]["logit"]["ci95"][0] <= women["paired"]["logit"]["ratio"] <= women["paired"]["logit"]["ci95"][1]
     assert "| gender | woman |" in (out / "panel" / "subgroups-paired.md").read_text()
     assert "Ratio to ref." in (out / "panel" / "comparison.md").read_text()
+    # representativeness for every model against CAREER, and every model's careers simulated, LLMs included
+    import pandas as pd
+
+    rep = pd.read_csv(out / "panel" / "representativeness-raw.csv")
+    assert set(rep.model) == set(names) and (rep.distance_groups_lo <= rep.distance_groups_hi).all()
+    assert rep[rep.model != "career"].distance_groups_vs_ref.notna().all()
+    careers = pd.read_csv(out / "panel" / "careers.csv")
+    assert set(careers.columns) >= set(names)
+    assert {p.stem for p in (out / "panel" / "simulated").glob("*.parquet")} == set(names)
+    for f in ("representativeness.md", "representativeness-paired.tex", "representativeness-summary.md", "careers-paired.md"):
+        assert (out / "panel" / f).exists(), f
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["seed"] == 0 and "torch" in cfg["versions"] and set(cfg["timings_seconds"]) == {f"panel/{n}" for n in names}
 

@@ -21,9 +21,14 @@ COLUMNS = {
     "verdict": "Verdict", "group": "Group", "level": "Level",
     "stays_events": "Stays", "stays_perplexity": "Perplexity on stays", "stays_ratio": "Ratio on stays [paired 95% CI]",
     "moves_events": "Moves", "moves_perplexity": "Perplexity on moves", "moves_ratio": "Ratio on moves [paired 95% CI]",
+    "people": "People", "distance_groups": "Distance, broad groups [95% CI]", "distance_states": "Distance, states [95% CI]",
+    "tv_states": "Raw TV, states", "move_rate": "Move rate, predicted (observed)",
+    "working_rate": "Working rate, predicted (observed)", "closer_levels": "Levels closer than ref.",
+    "farther_levels": "Levels farther than ref.", "career_distance": "Simulated careers' distance [95% CI]",
 }
 TEXT = ("model", "ci", "ratio", "n_events", "probabilities", "label", "vs", "ratio_ci", "paired_ratio", "verdict",
-        "group", "level", "stays_events", "moves_events", "stays_ratio", "moves_ratio")
+        "group", "level", "stays_events", "moves_events", "stays_ratio", "moves_ratio", "people", "distance_groups",
+        "distance_states", "move_rate", "working_rate", "closer_levels", "farther_levels", "career_distance")
 PERPLEXITIES = ("perplexity", "weighted_perplexity", "vs_perplexity")  # two decimals
 
 
@@ -157,7 +162,8 @@ def write_tables(df: pd.DataFrame, out: Path, stem: str = "comparison",
     return paths
 
 
-TABLE_STEMS = ("comparison", "paired", "contrasts", "subgroups", "subgroups-paired", "transitions")
+TABLE_STEMS = ("comparison", "paired", "contrasts", "subgroups", "subgroups-paired", "transitions",
+               "representativeness", "representativeness-paired", "representativeness-summary", "careers", "careers-paired")
 
 
 def transition_table(results: list[dict], reference: str) -> pd.DataFrame:
@@ -213,3 +219,45 @@ def rich_table(df: pd.DataFrame, title: str = "Model comparison"):
     for row in f.itertuples(index=False):
         t.add_row(*map(str, row))
     return t
+
+
+def _interval_cell(row, key: str) -> str:
+    v = row.get(key)
+    return "" if v is None or pd.isna(v) else f"{v:.3f} {_ci(row[f'{key}_lo'], row[f'{key}_hi'])}"
+
+
+def population_tables(rep: pd.DataFrame, careers: pd.DataFrame, reference: str | None) -> dict[str, pd.DataFrame]:
+    """The representativeness tables (laborllm.evaluation.representativeness) by file stem: one row per
+    subgroup level and one column per model, each cell a noise-corrected distance with its 95%
+    person-bootstrap interval (over broad occupation groups; with `reference`, also each model's
+    difference to it, paired), the simulated careers' distances likewise, and a summary per model."""
+    tables = {}
+    for stem, frame, key in (("representativeness", rep, "distance_groups"),
+                             ("representativeness-paired", rep, "distance_groups_vs_ref"),
+                             ("careers", careers, "distance"), ("careers-paired", careers, "distance_vs_ref")):
+        if frame.empty or key not in frame:
+            continue
+        size = "n_events" if "n_events" in frame else "n_persons"
+        wide = [{"group": g, "level": lv, size: int(d[size].iloc[0]),
+                 **{r["model"]: _interval_cell(r, key) for r in d.to_dict("records")
+                    if not key.endswith("_vs_ref") or r["model"] != reference}}
+                for (g, lv), d in frame.groupby(["group", "level"], sort=False)]
+        tables[stem] = pd.DataFrame(wide).rename(columns={size: "n_events" if size == "n_events" else "people"})
+    if not rep.empty:
+        everyone = rep[rep.group == "all"].set_index("model")
+        rows = []
+        for name, r in everyone.iterrows():
+            within = rep[(rep.model == name) & (rep.group != "all")]
+            row = {"model": name, "distance_groups": _interval_cell(r, "distance_groups"),
+                   "distance_states": _interval_cell(r, "distance_states"), "tv_states": r.tv_states,
+                   "move_rate": f"{r.move_rate_predicted:.3f} ({r.move_rate_observed:.3f})",
+                   "working_rate": f"{r.working_rate_predicted:.3f} ({r.working_rate_observed:.3f})"}
+            if reference and name != reference and "distance_groups_vs_ref_lo" in within:
+                row["closer_levels"] = int((within.distance_groups_vs_ref_hi < 0).sum())
+                row["farther_levels"] = int((within.distance_groups_vs_ref_lo > 0).sum())
+            if not careers.empty:
+                c = careers[(careers.group == "all") & (careers.model == name)]
+                row["career_distance"] = _interval_cell(c.iloc[0], "distance") if len(c) else ""
+            rows.append(row)
+        tables["representativeness-summary"] = pd.DataFrame(rows)
+    return tables

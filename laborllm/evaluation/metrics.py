@@ -43,7 +43,7 @@ def bootstrap_perplexity_ci(nll: np.ndarray, persons: np.ndarray, weights: np.nd
     w = np.ones_like(nll) if weights is None else weights
     s = np.bincount(inv, weights=nll * w, minlength=len(codes))
     c = np.bincount(inv, weights=w, minlength=len(codes))
-    draws = _person_draws(len(codes), n_boot, seed)
+    draws = person_draws(len(codes), n_boot, seed)
     ppl = np.exp((draws @ s) / np.maximum(draws @ c, 1e-12))
     lo, hi = np.percentile(ppl, [2.5, 97.5])
     return float(lo), float(hi)
@@ -56,7 +56,7 @@ def paired_comparisons(nll: dict[str, np.ndarray], persons: np.ndarray, n_boot: 
     codes, inv = np.unique(persons, return_inverse=True)
     count = np.bincount(inv, minlength=len(codes)).astype(float)
     sums = {m: np.bincount(inv, weights=v, minlength=len(codes)) for m, v in nll.items()}
-    draws = _person_draws(len(codes), n_boot, seed) if len(codes) > 1 else None
+    draws = person_draws(len(codes), n_boot, seed) if len(codes) > 1 else None
     boot = {m: (draws @ v) / (draws @ count) for m, v in sums.items()} if draws is not None else None
     out: dict = {a: {} for a in nll}
     for a in nll:
@@ -86,7 +86,7 @@ def attach_paired(rows: list[dict], nll: dict[str, np.ndarray], events: Events, 
                     r["subgroups"][g][level]["paired"] = within[r["model"]]
 
 
-def _person_draws(n_persons: int, n_boot: int, seed: int) -> np.ndarray:
+def person_draws(n_persons: int, n_boot: int, seed: int) -> np.ndarray:
     """(n_boot, n_persons): how often each person is drawn in each bootstrap replicate."""
     return np.random.default_rng(seed).multinomial(n_persons, np.full(n_persons, 1 / n_persons), size=n_boot)
 

@@ -1,45 +1,17 @@
-"""What a model's predictions look like as a population: next-state distributions and move rates
-by subgroup against the observed ones, and careers simulated from each model against real ones."""
+"""Careers simulated from each model beside the observed careers of the same test people (their
+distance is laborllm.evaluation.representativeness.career_distances)."""
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from laborllm.data.events import sample_ids
 from laborllm.data.panel import PERSON
-from laborllm.evaluation.metrics import COVARIATE_GROUPS, subgroup_column
 from laborllm.io import read_frame, write_frame
 
 SIM_PERSONS, SIM_YEARS = 150, 10
-
-
-def representativeness(events, lps: dict[str, np.ndarray]) -> pd.DataFrame:
-    """Per subgroup level and model: total variation distance between the predicted and the observed
-    distribution of next states, and predicted vs observed move rates."""
-    ev = events.frame
-    y = ev.target.to_numpy()
-    K = len(events.states)
-    rows = []
-    for g in COVARIATE_GROUPS:
-        col = subgroup_column(ev, g)
-        if col is None:
-            continue
-        for level in sorted(col.unique()):
-            m = (col == level).to_numpy()
-            if m.sum() < 30:
-                continue
-            observed = np.bincount(y[m], minlength=K) / m.sum()
-            moved = (y[m] != ev["last_state"].to_numpy()[m]).mean()
-            for name, lp in lps.items():
-                p = np.exp(lp[m])
-                stay = p[np.arange(m.sum()), np.maximum(ev["last_state"].to_numpy()[m], 0)]
-                rows.append({"group": g, "level": str(level), "model": name, "n_events": int(m.sum()),
-                             "tv_distance": 0.5 * float(np.abs(p.mean(0) - observed).sum()),
-                             "observed_move_rate": float(moved), "predicted_move_rate": float(1 - stay.mean())})
-    return pd.DataFrame(rows)
 
 
 def trajectories(events, models: dict, seed: int, cache: Path | None = None) -> pd.DataFrame:
