@@ -72,7 +72,7 @@ def data_describe(data: str = DataOpt, columns: Optional[str] = ColumnsOpt, sche
     out.print(top)
 
 
-def _parse_sets(items: list[str]) -> dict:
+def parse_sets(items: list[str]) -> dict:
     """--set key=value (value parsed as JSON when it can be: numbers, true/false, lists)."""
     out = {}
     for item in items or []:
@@ -132,7 +132,7 @@ def fit(model: str = typer.Argument(..., help="uniform, markov, bag, logit, care
                         "a profile is what `laborllm run --profile` compares")
     cfg = api.read_config(config)
     # over the preset: the config file's [model] table, then --set, then --pool
-    model_cfg = layered({}, "", cfg.get("model"), _parse_sets(set_), {"pool": pool} if pool else None)
+    model_cfg = layered({}, "", cfg.get("model"), parse_sets(set_), {"pool": pool} if pool else None)
     # command-line values win over the config file, which wins over the defaults
     pick = lambda name, value, default: value if value is not None else cfg.get(name, default)  # noqa: E731
     m = api.fit(model, pick("data", data, "nlsy97"), out_dir, pick("preset", preset, "quick"),
@@ -213,7 +213,7 @@ def run(profile: str = typer.Option("quick", "--profile", help="quick (2-core CP
     if unknown_models:
         raise UserError(f"unknown model(s) {', '.join(sorted(unknown_models))}; choose from {', '.join(NAMES)}")
     overrides: dict = {}
-    for key, value in _parse_sets(set_).items():
+    for key, value in parse_sets(set_).items():
         name, _, setting = key.partition(".")
         if not setting or name not in NAMES:
             raise UserError(f"--set {key}: expected MODEL.key=value with MODEL one of {', '.join(NAMES)}")

@@ -33,7 +33,7 @@ from pathlib import Path
 
 
 from laborllm import api
-from laborllm.evaluation.compare import write_panel_tables
+from laborllm.evaluation.compare import population_tables, write_panel_tables, write_tables
 from laborllm.evaluation.metrics import attach_paired, evaluate as evaluate_log_probs
 from laborllm.errors import UserError
 from laborllm.io import write_json_atomic
@@ -163,20 +163,28 @@ def populations(folder: Path, test, fitted: dict, lps: dict, seed: int) -> dict:
     from every model (LLMs included: minutes each on a CPU, kept in PANEL/simulated/), against CAREER
     where it is in the run; written as tables beside the others and returned for the report."""
     from laborllm.evaluation.careers import trajectories
-    from laborllm.evaluation.compare import population_tables, write_tables
+    import pandas as pd
+
     from laborllm.evaluation.representativeness import career_distances, representativeness
 
     ref = next((x for x in ("career", REFERENCE) if x in lps), None)
     t0 = time.time()
     rep = representativeness(test, lps, reference=ref, seed=seed)
+    careers = pd.DataFrame()  # none yet
+    # written before the simulations (an LLM's take minutes a year on a CPU): a run cut short keeps them
+    write_tables(rep, folder, "representativeness-raw")
+    _write_population_tables(folder, rep, careers, ref)
     traj = trajectories(test, fitted, seed, cache=folder / "simulated")
     careers = career_distances(traj, test, reference=ref, seed=seed)
-    write_tables(rep, folder, "representativeness-raw")
-    for stem, table in population_tables(rep, careers, ref).items():
-        write_tables(table, folder, stem, CAPTIONS[stem].format(ref=ref))
+    _write_population_tables(folder, rep, careers, ref)
     log.info("%s: representativeness and simulated careers of %d models (%.0f s)", folder.name, len(lps),
              time.time() - t0)
     return {"representativeness": rep, "trajectories": traj, "careers": careers, "reference": ref}
+
+
+def _write_population_tables(folder: Path, rep, careers, ref) -> None:
+    for stem, table in population_tables(rep, careers, ref).items():
+        write_tables(table, folder, stem, CAPTIONS[stem].format(ref=ref))
 
 
 CAPTIONS = {

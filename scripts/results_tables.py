@@ -55,6 +55,14 @@ def results_markdown(run: Path, command: str) -> str:
             out += [f"**Stays and moves apart** ({tag}): perplexity on the events where the person stays in the last "
                     f"observed state and on those where they move, and the ratio to `{ref}` paired by person within "
                     "each.", "", to_markdown(moves).rstrip(), ""]
+        summary = run / tag / "representativeness-summary.md"
+        if summary.exists():  # written by the run's report stage
+            out += [f"**Whose predictions represent each subgroup** ({tag}): the distance between the mean predicted "
+                    "and the observed distribution of next states over all test events, corrected for the observed "
+                    "side's noise (0: cannot be told from the truth), with person-bootstrap intervals; the number of "
+                    f"subgroup levels where each model is closer to or farther from the observed population than `{ref}` "
+                    "(paired interval excluding 0); by level in `representativeness.md` and "
+                    "`representativeness-paired.md`.", "", summary.read_text().rstrip(), ""]
         waiting = [n for b in cfg.get("benchmarks", []) if b["folder"] == tag for n in b["models"]
                    if n not in {r["model"] for r in rows}]
         if waiting:  # a run in pieces: say what is still to come rather than let the table look whole

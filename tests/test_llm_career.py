@@ -82,26 +82,39 @@ def test_llm_finetune_lowers_loss_and_scores_exactly(tiny_base, tmp_path):
     assert r["normalization"].startswith("exact, renormalised") and r["unnormalised_perplexity"] >= r["perplexity"]
 
 
-def test_icl_fills_the_prompt_budget_and_calibrates_on_the_content_free_prediction(panel_csv, tiny_base, tmp_path):
+def test_icl_fills_the_prompt_budget_and_calibrates(panel_csv, tiny_base, tmp_path):
     """The fair in-context baseline: seeded examples while the prompt stays under its token budget
-    (more than the default three), and calibrated scores that are the plain ones with the content-free
-    distribution divided out, still normalised; read either way from one fitted prompt."""
-    icl = api.fit("icl", panel_csv, tmp_path / "icl", "quick", scheme="titles", base=tiny_base, shots=1000,
-                  prompt_tokens=600, max_shot_years=4, calibrate=True)
-    assert 3 < icl.meta["shots_used"] < 1000 and len(icl.prompt_ids) <= 600
-    assert f"{icl.meta['shots_used']} example histories" in icl.describe()
-    test = api.events_for(api.data_spec(panel_csv, scheme="titles")).test
-    few = test.where(np.arange(len(test)) < 6)
-    calibrated = load_model(tmp_path / "icl")
-    plain = calibrated.read_as(calibrate=False)
-    lp, raw = calibrated.log_probs(few), plain.log_probs(few)
-    np.testing.assert_allclose(np.exp(lp).sum(1), 1, atol=1e-6)
-    cf = calibrated.content_free_log_probs(few.panel)
-    direct = raw - cf
-    np.testing.assert_allclose(lp, direct - np.logaddexp.reduce(direct, axis=1, keepdims=True), atol=1e-6)
+    (more than the default three); calibrated scores that are the plain ones with the content-free
+    distribution divided out, or divided by the temperature that minimises the validation loss, and
+    still normalised."""
+    kw = dict(scheme="titles", base=tiny_base, shots=1000, prompt_tokens=600, max_shot_years=4, max_valid_persons=4)
+    plain = api.fit("icl", panel_csv, tmp_path / "plain", "quick", calibrate="none", **kw)
+    assert 3 < plain.meta["shots_used"] < 1000 and len(plain.prompt_ids) <= 600
+    assert f"{plain.meta['shots_used']} example histories" in plain.describe()
+    events = api.events_for(api.data_spec(panel_csv, scheme="titles"))
+    few = events.test.where(np.arange(len(events.test)) < 6)
+    raw = plain.log_probs(few)
+
+    def norm(x):
+        return x - np.logaddexp.reduce(x, axis=1, keepdims=True)
+
+    api.fit("icl", panel_csv, tmp_path / "cf", "quick", calibrate="content-free", **kw)
+    free = load_model(tmp_path / "cf")
+    assert free.prompt_ids == plain.prompt_ids  # the same seeded prompt, read otherwise
+    lp = free.log_probs(few)
+    np.testing.assert_allclose(lp, norm(raw - free.content_free_log_probs(few.panel)), atol=1e-6)
     assert np.abs(lp - raw).max() > 0.05  # the content-free prediction is not uniform: calibration moves mass
-    # scores cached under one reading are never served for the other
-    assert calibrated.score_key() != plain.score_key()
+
+    api.fit("icl", panel_csv, tmp_path / "t", "quick", calibrate="temperature", **kw)
+    hot = load_model(tmp_path / "t")
+    t = hot.meta["temperature"]
+    np.testing.assert_allclose(hot.log_probs(few), norm(raw / t), atol=1e-6)
+    sample = events.valid.sample_persons(4, 0)  # the validation people the temperature was fitted on
+    valid = plain.log_probs(sample)
+    y = sample.frame.target.to_numpy()
+    loss = {s: -norm(valid / (t * s))[np.arange(len(y)), y].mean() for s in (0.8, 1, 1.25)}
+    assert loss[1] <= min(loss[0.8], loss[1.25])  # the fitted temperature minimises the validation loss
+    assert plain.score_key() != free.score_key() != hot.score_key()
 
 
 def test_lora_codes_variant_and_icl(panel_csv, tiny_base, tmp_path):

@@ -252,9 +252,9 @@ def population_tables(rep: pd.DataFrame, careers: pd.DataFrame, reference: str |
                    "distance_states": _interval_cell(r, "distance_states"), "tv_states": r.tv_states,
                    "move_rate": f"{r.move_rate_predicted:.3f} ({r.move_rate_observed:.3f})",
                    "working_rate": f"{r.working_rate_predicted:.3f} ({r.working_rate_observed:.3f})"}
-            if reference and name != reference and "distance_groups_vs_ref_lo" in within:
-                row["closer_levels"] = int((within.distance_groups_vs_ref_hi < 0).sum())
-                row["farther_levels"] = int((within.distance_groups_vs_ref_lo > 0).sum())
+            if reference and "distance_groups_vs_ref_lo" in within:
+                row["closer_levels"] = "(reference)" if name == reference else int((within.distance_groups_vs_ref_hi < 0).sum())
+                row["farther_levels"] = "(reference)" if name == reference else int((within.distance_groups_vs_ref_lo > 0).sum())
             if not careers.empty:
                 c = careers[(careers.group == "all") & (careers.model == name)]
                 row["career_distance"] = _interval_cell(c.iloc[0], "distance") if len(c) else ""

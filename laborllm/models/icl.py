@@ -26,7 +26,9 @@ class ICLSettings(LLMSettings):
     max_shot_years: int = setting(8, "years shown of each example history", 1, 200)
     prompt_tokens: int = setting(0, "> 0: add seeded example histories while the prompt stays under this many tokens "
                                     "(up to `shots`)", 0, 1 << 20)
-    calibrate: bool = setting(False, "divide out the content-free prediction (the distribution after an empty resume)")
+    calibrate: str = setting("none", "content-free: divide out the prediction after an empty resume; temperature: one "
+                                     "temperature fitted on the validation people (the untuned LM copies the last "
+                                     "line with near certainty)", choices=("none", "content-free", "temperature"))
 
 
 class ICL(LLM):
@@ -34,13 +36,13 @@ class ICL(LLM):
 
     kind = "icl"
     Settings = ICLSettings
-    fit_exempt = (*LLM.fit_exempt, "calibrate")  # how the fitted prompt is read, not what it is
-    read_settings = (*LLM.read_settings, "calibrate")
-    # chosen on the men panel's validation events (docs/benchmarks.md)
-    presets = {"quick": {"shots": 2}, "full": {"shots": 5}}
+    # one temperature, chosen on the men panel's validation events (docs/benchmarks.md): the untuned LM
+    # copies the last line with near certainty, and loses to a uniform guess without it
+    presets = {"quick": {"shots": 2, "calibrate": "temperature"}, "full": {"shots": 5, "calibrate": "temperature"}}
 
     def describe(self) -> str:
-        cal = ", calibrated on the content-free prediction" if self.config["calibrate"] else ""
+        cal = {"none": "", "content-free": ", calibrated on the content-free prediction",
+               "temperature": f", temperature {self.meta.get('temperature', 1):.2f} fitted on validation"}[self.config["calibrate"]]
         return (f"{self.name} ({self.base_label()} not fine-tuned, {self.meta.get('shots_used', self.config['shots'])} "
                 f"example histories in the prompt{cal}, {self.config['scoring']})")
 
@@ -66,6 +68,9 @@ class ICL(LLM):
             used += 1
         self.prompt_ids = ids
         self.meta["shots_used"] = used
+        if cfg["calibrate"] == "temperature":
+            valid = events.valid.sample_persons(cfg["max_valid_persons"], cfg["seed"])
+            self.meta["temperature"] = fit_temperature(self.raw_log_probs(valid), valid.frame.target.to_numpy())
 
     def content_free_log_probs(self, panel) -> np.ndarray:
         """log P(state | the prompt, then a resume with no person and no year), normalised over the states."""
@@ -79,7 +84,19 @@ class ICL(LLM):
 
     def log_probs_and_figures(self, events: Events, partial=None) -> tuple[np.ndarray, dict]:
         lp, figures = super().log_probs_and_figures(events, partial)
-        if not self.config["calibrate"]:
-            return lp, figures
-        cal = lp - self.content_free_log_probs(events.panel)[None, :]
-        return cal - np.logaddexp.reduce(cal, axis=1, keepdims=True), figures
+        if self.config["calibrate"] == "content-free":
+            lp = lp - self.content_free_log_probs(events.panel)[None, :]
+        elif self.config["calibrate"] == "temperature":
+            lp = lp / self.meta["temperature"]
+        return lp - np.logaddexp.reduce(lp, axis=1, keepdims=True), figures
+
+
+def fit_temperature(lp: np.ndarray, target: np.ndarray) -> float:
+    """The temperature T that minimises the negative log-likelihood of softmax(lp / T) (Guo et al. 2017)."""
+    from scipy.optimize import minimize_scalar
+
+    def nll(log_t):
+        z = lp / np.exp(log_t)
+        return float((np.logaddexp.reduce(z, axis=1) - z[np.arange(len(z)), target]).mean())
+
+    return float(np.exp(minimize_scalar(nll, bounds=(-3, 5), method="bounded").x))
