@@ -19,6 +19,7 @@ from laborllm.distributed import is_main_process
 from laborllm.models.base import Model
 from laborllm.models.folder import OutputLock, check_output_folder
 from laborllm.models.registry import MODELS, load_model
+from laborllm.models.settings import fit_differences
 from laborllm.models.score_cache import model_log_probs  # noqa: F401 (the run and evaluate read scores through it)
 from laborllm.models.settings import layered
 from laborllm.profiles import check_preset
@@ -65,21 +66,21 @@ def make_model(kind: str, preset: str = "quick", **overrides) -> Model:
     if kind not in MODELS:
         raise UserError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}")
     cls = MODELS[kind]
-    return cls(**layered(cls.presets, check_preset(preset), overrides))
+    return cls(**layered(cls.presets.get(check_preset(preset), {}), overrides))
 
 
 def fit_identity(model: Model, events: Events) -> dict:
     """Everything that defines a fit, by content: the model's kind and fit settings, the panel's
     content and split (its events), the pretrained LM's weights, the panels it pools or pretrains on.
     A model folder is reused only when its identity equals the one asked for."""
-    ident = {"kind": model.kind, "name": model.name, "settings": json.loads(json.dumps(model.fit_settings(), default=str)),
+    ident = {"kind": model.kind, "name": model.name, "settings": model.fit_settings(),
              "panel": events.panel.fingerprint(), "events": events.fingerprint()}
     if model.language_model:
         from laborllm.models.lm_loading import base_fingerprint
 
-        ident["base"] = base_fingerprint(model.config["base"])
+        ident["base"] = base_fingerprint(model.settings.base)
     for key in model.data_settings:
-        names = model.config.get(key) or []
+        names = getattr(model.settings, key) or []
         ident[key] = [_panel_print(key, n) for n in ([names] if isinstance(names, str) else names)]
     return ident | model.identity_inputs()
 
@@ -102,21 +103,13 @@ def _panel_print(setting: str, name: str) -> str:
         raise UserError(f"{setting} {name!r}: {e}") from None
 
 
-def identity_differences(stored: dict | None, wanted: dict, defaults: dict) -> list[str]:
+def identity_differences(stored: dict | None, wanted: dict, settings_cls) -> list[str]:
     """What differs between a fitted model's identity and the one asked for ([] when it is the same
-    fit). A setting the stored model predates counts as equal when asked for at its default."""
+    fit); its settings compared as every fit is (laborllm.models.settings.fit_differences)."""
     if not stored:
         return ["no record of what it was fitted on"]
     diff = [k for k in wanted if k != "settings" and stored.get(k) != wanted[k]]
-    have, want = stored.get("settings", {}), wanted["settings"]
-    norm = lambda v: json.loads(json.dumps(v, default=str))  # noqa: E731
-    for k in sorted(set(have) | set(want)):
-        if k not in have:
-            if want[k] != norm(defaults.get(k)):
-                diff.append(k)
-        elif k not in want or have[k] != want[k]:
-            diff.append(k)
-    return diff
+    return diff + fit_differences(stored.get("settings", {}), wanted["settings"], settings_cls)
 
 
 def fit(kind: str, data="nlsy97", out: str | Path | None = None, preset: str = "quick", *, columns=None,
@@ -126,6 +119,11 @@ def fit(kind: str, data="nlsy97", out: str | Path | None = None, preset: str = "
     split's; model settings (a model's own `seed` among them) come as `settings` or keywords."""
     spec = data_spec(data, columns, scheme, unknown, seed, codebook, century)
     model = make_model(kind, preset, **{**(settings or {}), **model_config})  # bad settings: refused now
+    return fit_model(model, spec, out, preset)
+
+
+def fit_model(model: Model, spec: dict, out: str | Path | None = None, preset: str = "quick") -> Model:
+    """Fit this model (built by `make_model`) on the data `spec` names, and save it to `out` if given."""
     if out is not None:
         check_output_folder(Path(out))  # refused before the work, not after
     events = events_for(spec)
@@ -177,7 +175,7 @@ def evaluate(folders, split: str = "test", n_boot: int = 500, unnormalised: bool
             raise UserError(f"{folder}: the model does not record the data it was fitted on")
         everything = events_for(model.meta["data"])
         fitted_on = model.meta.get("events_fingerprint")
-        if fitted_on and fitted_on not in (everything.fingerprint(), everything.fingerprint(legacy=True)):
+        if fitted_on and fitted_on != everything.fingerprint():
             # people added to or removed from the data file move people between the splits: some
             # "test" people would be people the model trained on
             raise UserError(f"{folder}: the data {model.meta['data'].get('data')} is not what the model was fitted on "

@@ -132,7 +132,7 @@ def fit(model: str = typer.Argument(..., help="uniform, markov, bag, logit, care
                         "a profile is what `laborllm run --profile` compares")
     cfg = api.read_config(config)
     # over the preset: the config file's [model] table, then --set, then --pool
-    model_cfg = layered({}, "", cfg.get("model"), parse_sets(set_), {"pool": pool} if pool else None)
+    model_cfg = layered(cfg.get("model"), parse_sets(set_), {"pool": pool} if pool else None)
     # command-line values win over the config file, which wins over the defaults
     pick = lambda name, value, default: value if value is not None else cfg.get(name, default)  # noqa: E731
     m = api.fit(model, pick("data", data, "nlsy97"), out_dir, pick("preset", preset, "quick"),

@@ -28,7 +28,7 @@ def for_forecast(model: Model) -> Model:
     """The model as forecasts read it: LLMs with the constrained normalisation (exact, a proper
     distribution over the states, and within 1 s per history on a CPU, where the renormalised scorer
     takes seconds per NLSY97 event); `model.normalization` says how, to be shown with the forecast."""
-    return model.read_as(scoring="constrained") if "scoring" in model.read_settings else model
+    return model.read_as(scoring="constrained") if "scoring" in model.read_keys() else model
 
 
 def read_history(source: str | Path) -> pd.DataFrame:

@@ -61,16 +61,11 @@ MARKER = ".laborllm-run"  # a run folder of ours says so; any other non-empty fo
 
 def claim_run_folder(out: Path) -> None:
     """Refuse to write config.json, report.html, run.log into a folder that is not a run folder of
-    ours (a run folder from before the marker is recognised by its config.json)."""
+    ours (it says so with its marker)."""
     if out.is_file():
         raise UserError(f"{out}: is a file; --out takes a folder")
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
-        try:
-            ours = {"profile", "benchmarks"} <= set(json.loads((out / "config.json").read_text()))
-        except (OSError, ValueError, TypeError):
-            ours = False
-        if not ours:
-            raise UserError(f"{out}: exists and is not a laborllm run folder; refusing to write config.json, "
+        raise UserError(f"{out}: exists and is not a laborllm run folder; refusing to write config.json, "
                             "metrics.json, report.html and run.log into it (choose another --out)")
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).touch()
@@ -139,9 +134,8 @@ def _benchmark(out: Path, panel: str, chosen, prof, seed: int, base, data_kw: di
         model = _reusable(mfolder, wanted[name], events, f"{tag}/{name}")
         if model is None:
             log.info("fitting %s/%s (%s, %s profile)", tag, name, kind, prof.name)
-            # settings travel as one dict: a model's own `seed` never collides with the split's
-            model = api.fit(kind, panel, mfolder, prof.preset, seed=seed, settings={**settings, **_base(kind, base)},
-                            name=name, **data_kw)
+            # the very object built and checked above is fitted; the split's seed is the run's
+            model = api.fit_model(wanted[name], api.data_spec(panel, seed=seed, **data_kw), mfolder, prof.preset)
         lp, extra = api.model_log_probs(model, folder / "logprobs" / f"{name}-test.parquet", test)
         r = evaluate_log_probs(lp, test, model=name, split="test", normalization=model.normalization)
         r.update(extra, kind=kind, events="test", data=tag, profile=prof.name, label=model.describe(),
@@ -219,14 +213,13 @@ def _reusable(folder: Path, wanted, events, label: str):
     if meta.get("kind") != wanted.kind:
         diff = [f"kind {meta.get('kind')!r}, not {wanted.kind!r}"]
     else:
-        diff = api.identity_differences(meta.get("fit_identity"), api.fit_identity(wanted, events),
-                                        wanted.default_config())
+        diff = api.identity_differences(meta.get("fit_identity"), api.fit_identity(wanted, events), wanted.Settings)
     if diff:
         log.info("%s: the model in %s was fitted otherwise (%s); fitting it again", label, folder,
                     ", ".join(diff[:6]))
         return None
     log.info("%s: already fitted in %s with these settings and data, reusing it", label, folder)
-    return load_model(folder).read_as(**{k: wanted.config[k] for k in wanted.read_settings})  # read as asked now
+    return load_model(folder).read_as(**{k: getattr(wanted.settings, k) for k in wanted.read_keys()})  # read as asked now
 
 
 def _write(out: Path, folder: Path, all_rows: list[dict], rows: list[dict], nll: dict, test, contrasts=()) -> None:

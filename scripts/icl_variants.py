@@ -59,7 +59,7 @@ def main() -> None:
         settings = {**settings, "scoring": "renormalised"}
         try:  # a variant fitted by an earlier invocation is reused with its kept scores
             model = load_model(folder)
-            if {k: model.config[k] for k in settings} != settings:
+            if {k: getattr(model.settings, k) for k in settings} != settings:
                 raise UserError("other settings")
         except UserError:
             model = api.fit("icl", args.data, folder, "quick", settings=settings)

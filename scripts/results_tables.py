@@ -59,7 +59,7 @@ def results_markdown(run: Path, command: str) -> str:
         if summary.exists():  # written by the run's report stage
             out += [f"**Whose predictions represent each subgroup** ({tag}): the distance between the mean predicted "
                     "and the observed distribution of next states over all test events, corrected for the observed "
-                    "side's noise (0: cannot be told from the truth), with person-bootstrap intervals; the number of "
+                    "side's noise (0: indistinguishable from the truth), with person-bootstrap intervals; the number of "
                     f"subgroup levels where each model is closer to or farther from the observed population than `{ref}` "
                     "(paired interval excluding 0); by level in `representativeness.md` and "
                     "`representativeness-paired.md`.", "", summary.read_text().rstrip(), ""]

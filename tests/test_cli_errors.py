@@ -304,6 +304,10 @@ def test_fit_help_lists_every_models_settings_with_presets(monkeypatch):
     assert "lora_layers (int or none, default None): LoRA on the top N layers only" in text
     assert "scoring (renormalised | constrained, default 'renormalised')" in text
     assert "career (presets quick: layers=4" in text and "order (int, default 1)" in text
+    # each setting's role: the ones that can change after fitting say so, the ones that define the fit do not
+    assert "(read: can change after fitting)" in text.split("scoring (renormalised", 1)[1].split("\n")[0]
+    assert "(how the work goes: can change after fitting)" in text.split("checkpoint_minutes (", 1)[1].split("\n")[0]
+    assert "can change after fitting" not in text.split("lora_layers (", 1)[1].split("\n")[0]
 
 
 def test_run_under_torchrun_is_refused_before_any_fit(monkeypatch, tmp_path):
@@ -336,3 +340,14 @@ def test_an_ordinary_run_prints_progress_as_plain_lines_not_warnings(panel, tmp_
     assert r.returncode == 0, r.stderr[-2000:]
     assert "fitting panel/markov1" in r.stderr and "panel/logit: test perplexity" in r.stderr
     assert "WARNING" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("top", ["0", "-3"])
+def test_predict_top_must_be_at_least_one(tmp_path, markov, top):
+    """`predict --top 0` would print an empty table: refused with exit status 2, naming the option;
+    --top 1 answers."""
+    h = history(tmp_path)
+    code, text = call(["predict", str(markov), "--history", h, "--top", top])
+    assert code == 2 and "--top must be at least 1" in text, text
+    code, text = call(["predict", str(markov), "--history", h, "--top", "1", "--json"])
+    assert code == 0, text

@@ -1,6 +1,8 @@
 """The contract every registered model kind keeps (like scikit-learn's check_estimator), with tiny
 settings on real NLSY97 people: fit returns the model, leaves its settings as given, gives rows
-that are distributions over the states, saves and loads to the same numbers, and never looks ahead."""
+that are distributions over the states, saves and loads to the same numbers, round-trips its
+settings, gives the same numbers from the same seed, is read another way only through `read_as`
+(both LLM scoring modes), and never looks ahead."""
 import copy
 import dataclasses
 import json
@@ -9,6 +11,7 @@ import numpy as np
 import pytest
 
 import laborllm as ll
+from laborllm.errors import UserError
 from laborllm.models.registry import MODELS, load_model
 
 
@@ -70,6 +73,9 @@ def test_model_contract(kind, small_events, tiny_lm, tmp_path, request):
     settings = tiny(kind, tiny_lm, request.getfixturevalue("tiny_llm") if fitted else "",
                     request.getfixturevalue("markov_folder") if fitted else "")
     model = MODELS[kind](**settings)
+    # one typed settings object, built once; its dict rebuilds the same object
+    assert isinstance(model.settings, model.Settings)
+    assert type(model)(**model.config).settings == model.settings
     model.work_dir = tmp_path / "m"  # where an LLM keeps its training checkpoints
     before = copy.deepcopy(model.config)
     assert model.fit(small_events) is model
@@ -85,6 +91,25 @@ def test_model_contract(kind, small_events, tiny_lm, tmp_path, request):
     np.testing.assert_allclose(np.exp(lp).sum(1), 1, atol=1e-5)
     model.save(tmp_path / "m", {"data": "test"})
     np.testing.assert_allclose(load_model(tmp_path / "m").log_probs(few), lp, atol=1e-5)
+    # the same settings and seed fit the same model
+    again = MODELS[kind](**settings)
+    again.work_dir = tmp_path / "again"
+    np.testing.assert_allclose(again.fit(small_events).log_probs(few), lp, atol=1e-5)
+    # read another way: a copy with the read settings changed, the fitted model left as it was;
+    # a setting that defines the fit cannot change after fitting
+    for key in model.read_keys():
+        f = next(f for f in dataclasses.fields(model.Settings) if f.name == key)
+        other_value = next(c for c in f.metadata["choices"] if c != getattr(model.settings, key))
+        other = model.read_as(**{key: other_value})
+        assert getattr(other.settings, key) == other_value and model.config == before
+        assert other.score_key() != model.score_key()
+        if key == "scoring":  # the LLM's renormalised mode: rows are distributions too, and differ
+            lp_other = other.log_probs(few)
+            np.testing.assert_allclose(np.exp(lp_other).sum(1), 1, atol=1e-5)
+            assert np.abs(lp_other - lp).max() > 1e-4
+    for f in [f for f in dataclasses.fields(model.Settings) if f.metadata.get("role", "fit") == "fit"][:1]:
+        with pytest.raises(UserError, match="cannot change after fitting"):
+            model.read_as(**{f.name: getattr(model.settings, f.name)})
     # every setting is typed and explained, and the model card lists each with its value
     card = (tmp_path / "m" / "README.md").read_text()
     for f in dataclasses.fields(model.Settings):

@@ -1,5 +1,6 @@
 """Fine-tuned LLM, in-context LLM and CAREER on real NLSY97 people with tiny models."""
 import copy
+import dataclasses
 import json
 import os
 import subprocess
@@ -12,7 +13,7 @@ import pandas as pd
 import pytest
 
 from laborllm import api
-
+from laborllm.models.tiny import ARCHITECTURES
 from laborllm.models.registry import load_model
 from laborllm.models.career import Career
 from laborllm.models.markov import Markov
@@ -133,7 +134,7 @@ def test_lora_codes_variant_and_icl(panel_csv, tiny_base, tmp_path):
     codes = load_model(tmp_path / "codes")
     events = api.events_for(api.data_spec(panel_csv, scheme="titles"))
     titles = copy.copy(codes)
-    titles.config = {**codes.config, "variant": "titles"}
+    titles.settings = dataclasses.replace(codes.settings, variant="titles")
     codes.work_dir = titles.work_dir = tmp_path / "refit"  # where the tokenised resumes are stored
     text = {m.config["variant"]: m.tok.decode(m._resume_ids(events, "train", 1)[0]) for m in (codes, titles)}
     assert text["codes"] != text["titles"]
@@ -195,16 +196,35 @@ api.fit("llm", {panel_csv!r}, {str(out)!r}, "quick", scheme="titles", base={tiny
     assert 0 < earlier < first_piece and m.meta["fit_seconds"] == pytest.approx(second_piece + earlier, abs=0.5)
 
 
-def test_llm_checkpoints_of_another_run_are_not_resumed(panel_csv, tiny_base, tmp_path):
-    """A setting that changes training (the learning rate) starts over instead of resuming."""
-    from laborllm.models.lm_checkpoints import run_stamp
+def test_one_definition_of_a_fit_for_reuse_and_both_kinds_of_checkpoint():
+    """What a fit is comes from each setting's role, the same for run reuse, CAREER's checkpoints and
+    the LLM's: read and run settings never make another fit, fit settings do (patience included, for
+    both kinds), and a stamp written before a setting existed still matches at that setting's default."""
+    from laborllm.models.career import Career, CareerSettings
+    from laborllm.models.llm import LLM, LLMSettings
+    from laborllm.models.lm_checkpoints import run_stamp, same_run
+    from laborllm.models.settings import fit_differences, with_role
 
-    a = run_stamp({**LLM_QUICK, "lr": 1e-3, "scoring": "constrained", "checkpoint_minutes": 1}, "f", False, 1)
-    b = run_stamp({**LLM_QUICK, "lr": 1e-3, "scoring": "renormalised", "checkpoint_minutes": 9, "patience": 4}, "f",
-                  False, 1)
-    assert a == b
-    assert run_stamp({**LLM_QUICK, "lr": 2e-3}, "f", False, 1) != run_stamp({**LLM_QUICK, "lr": 1e-3}, "f", False, 1)
-    assert run_stamp(LLM_QUICK, "f", True, 1) != run_stamp(LLM_QUICK, "f", False, 1)  # bf16 is another run
+    assert set(with_role(LLMSettings, "read")) == {"scoring", "precision"}
+    assert set(LLM.read_keys()) == {"scoring", "precision"}
+
+    def stamp(**kw):
+        return run_stamp(LLM(**{**LLM_QUICK, **kw}).fit_settings(), "f", False, 1)
+
+    assert stamp(scoring="constrained", checkpoint_minutes=1, precision="fp32", score_max_tokens=512) == stamp()
+    assert same_run(stamp(), stamp(), LLMSettings)
+    for other in ({"lr": 2e-3}, {"patience": 4}, {"validate": False}):
+        assert not same_run(stamp(**other), stamp(), LLMSettings), other
+    assert not same_run(run_stamp(stamp()["config"], "f", True, 1), stamp(), LLMSettings)  # bf16 is another run
+    assert not same_run(stamp(), run_stamp(stamp()["config"], "g", False, 1), LLMSettings)  # other data
+    old = stamp()
+    del old["config"]["year_covariates"]  # a checkpoint stamped before the setting existed
+    assert same_run(old, stamp(), LLMSettings) and not same_run(old, stamp(year_covariates=True), LLMSettings)
+    old["config"]["gradient_checkpointing"] = True  # stamped when it counted; now it only changes how the work goes
+    assert same_run(old, stamp(), LLMSettings)
+    # CAREER by the same rule
+    a, b = Career(patience=3).fit_settings(), Career(patience=4).fit_settings()
+    assert fit_differences(a, b, CareerSettings) == ["patience"] and fit_differences(a, a, CareerSettings) == []
 
 
 def test_length_grouped_order_depends_on_seed_and_epoch_only():
@@ -391,9 +411,9 @@ def test_packed_schedule_keeps_the_recipe_per_step(tiny_base, tmp_path):
     m = LLM()
     m.tok, m.work_dir = tok, tmp_path / "llm"
     lengths = [len(r) for r in m._resume_ids(events, "train", None)]
-    cfg = {**LLM.default_config(), **LLM.presets["full"]}
-    assert cfg["pack_tokens"] == 2048 and cfg["batch_size"] == 32
-    plain = training_schedule(lengths, {**cfg, "pack_tokens": 0})
+    cfg = LLM(**LLM.presets["full"]).settings
+    assert cfg.pack_tokens == 2048 and cfg.batch_size == 32
+    plain = training_schedule(lengths, dataclasses.replace(cfg, pack_tokens=0))
     packed = training_schedule(lengths, cfg)
     assert plain["steps"] == 3 * -(-len(lengths) // 32)
     assert packed["items"] < len(lengths) / 5  # many resumes per row
@@ -517,7 +537,7 @@ def test_career_resumes_after_the_last_finished_epoch(small_events, tmp_path, mo
     assert not (tmp_path / ".career.checkpoints").exists()  # spent once the model is saved
 
 
-@pytest.mark.parametrize("arch", ["qwen2", "mistral", "gemma3_text"])
+@pytest.mark.parametrize("arch", [a for a in ARCHITECTURES if a != "llama"])  # llama: the default
 def test_lora_fine_tune_of_other_architectures(panel_csv, tmp_path, arch):
     """`--base FOLDER` of a Qwen2, Mistral or Gemma 3 model (tiny, random, made here): LoRA on its
     attention and MLP projections lowers the held-out loss, and the saved adapter scores the same."""

@@ -171,3 +171,32 @@ def test_occupation_heads_travel_with_their_scores_and_a_mixture_without(tmp_pat
     kept = sorted(p.name for p in (ms / "nlsy97" / "logprobs").iterdir())
     assert kept == ["llm-codes-head-test.parquet", "llm-codes-test.parquet"]
     assert sorted(p.name for p in (ms / "nlsy97" / "models").iterdir()) == ["llm-codes", "llm-codes-head", "llm-mix"]
+
+
+def test_every_committed_nlsy97_model_is_the_fit_the_profile_asks_for(nlsy97, monkeypatch, tmp_path):
+    """`make nlsy97-cpu` on a fresh clone restores these folders and must reuse them (ten CPU hours of
+    LLM training): each one's stored identity equals the one the nlsy97-cpu profile asks for now, its
+    settings compared by their roles."""
+    from laborllm import api, pipeline
+    from laborllm.models.folder import read_model_json
+    from laborllm.profiles import profile
+
+    committed = Path(__file__).parents[1] / "milestones" / "nlsy97-cpu" / "nlsy97" / "models"
+    prof = profile("nlsy97-cpu")
+    [(panel, chosen)] = pipeline._plan(prof, None, None, {})
+    folder = Path("runs/nlsy97-cpu") / pipeline.panel_tag(panel)
+    # restored where `make nlsy97-cpu` restores them (the mixture names its members by those paths)
+    (tmp_path / folder / "models").mkdir(parents=True)
+    for m in committed.iterdir():
+        (tmp_path / folder / "models" / m.name).symlink_to(m)
+    monkeypatch.chdir(tmp_path)
+    names = [n for n, _, _ in chosen]
+    checked = []
+    for name, kind, settings in chosen:
+        if not (committed / name).is_dir():
+            continue  # refitted by the run itself (the baselines, CAREER)
+        wanted = api.make_model(kind, prof.preset, name=name, **pipeline._run_members(settings, folder, names))
+        stored = read_model_json(committed / name)
+        assert api.identity_differences(stored["fit_identity"], api.fit_identity(wanted, nlsy97), wanted.Settings) == [], name
+        checked.append(name)
+    assert set(checked) == {"llm-titles", "llm-codes", "llm-mix"}

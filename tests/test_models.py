@@ -194,7 +194,7 @@ def test_career_pretraining_crosswalk_sends_states_onto_the_target(tmp_path):
     assert model.states_all[: len(men.states)] == men.states and model.states_all[-1] == "Other occupations"
     bad = tmp_path / "x.csv"
     bad.write_text("state,target\nClerical workers,Office clerks\n")
-    model.config["pretrain_states"] = str(bad)
+    model.settings.pretrain_states = str(bad)
     with pytest.raises(UserError, match="Office clerks"):
         model._pretrain_panel(men)
 

@@ -304,7 +304,7 @@ def test_bracketed_paths_are_printed_whole(tmp_path):
     assert r.returncode == 2 and "we[ird]/data.csv" in r.stderr, r.stderr
 
 
-def test_simulate_refuses_years_past_2100_up_front_and_top_must_be_positive():
+def test_simulate_refuses_years_past_2100_up_front():
     from laborllm.forecast import simulate
 
     m = api.fit("markov", "nlsy79-males")

@@ -109,15 +109,12 @@ class Events:
         """Each event's negative log-probability of the state that happened, from an (events, states) matrix."""
         return -lp[np.arange(len(self.frame)), self.frame.target.to_numpy()]
 
-    def fingerprint(self, legacy: bool = False) -> str:
-        """Identifies the exact event set and state set; models are only compared on equal ones.
-        `legacy`: as laborllm printed it before ids were hashed as text (model folders fitted then)."""
+    def fingerprint(self) -> str:
+        """Identifies the exact event set and state set; models are only compared on equal ones."""
         h = hashlib.sha256()
         h.update("\x1f".join(self.states).encode())
         # ids hashed as text: the same people whatever dtype a loader gave the column
-        cols = self.frame[["person_id", "year", "target", "split"]]
-        if not legacy:
-            cols = cols.assign(person_id=self.frame.person_id.astype(str))
+        cols = self.frame[["person_id", "year", "target", "split"]].assign(person_id=self.frame.person_id.astype(str))
         h.update(pd.util.hash_pandas_object(cols, index=False).values.tobytes())
         return h.hexdigest()[:16]
 

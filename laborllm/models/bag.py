@@ -53,7 +53,7 @@ class BagOfJobs(Model):
         return (self.W_last[last] + mean @ self.W_bag + self.b).clamp(-10, 10)
 
     def fit(self, events: Events) -> "BagOfJobs":
-        torch.manual_seed(self.config["seed"])
+        torch.manual_seed(self.settings.seed)
         self.states = list(events.states)
         K = len(self.states)
         self.W_last, self.W_bag, self.b = (torch.zeros(K, K, requires_grad=True), torch.zeros(K, K, requires_grad=True),
@@ -64,14 +64,14 @@ class BagOfJobs(Model):
             self.b += torch.log((torch.bincount(y, minlength=K) + 0.1) / (len(y) + 0.1 * K))
         vl, vm = self._inputs(events.valid)
         vy = torch.as_tensor(events.valid.frame.target.to_numpy())
-        opt = torch.optim.AdamW([self.W_last, self.W_bag, self.b], lr=self.config["lr"], weight_decay=self.config["weight_decay"])
+        opt = torch.optim.AdamW([self.W_last, self.W_bag, self.b], lr=self.settings.lr, weight_decay=self.settings.weight_decay)
         weights = lambda: [t.detach().clone() for t in (self.W_last, self.W_bag, self.b)]  # noqa: E731
         valid_loss = lambda: torch.nn.functional.cross_entropy(self._logits(vl, vm), vy).item()  # noqa: E731
-        stop = EarlyStopping(self.config["patience"])
+        stop = EarlyStopping(self.settings.patience)
         with torch.no_grad():  # the unigram start is a candidate too (and the model when epochs=0)
             stop.update(valid_loss(), weights)
-        for _ in range(self.config["epochs"]):
-            for idx in torch.randperm(len(y)).split(self.config["batch_size"]):
+        for _ in range(self.settings.epochs):
+            for idx in torch.randperm(len(y)).split(self.settings.batch_size):
                 opt.zero_grad()
                 torch.nn.functional.cross_entropy(self._logits(last[idx], mean[idx]), y[idx]).backward()
                 opt.step()

@@ -16,6 +16,7 @@ import tempfile
 import time
 import uuid
 from abc import ABC, abstractmethod
+from dataclasses import asdict
 from pathlib import Path
 from typing import ClassVar
 
@@ -28,7 +29,7 @@ from laborllm.data.events import Events
 from laborllm.errors import UserError
 from laborllm.io import folder_mode
 from laborllm.models.folder import FORMAT_VERSION, replace_dir, check_output_folder, model_card
-from laborllm.models.settings import check_settings, defaults, settings_card
+from laborllm.models.settings import check_settings, defaults, fit_settings, settings_card, with_role
 
 
 def states_key(states: list[str]) -> str:
@@ -44,10 +45,6 @@ class Model(ABC):
     language_model: ClassVar[bool] = False
     #: reading it runs a language model: scored in resumable pieces, simulated only where the profile asks
     runs_lm: ClassVar[bool] = False
-    #: settings that do not change the fitted model (how it is scored, how often it checkpoints)
-    fit_exempt: ClassVar[tuple] = ()
-    #: settings that change the scores of a fitted model: with its fingerprint, they key cached scores
-    read_settings: ClassVar[tuple] = ()
     #: settings naming other panels the fit reads (pooled, pretrained on): their content is part of the fit
     data_settings: ClassVar[tuple] = ()
 
@@ -57,7 +54,9 @@ class Model(ABC):
     presets: ClassVar[dict] = {}
 
     def __init__(self, **config):
-        self.config = check_settings(self.kind, self.Settings, config)
+        checked = check_settings(self.kind, self.Settings, config)
+        self.label: str | None = checked.pop("name", None)  # the name given (a run's model name), if any
+        self.settings = self.Settings(**checked)  # typed, checked; read as model.settings.lr
         self.states: list[str] = []
         self.meta: dict = {}  # what fitting measured (timings, steps, validation figures), for the model card
         self.work_dir: Path | None = None  # where training checkpoints go, so a killed fit resumes there
@@ -67,8 +66,13 @@ class Model(ABC):
         return defaults(cls.Settings)
 
     @property
+    def config(self) -> dict:
+        """The settings as a plain dict, with the name given: what model.json and the card hold."""
+        return asdict(self.settings) | ({"name": self.label} if self.label else {})
+
+    @property
     def name(self) -> str:
-        return self.config.get("name") or self.kind
+        return self.label or self.kind
 
     def describe(self) -> str:
         """A short label saying what the model is and how it was trained (for tables)."""
@@ -82,15 +86,20 @@ class Model(ABC):
     def log_probs(self, events: Events) -> np.ndarray:
         """(n_events, n_states) log-probabilities, each row summing to one in probability."""
 
+    @classmethod
+    def read_keys(cls) -> tuple[str, ...]:
+        """The settings that change how a fitted model is read: with its fingerprint, they key cached scores."""
+        return with_role(cls.Settings, "read")
+
     def read_as(self, **read) -> "Model":
         """This fitted model read another way (an LLM's scoring mode, precision, tokens per pass): a
         copy sharing the learned state, so the fitted model and its settings stay as fitted."""
-        allowed = set(self.read_settings) | set(self.fit_exempt)
+        allowed = set(with_role(self.Settings, "read", "run"))
         if set(read) - allowed:
             raise UserError(f"{self.kind}: {', '.join(sorted(set(read) - allowed))} cannot change after fitting; "
                             f"a fitted {self.kind} can be read with other {', '.join(sorted(allowed)) or 'nothing'}")
         other = copy.copy(self)
-        other.config = check_settings(self.kind, self.Settings, {**self.config, **read})
+        other.settings = self.Settings(**check_settings(self.kind, self.Settings, {**asdict(self.settings), **read}))
         other.forget_reading()
         return other
 
@@ -153,17 +162,18 @@ class Model(ABC):
         """Extra files (e.g. a Hugging Face model folder)."""
 
     def fit_settings(self) -> dict:
-        """The settings that define the fit (for reuse checks): all but `fit_exempt` and the name."""
-        return {k: v for k, v in self.config.items() if k not in self.fit_exempt and k != "name"}
+        """The settings that define the fit (their role is "fit"), as saved and compared."""
+        return fit_settings(self.Settings, self.config)
 
     def score_key(self) -> str:
         """What cached scores of this model are keyed by: the fitted model and how it is read."""
-        read = json.dumps({k: self.config.get(k) for k in self.read_settings}, sort_keys=True, default=str)
-        return self.fingerprint() + ("-" + hashlib.sha256(read.encode()).hexdigest()[:8] if self.read_settings else "")
+        keys = self.read_keys()
+        read = json.dumps({k: getattr(self.settings, k) for k in keys}, sort_keys=True, default=str)
+        return self.fingerprint() + ("-" + hashlib.sha256(read.encode()).hexdigest()[:8] if keys else "")
 
     def fingerprint(self) -> str:
-        """This fitted model: the id given when it was saved (a model never saved, or saved before ids
-        existed: a hash of its kind, settings, states, events and save time)."""
+        """This fitted model: the id given when it was saved (a model never saved: a hash of its kind,
+        settings, states and events)."""
         if self.meta.get("model_id"):
             return self.meta["model_id"]
         key = {"kind": self.kind, "config": self.meta.get("config", self.config), "states": self.states,
@@ -174,7 +184,7 @@ class Model(ABC):
     def from_folder(cls, folder: Path, meta: dict) -> "Model":
         m = cls(**meta["config"])
         m.states, m.meta = meta["states"], meta
-        m.load_learned(meta.get("learned") or meta)  # older model folders kept it among the meta
+        m.load_learned(meta.get("learned") or {})
         weights = folder / "weights.safetensors"
         with safe_open(str(weights), "pt") as f:
             saved = (f.metadata() or {}).get("states")

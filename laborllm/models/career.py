@@ -34,7 +34,7 @@ from laborllm.errors import UserError
 from laborllm.io import atomic_write, write_json_atomic
 from laborllm.models.base import Model
 from laborllm.models.early_stopping import EarlyStopping
-from laborllm.models.settings import setting
+from laborllm.models.settings import fit_differences, setting
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ class Career(Model):
                 if obs[t] >= 0:
                     lo = obs[t]
             for k, col in cov_cols.items():
-                covs[k][j, :L] = col[s: s + L] if k not in FIRST_YEAR_ONLY or self.config["time_varying"] else col[s]
+                covs[k][j, :L] = col[s: s + L] if k not in FIRST_YEAR_ONLY or self.settings.time_varying else col[s]
         t = lambda a: torch.as_tensor(a, dtype=torch.long)  # noqa: E731
         return {"prev": t(prev), "last": t(last), "target": t(target), "covs": {k: t(v) for k, v in covs.items()},
                 "lens": t(lens), "person_id": pid[starts]}
@@ -196,10 +196,10 @@ class Career(Model):
         from laborllm.data.panel import read_table, same_people, same_source
         from laborllm.errors import UserError
 
-        name, path = self.config["pretrain_data"], self.config["pretrain_states"]
+        name, path = self.settings.pretrain_data, self.settings.pretrain_states
         pre = None if same_source(name, target) else load_panel(name)
         if pre is None or same_people(pre, target):
-            raise UserError(f"pretrain_data {self.config['pretrain_data']!r} is the target panel itself: its "
+            raise UserError(f"pretrain_data {self.settings.pretrain_data!r} is the target panel itself: its "
                             "validation and test people would enter training")
         if not path:
             return pre
@@ -224,19 +224,19 @@ class Career(Model):
     # -- training ---------------------------------------------------------------------------
     def fit(self, events: Events) -> "Career":
 
-        torch.manual_seed(self.config["seed"])
+        torch.manual_seed(self.settings.seed)
         self.states = list(events.states)
-        pre = self._pretrain_panel(events.panel) if self.config["pretrain_data"] else None
+        pre = self._pretrain_panel(events.panel) if self.settings.pretrain_data else None
         self._vocab([events.panel] + ([pre] if pre is not None else []))
         dev = "cuda" if torch.cuda.is_available() else "cpu"
         self.net = self._net().to(dev)
-        stamp = {"settings": json.loads(json.dumps(self.fit_settings(), default=str)), "data": events.fingerprint()}
+        stamp = {"settings": self.fit_settings(), "data": events.fingerprint()}
         if pre is not None:
             data = self._sequences(pre)
-            self._train(data, None, self.config["pretrain_epochs"], allowed=None, desc="pretrain", stamp=stamp)
+            self._train(data, None, self.settings.pretrain_epochs, allowed=None, desc="pretrain", stamp=stamp)
         train_ids = events.frame[events.frame.split == "train"].person_id.unique()
         data = self._sequences(events.panel, set(train_ids))
-        self._train(data, events.valid, self.config["epochs"], allowed=self._allowed(dev), desc="fit", stamp=stamp)
+        self._train(data, events.valid, self.settings.epochs, allowed=self._allowed(dev), desc="fit", stamp=stamp)
         self.meta.update(train_persons=len(train_ids),
                          parameters=sum(p.numel() for p in self.net.parameters()), device=dev)
         return self
@@ -251,7 +251,8 @@ class Career(Model):
         if folder is None or stamp is None or not (folder / f"{desc}.pt").is_file():
             return None
         try:
-            if json.loads((folder / f"{desc}.json").read_text()) != stamp:
+            old = json.loads((folder / f"{desc}.json").read_text())
+            if old.get("data") != stamp["data"] or fit_differences(old.get("settings", {}), stamp["settings"], self.Settings):
                 return None
             state = torch.load(folder / f"{desc}.pt", weights_only=True)  # tensors and numbers only, never code
             for k, obj in parts.items():

@@ -42,34 +42,34 @@ class ICL(LLM):
 
     def describe(self) -> str:
         cal = {"none": "", "content-free": ", calibrated on the content-free prediction",
-               "temperature": f", temperature {self.meta.get('temperature', 1):.2f} fitted on validation"}[self.config["calibrate"]]
-        return (f"{self.name} ({self.base_label()} not fine-tuned, {self.meta.get('shots_used', self.config['shots'])} "
-                f"example histories in the prompt{cal}, {self.config['scoring']})")
+               "temperature": f", temperature {self.meta.get('temperature', 1):.2f} fitted on validation"}[self.settings.calibrate]
+        return (f"{self.name} ({self.base_label()} not fine-tuned, {self.meta.get('shots_used', self.settings.shots)} "
+                f"example histories in the prompt{cal}, {self.settings.scoring})")
 
     def _prepare_prompt(self, events: Events) -> None:
         f = events.panel.frame
-        cfg = self.config
+        cfg = self.settings
         # a seeded order over every training person; the first `shots` of them, or as many as the budget holds
         people = events.train.frame.person_id
-        if cfg["prompt_tokens"]:
-            order = list(np.random.default_rng(cfg["seed"]).permutation(
+        if cfg.prompt_tokens:
+            order = list(np.random.default_rng(cfg.seed).permutation(
                 np.array(sorted(pd.unique(people), key=str), dtype=object)))
         else:
-            order = sample_ids(people, cfg["shots"], cfg["seed"]) or []
+            order = sample_ids(people, cfg.shots, cfg.seed) or []
         enc = self._encoder(events.panel)
         ids = list(enc.encode("Below are work histories of survey respondents, one year per line.\n\n"))
         used = 0
-        for pid in order[:cfg["shots"]]:
-            rows = f[f.person_id == pid].head(cfg["max_shot_years"])
+        for pid in order[:cfg.shots]:
+            rows = f[f.person_id == pid].head(cfg.max_shot_years)
             shot = enc.person(rows)[0][:-1] + enc.encode("\n\n")
-            if cfg["prompt_tokens"] and len(ids) + len(shot) > cfg["prompt_tokens"]:
+            if cfg.prompt_tokens and len(ids) + len(shot) > cfg.prompt_tokens:
                 break
             ids += shot
             used += 1
         self.prompt_ids = ids
         self.meta["shots_used"] = used
-        if cfg["calibrate"] == "temperature":
-            valid = events.valid.sample_persons(cfg["max_valid_persons"], cfg["seed"])
+        if cfg.calibrate == "temperature":
+            valid = events.valid.sample_persons(cfg.max_valid_persons, cfg.seed)
             self.meta["temperature"] = fit_temperature(self.raw_log_probs(valid), valid.frame.target.to_numpy())
 
     def content_free_log_probs(self, panel) -> np.ndarray:
@@ -77,16 +77,16 @@ class ICL(LLM):
         enc = self._encoder(panel)
         ids = self.prompt_ids + enc.bos + enc.encode(enc.template.header(pd.Series(dtype=object))) + enc.encode(
             CONTENT_FREE_YEAR)
-        scorer = ExactScorer(self._scoring_lm(use_bf16(self.config["precision"])), enc.candidates,
-                             max_tokens=self.config["score_max_tokens"], mode=self.config["scoring"])
+        scorer = ExactScorer(self._scoring_lm(use_bf16(self.settings.precision)), enc.candidates,
+                             max_tokens=self.settings.score_max_tokens, mode=self.settings.scoring)
         lp = scorer.score(ids, [len(ids)])[0]
         return lp - np.logaddexp.reduce(lp)
 
     def log_probs_and_figures(self, events: Events, partial=None) -> tuple[np.ndarray, dict]:
         lp, figures = super().log_probs_and_figures(events, partial)
-        if self.config["calibrate"] == "content-free":
+        if self.settings.calibrate == "content-free":
             lp = lp - self.content_free_log_probs(events.panel)[None, :]
-        elif self.config["calibrate"] == "temperature":
+        elif self.settings.calibrate == "temperature":
             lp = lp / self.meta["temperature"]
         return lp - np.logaddexp.reduce(lp, axis=1, keepdims=True), figures
 

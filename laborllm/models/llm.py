@@ -65,20 +65,22 @@ class LLMSettings:
                                             1, 10**9)
     max_valid_persons: int | None = setting(None, "validate on at most this many people (none: all)", 1, 10**9)
     score_max_tokens: int | None = setting(None, "tokens per scoring pass (none: chosen from the memory)",
-                                           64, 1 << 20)
+                                           64, 1 << 20, role="run")
     seed: int = setting(0, "the adapter's initial weights and the batch order", 0, 2**32 - 1)
-    gradient_checkpointing: bool = setting(False, "recompute activations in the backward pass (less memory)")
+    gradient_checkpointing: bool = setting(False, "recompute activations in the backward pass (less memory)",
+                                           role="run")
     pack_tokens: int = setting(0, "> 0: pack resumes into rows of this many tokens (no padding)", 0, 1 << 20)
     precision: str = setting("auto", "auto: bf16 where it is faster (GPUs; on CPUs, scoring with native bf16 "
-                                     "and training with AMX), else fp32", choices=PRECISIONS)
+                                     "and training with AMX), else fp32", choices=PRECISIONS, role="read")
     scoring: str = setting("renormalised", "exact scoring: renormalised over all states, or constrained to "
-                                           "the state texts' branches (laborllm.scoring.exact)", choices=MODES)
+                                           "the state texts' branches (laborllm.scoring.exact)", choices=MODES,
+                           role="read")
     pool: list | None = setting(None, "other panels whose people join the training, each career in its own words")
     pool_mode: str = setting("joint", "joint: one training; sequential: the pool first, then the target",
                              choices=POOL_MODES)
     pool_persons: int | None = setting(None, "at most this many people of each pooled panel, a seeded sample "
                                              "(none: all)", 1, 10**9)
-    checkpoint_minutes: float = setting(10, "a killed fit loses at most this much training", 0, 10_000)
+    checkpoint_minutes: float = setting(10, "a killed fit loses at most this much training", 0, 10_000, role="run")
     patience: int = setting(1, "several epochs: stop after this many without a better validation loss", 1, 1000)
     validate: bool = setting(True, "validation loss at each epoch's end (the model card's curve; with several epochs "
                                    "the best is kept, without validation the last)")
@@ -97,8 +99,6 @@ class LLM(Model):
     Settings = LLMSettings
     language_model = True
     runs_lm = True
-    fit_exempt = ("scoring", "score_max_tokens", "checkpoint_minutes")
-    read_settings = ("scoring", "precision")
     data_settings = ("pool",)
     presets = {
         # CPU-sized (the men panel's 382 training people in about 3 minutes on 2 cores): LoRA on the top 10
@@ -112,47 +112,45 @@ class LLM(Model):
     }
 
     def __init__(self, **config):
-        if isinstance(config.get("pool"), str):  # --set pool=a,b
-            config["pool"] = [p.strip() for p in config["pool"].split(",") if p.strip()]
         super().__init__(**config)
-        check_base(self.config["base"])  # a missing pretrained LM is refused now, not after other models ran
+        check_base(self.settings.base)  # a missing pretrained LM is refused now, not after other models ran
 
     @property
     def normalization(self) -> str:
-        if self.config["scoring"] == "constrained":
+        if self.settings.scoring == "constrained":
             return "exact, constrained: next-token probabilities renormalised among the state texts' branches"
         return "exact, renormalised over all states (mass outside the state set reported)"
 
     @property
     def name(self) -> str:
-        return self.config.get("name") or (f"{self.kind}-{self.config['variant']}")
+        return self.label or (f"{self.kind}-{self.settings.variant}")
 
     def base_label(self) -> str:
-        b = self.config["base"]
+        b = self.settings.base
         return "SmolLM2-135M" if b in (None, "", "smollm2") else Path(str(b)).name
 
     def describe(self) -> str:
-        c, m = self.config, self.meta
-        how = (f"LoRA r{c['lora_r']}" + (f" on the top {c['lora_layers']} layers" if c["lora_layers"] else "")
-               if c["lora"] else "full fine-tune")
-        pool = (f" + {m.get('pool_persons', '?')} pooled from {', '.join(map(str, c['pool']))} ({c['pool_mode']})"
-                if c["pool"] else "")
+        c, m = self.settings, self.meta
+        how = (f"LoRA r{c.lora_r}" + (f" on the top {c.lora_layers} layers" if c.lora_layers else "")
+               if c.lora else "full fine-tune")
+        pool = (f" + {m.get('pool_persons', '?')} pooled from {', '.join(map(str, c.pool))} ({c.pool_mode})"
+                if c.pool else "")
         steps = m.get("train_steps", "?")
         if isinstance(steps, int) and isinstance(m.get("pool_stage"), dict):  # sequential: both stages' steps
             steps += m["pool_stage"].get("train_steps", 0)
-        return (f"{self.name} ({self.base_label()}, {how}, {c['variant']}, {m.get('train_persons', '?')} training people"
-                f"{pool}, {steps} steps, {m.get('precision', '?')}, {c['scoring']})")
+        return (f"{self.name} ({self.base_label()}, {how}, {c.variant}, {m.get('train_persons', '?')} training people"
+                f"{pool}, {steps} steps, {m.get('precision', '?')}, {c.scoring})")
 
     # -- text -------------------------------------------------------------------------------
     def _encoder(self, panel) -> SegmentEncoder:
-        tpl = ResumeTemplate(self.config["variant"], self.config["birth_year"], self.config["year_covariates"])
+        tpl = ResumeTemplate(self.settings.variant, self.settings.birth_year, self.settings.year_covariates)
         return SegmentEncoder(self.tok, tpl, self.states, panel.scheme)
 
     def _out_dir(self) -> Path:
         return Path(self.work_dir or Path.cwd() / "laborllm-llm")
 
     def _resume_ids(self, events: Events, split: str, limit: int | None) -> ResumeTokens:
-        ids = events.subset(split).sample_persons(limit, self.config["seed"]).frame.person_id.unique()
+        ids = events.subset(split).sample_persons(limit, self.settings.seed).frame.person_id.unique()
         # people in text order of their ids: the training order does not depend on the id dtype
         return resume_tokens(events.panel, sorted(ids, key=str), self._encoder(events.panel), self._tokens_dir())
 
@@ -162,7 +160,7 @@ class LLM(Model):
 
     # -- fitting ----------------------------------------------------------------------------
     def _load_base(self):
-        self.base_dir = resolve_base(self.config["base"])
+        self.base_dir = resolve_base(self.settings.base)
         self.lm, self.tok = load_lm(self.base_dir)
         self._score_lm = None
 
@@ -171,7 +169,7 @@ class LLM(Model):
         pools = self._pool_panels(events)  # a bad pooled panel is refused before any model is loaded
         self._load_base()
         self._prepare_prompt(events)
-        if self.config["epochs"] > 0:
+        if self.settings.epochs > 0:
             self._train(events, pools)
         self.meta["base_dir"] = str(self.base_dir)
         return self
@@ -181,7 +179,7 @@ class LLM(Model):
         from laborllm.data.panel import same_people, same_source
 
         panels = []
-        for name in self.config["pool"] or []:
+        for name in self.settings.pool or []:
             try:
                 p = None if same_source(name, events.panel) else load_panel(name)
             except UserError as e:
@@ -189,7 +187,7 @@ class LLM(Model):
             if p is None or same_people(p, events.panel):
                 raise UserError(f"pool {name!r} is the target panel itself: its validation and test people "
                                 "would enter training")
-            if self.config["variant"] == "codes" and "titles" in (p.scheme.name, events.panel.scheme.name):
+            if self.settings.variant == "codes" and "titles" in (p.scheme.name, events.panel.scheme.name):
                 # a titles-scheme panel numbers its states by position: code 2004 would name one
                 # occupation in one panel and another in the next
                 raise UserError(f"pool {name!r}: variant=codes cannot pool panels coded by their own titles "
@@ -201,11 +199,11 @@ class LLM(Model):
     def _pooled_resumes(self, panels: list) -> list | ResumeTokens:
         """Every person of each pooled panel (or `pool_persons` of them), in that panel's own states
         and words."""
-        tpl = ResumeTemplate(self.config["variant"], self.config["birth_year"], self.config["year_covariates"])
+        tpl = ResumeTemplate(self.settings.variant, self.settings.birth_year, self.settings.year_covariates)
         out = []
         for p in panels:
             enc = SegmentEncoder(self.tok, tpl, p.states, p.scheme)
-            keep = sample_ids(p.frame.person_id, self.config["pool_persons"], self.config["seed"])
+            keep = sample_ids(p.frame.person_id, self.settings.pool_persons, self.settings.seed)
             people = sorted(pd.unique(p.frame.person_id) if keep is None else keep)
             out = out + resume_tokens(p, people, enc, self._tokens_dir())
         return out
@@ -215,33 +213,33 @@ class LLM(Model):
         self.prompt_ids: list[int] = []
 
     def _train(self, events: Events, pools: list) -> None:
-        cfg = self.config
-        train = self._resume_ids(events, "train", cfg["max_train_persons"])
-        valid = self._resume_ids(events, "valid", cfg["max_valid_persons"])
+        cfg = self.settings
+        train = self._resume_ids(events, "train", cfg.max_train_persons)
+        valid = self._resume_ids(events, "valid", cfg.max_valid_persons)
         pooled = self._pooled_resumes(pools)
-        if cfg["lora"]:
+        if cfg.lora:
             from peft import LoraConfig, get_peft_model
             from transformers import set_seed
 
-            set_seed(cfg["seed"])  # the adapters' initial weights: same seed, same model
+            set_seed(cfg.seed)  # the adapters' initial weights: same seed, same model
 
             # lora_layers=N adapts only the top N layers: the backward pass then stops there (faster on a CPU)
             n = self.lm.config.num_hidden_layers
             # (a model with fewer layers than asked for adapts all of them)
-            top = {"layers_to_transform": list(range(max(0, n - cfg["lora_layers"]), n))} if cfg["lora_layers"] else {}
+            top = {"layers_to_transform": list(range(max(0, n - cfg.lora_layers), n))} if cfg.lora_layers else {}
             with _peft_quiet():
-                self.lm = get_peft_model(self.lm, LoraConfig(r=cfg["lora_r"], lora_alpha=cfg["lora_alpha"],
+                self.lm = get_peft_model(self.lm, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                                                              target_modules=LORA_TARGETS, task_type="CAUSAL_LM", **top))
         out = self._out_dir()
         ckpt = out.parent / f".{out.name}.checkpoints"  # beside the model folder, removed once saved
         self._ckpts = [ckpt]
-        bf16 = use_bf16(cfg["precision"], "train")
+        bf16 = use_bf16(cfg.precision, "train")
         world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun / accelerate launch
-        self.meta["precision_choice"] = {"train": precision_reason(cfg["precision"], "train"),
-                                         "score": precision_reason(cfg["precision"], "score")}
+        self.meta["precision_choice"] = {"train": precision_reason(cfg.precision, "train"),
+                                         "score": precision_reason(cfg.precision, "score")}
         started = started_precision([ckpt, ckpt.with_name(ckpt.name + "-pool")],
-                                    run_stamp(cfg, events.fingerprint(), bf16, world))
-        if cfg["precision"] == "auto" and started is not None and started != bf16:
+                                    run_stamp(self.fit_settings(), events.fingerprint(), bf16, world), self.Settings)
+        if cfg.precision == "auto" and started is not None and started != bf16:
             bf16 = started
             self.meta["precision_choice"]["train"] = f"{'bf16' if bf16 else 'fp32'} (continues a run started in it)"
         log.info("%s: training in %s, scoring in %s", self.name, self.meta["precision_choice"]["train"],
@@ -250,17 +248,17 @@ class LLM(Model):
         from laborllm.models.lm_training import run_trainer  # the Hugging Face Trainer: imported when training
 
         def trainer(resumes, folder, stage=None):
-            stamp = run_stamp(cfg, events.fingerprint(), bf16, world, stage)
+            stamp = run_stamp(self.fit_settings(), events.fingerprint(), bf16, world, stage)
             return run_trainer(self.lm, resumes, valid, folder, stamp, cfg, self.name, bf16)
 
-        if pooled and cfg["pool_mode"] == "sequential":  # first the pooled careers, then the target's
+        if pooled and cfg.pool_mode == "sequential":  # first the pooled careers, then the target's
             self._ckpts.append(ckpt.with_name(ckpt.name + "-pool"))
             self.meta["pool_stage"] = trainer(pooled, self._ckpts[-1], "pool")
             stage = train
         else:
             stage = train + pooled
         self.meta.update(trainer(stage, ckpt), train_persons=len(train), valid_persons=len(valid),
-                         pool_persons=len(pooled), subset="yes" if cfg["max_train_persons"] else "no")
+                         pool_persons=len(pooled), subset="yes" if cfg.max_train_persons else "no")
         self.lm.eval()
 
     def resumed_seconds(self) -> float:
@@ -270,12 +268,12 @@ class LLM(Model):
     def save_extra(self, folder: Path) -> None:
         if not is_main_process():
             return
-        if self.config["epochs"] > 0:
+        if self.settings.epochs > 0:
             # the adapter is the artefact of record; a full fine-tune saves the whole model. Both as the
             # Trainer saved them at the end of training (gathered from the shards under FSDP)
             trained = getattr(self, "_ckpts", [Path("-")])[0] / WHOLE
             if trained.is_dir():
-                whole = folder / ("adapter" if self.config["lora"] else "hf")
+                whole = folder / ("adapter" if self.settings.lora else "hf")
                 copy_whole(trained, whole)
             else:  # trained by another process and loaded here, LoRA merged: the whole model
                 whole = folder / "hf"
@@ -294,7 +292,7 @@ class LLM(Model):
         if (folder / "hf").exists():
             m.lm, m.tok = load_lm(folder / "hf")
         else:
-            m.base_dir = resolve_base(m.config["base"])
+            m.base_dir = resolve_base(m.settings.base)
             m.lm, m.tok = load_lm(m.base_dir)
             if (folder / "adapter").exists():
                 from peft import PeftModel
@@ -343,8 +341,8 @@ class LLM(Model):
         `done`: the event rows, the token ids (prompt + resume) and the start of each year's state text.
         `bf16`: the scoring precision (default: the `precision` setting's choice on this machine)."""
         enc = self._encoder(events.panel)
-        lm = self._scoring_lm(use_bf16(self.config["precision"]) if bf16 is None else bf16)
-        scorer = ExactScorer(lm, enc.candidates, max_tokens=self.config["score_max_tokens"], mode=self.config["scoring"])
+        lm = self._scoring_lm(use_bf16(self.settings.precision) if bf16 is None else bf16)
+        scorer = ExactScorer(lm, enc.candidates, max_tokens=self.settings.score_max_tokens, mode=self.settings.scoring)
         f, ev = events.panel.frame, events.frame
         groups = ev.groupby("person_id").indices
         if done is not None and done.any():
@@ -385,9 +383,9 @@ class LLM(Model):
         return gather_rows(len(events), np.flatnonzero(mine), lp), figures
 
     def _score_people(self, events: Events, partial: Path | None = None) -> tuple[np.ndarray, dict]:
-        stamp = {"model": self.fingerprint(), "events": events.fingerprint(), "mode": self.config["scoring"],
-                 "bf16": use_bf16(self.config["precision"])}
-        if self.config["precision"] == "auto":  # scoring continued on another CPU keeps its precision
+        stamp = {"model": self.fingerprint(), "events": events.fingerprint(), "mode": self.settings.scoring,
+                 "bf16": use_bf16(self.settings.precision)}
+        if self.settings.precision == "auto":  # scoring continued on another CPU keeps its precision
             stamp["bf16"] = kept_setting(partial, stamp, "bf16")
         parts = PartialScores(partial, stamp, (len(events), len(self.states)), label=f"scoring {self.name}")
         if parts.n_done:
@@ -419,7 +417,7 @@ class LLM(Model):
         """Renormalised: the figures say how much mass the LM put on the states' texts. `partial`: a
         folder where scoring keeps finished people, so an interrupted scoring resumes."""
         raw, figures = self._scores(events, partial)
-        if self.config["scoring"] == "constrained":
+        if self.settings.scoring == "constrained":
             return raw, figures
         mass = np.logaddexp.reduce(raw, axis=1)
         return raw - mass[:, None], figures | {

@@ -3,9 +3,10 @@ newest complete one, one that cannot be read set aside, and the trained model sa
 No Hugging Face import here, so tools that only look at checkpoint folders (scripts/milestone.py)
 start in a second.
 
-A run is identified by a stamp of the settings that change what is trained, never of settings that
-only change how it is read or saved (scoring mode, checkpoint interval, patience), so checkpoints
-survive those changes and a renamed setting elsewhere does not throw hours away.
+A run is identified by a stamp of its fit settings (the settings whose role is "fit"), never of those
+that only change how it is read or how the work goes (scoring mode, precision, checkpoint interval),
+so checkpoints survive those changes; stamps are compared as every fit is (a setting a stamp predates
+counts as equal at its default), so a setting added later does not throw hours away.
 """
 from __future__ import annotations
 
@@ -18,23 +19,26 @@ from pathlib import Path
 from laborllm.io import write_json_atomic
 from laborllm.logs import TRAINER_LOG
 from laborllm.distributed import is_main_process
+from laborllm.models.settings import fit_differences
 
 log = logging.getLogger(TRAINER_LOG)
 PROGRESS = "laborllm-progress.json"  # in each checkpoint: tokens and busy seconds so far
 WHOLE = "whole"  # the trained model (or adapter) as saved at the end of a run, beside its checkpoints
 
 
-# the settings that define what training produces (with the data, the resolved precision and the
-# number of processes); anything else may change between pieces of one run
-TRAINING_KEYS = ("base", "variant", "birth_year", "year_covariates", "lora", "lora_r", "lora_layers", "lora_alpha", "epochs",
-                 "batch_size", "lr", "warmup_ratio", "weight_decay", "max_steps", "max_train_persons",
-                 "max_valid_persons", "seed", "pack_tokens", "pool", "pool_mode", "pool_persons")
-
-
-def run_stamp(cfg: dict, data: str, bf16: bool, world: int, stage: str | None = None) -> dict:
-    stamp = {"config": {k: cfg.get(k) for k in TRAINING_KEYS}, "data": data,
-             "precision": "bf16" if bf16 else "fp32", "world": world}
+def run_stamp(fit: dict, data: str, bf16: bool, world: int, stage: str | None = None) -> dict:
+    """What a training run is: the fit settings (laborllm.models.settings.fit_settings), the data, the
+    resolved precision and the number of processes; anything else may change between its pieces."""
+    stamp = {"config": fit, "data": data, "precision": "bf16" if bf16 else "fp32", "world": world}
     return stamp | ({"stage": stage} if stage else {})
+
+
+def same_run(old: dict, new: dict, settings_cls, ignore: tuple = ()) -> bool:
+    """Whether a stored stamp is of the run `new` describes: its settings compared as every fit is."""
+    def rest(stamp):
+        return {k: v for k, v in json.loads(json.dumps(stamp, default=str)).items() if k not in ("config", *ignore)}
+
+    return rest(old) == rest(new) and not fit_differences(old.get("config", {}), new["config"], settings_cls)
 
 
 def copy_whole(src: Path, dest: Path) -> None:
@@ -49,27 +53,24 @@ def copy_whole(src: Path, dest: Path) -> None:
                 shutil.copy2(f, dest / f.name)
 
 
-def started_precision(ckpts: list[Path], run: dict) -> bool | None:
+def started_precision(ckpts: list[Path], run: dict, settings_cls) -> bool | None:
     """Whether a started run of these same settings and data trained in bf16 (None: none started).
     Precision "auto" continues in it, so a run moved between machines (with AMX and without) keeps
     one precision and its checkpoints instead of starting over."""
-    def same(stamp: dict) -> dict:
-        return {k: v for k, v in json.loads(json.dumps(stamp, default=str)).items() if k not in ("precision", "stage")}
-
     for ckpt in ckpts:
         f = ckpt / "laborllm-run.json"
         if f.exists() and latest_checkpoint(ckpt) is not None:
             old = json.loads(f.read_text())
-            if same(old) == same(run):
+            if same_run(old, run, settings_cls, ignore=("precision", "stage")):
                 return old["precision"] == "bf16"
     return None
 
 
-def resumable(ckpt: Path, run: dict) -> bool:
+def resumable(ckpt: Path, run: dict, settings_cls) -> bool:
     """Whether `ckpt` holds checkpoints of this very run (same settings, events and processes);
     checkpoints of another run are removed (they are ours, never the user's) so training starts over."""
     stamp = ckpt / "laborllm-run.json"
-    same = stamp.exists() and json.loads(stamp.read_text()) == json.loads(json.dumps(run, default=str))
+    same = stamp.exists() and same_run(json.loads(stamp.read_text()), run, settings_cls)
     if same and latest_checkpoint(ckpt) is not None:
         return True
     if ckpt.exists() and is_main_process():

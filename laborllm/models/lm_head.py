@@ -85,7 +85,6 @@ class LMHead(Model):
     kind = "llm-head"
     Settings = LMHeadSettings
     runs_lm = True
-    fit_exempt = ()
     presets = {"quick": {}, "full": {}}
 
     def __init__(self, **config):
@@ -102,15 +101,15 @@ class LMHead(Model):
 
     # -- the frozen LLM ------------------------------------------------------------------------
     def _lm_folder(self) -> Path:
-        return self.lm_folder or packaged_folder(self.config["lm"]) or Path(self.config["lm"])
+        return self.lm_folder or packaged_folder(self.settings.lm) or Path(self.settings.lm)
 
     def _lm_meta(self) -> dict:
         folder = self._lm_folder()
         meta = read_model_json(folder)
         if meta is None:
-            raise UserError(f"lm {self.config['lm']!r}: not a laborllm model folder or packaged model (no model.json)")
+            raise UserError(f"lm {self.settings.lm!r}: not a laborllm model folder or packaged model (no model.json)")
         if meta.get("kind") != "llm":
-            raise UserError(f"lm {self.config['lm']!r}: a {meta.get('kind')} model; the head reads a fine-tuned LLM")
+            raise UserError(f"lm {self.settings.lm!r}: a {meta.get('kind')} model; the head reads a fine-tuned LLM")
         return meta
 
     def llm(self) -> LLM:
@@ -125,7 +124,7 @@ class LMHead(Model):
     def _bf16(self) -> bool:
         if "feature_precision" in self.meta:  # as trained: features must read the same way
             return self.meta["feature_precision"] == "bf16"
-        return use_bf16(self.config["precision"])
+        return use_bf16(self.settings.precision)
 
     def features(self, events: Events, partial: Path | None = None) -> np.ndarray:
         """(n_events, hidden size): the LLM's last hidden state where each event's state text begins.
@@ -167,7 +166,7 @@ class LMHead(Model):
     # -- covariates --------------------------------------------------------------------------
     def _covariates(self, events: Events) -> np.ndarray:
         """One-hot of each covariate of the predicted year (a value unseen in training: all zeros)."""
-        if not self.config["covariates"]:
+        if not self.settings.covariates:
             return np.zeros((len(events), 0), dtype=np.float32)
         cols = []
         for c, levels in self.cov_levels.items():

@@ -23,8 +23,7 @@ log = logging.getLogger(TRAINER_LOG)  # the raw per-step figures: the run's log 
 progress = logging.getLogger(__name__)  # resuming, checkpoints and time left: the console too
 
 
-def run_trainer(lm, train, valid, ckpt: Path, stamp: dict, cfg: dict,
-                name: str, bf16: bool) -> dict:
+def run_trainer(lm, train, valid, ckpt: Path, stamp: dict, cfg, name: str, bf16: bool) -> dict:
     """One Trainer run over these resumes (lists of token ids or a ResumeTokens store), resumed from
     `ckpt` when it holds this run's checkpoints; its figures for the model card."""
     from transformers import EarlyStoppingCallback, TrainingArguments
@@ -32,35 +31,35 @@ def run_trainer(lm, train, valid, ckpt: Path, stamp: dict, cfg: dict,
     cuda = torch.cuda.is_available()
     world = stamp["world"]
     plan = training_schedule(lengths(train), cfg, world)
-    if cfg["pack_tokens"]:
-        train, valid = pack(train, cfg["pack_tokens"]), pack(valid, cfg["pack_tokens"])
+    if cfg.pack_tokens:
+        train, valid = pack(train, cfg.pack_tokens), pack(valid, cfg.pack_tokens)
     when = _checkpointing(cfg)
     args = TrainingArguments(
         warmup_steps=plan["warmup_steps"],
-        output_dir=str(ckpt), num_train_epochs=cfg["epochs"], max_steps=cfg["max_steps"],
+        output_dir=str(ckpt), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
         per_device_train_batch_size=plan["per_device"], per_device_eval_batch_size=plan["per_device"],
-        learning_rate=cfg["lr"], weight_decay=cfg["weight_decay"],
+        learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
         lr_scheduler_type="cosine", **when,
         metric_for_best_model="eval_loss", greater_is_better=False,
-        save_total_limit=2, bf16=bf16, logging_steps=5, report_to="none", seed=cfg["seed"],
+        save_total_limit=2, bf16=bf16, logging_steps=5, report_to="none", seed=cfg.seed,
         dataloader_num_workers=0, remove_unused_columns=False,
         use_cpu=not cuda, ddp_find_unused_parameters=False, disable_tqdm=True,
     )
-    if cfg["gradient_checkpointing"]:
+    if cfg.gradient_checkpointing:
         lm.gradient_checkpointing_enable()
-    speed = _Progress(plan["tokens_per_step"], name, 60 * cfg.get("checkpoint_minutes", 10))
+    speed = _Progress(plan["tokens_per_step"], name, 60 * cfg.checkpoint_minutes)
     callbacks = [speed]
-    if when.get("load_best_model_at_end") and cfg.get("patience"):
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg["patience"]))
+    if when.get("load_best_model_at_end") and cfg.patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.patience))
     trainer = _Trainer(model=lm, args=args, train_dataset=_Resumes(train), eval_dataset=_Resumes(valid),
-                       data_collator=_collate_packed if cfg["pack_tokens"] else _collate, callbacks=callbacks)
-    trainer.length_grouped = not cfg["pack_tokens"]
+                       data_collator=_collate_packed if cfg.pack_tokens else _collate, callbacks=callbacks)
+    trainer.length_grouped = not cfg.pack_tokens
     # our one progress bar (loss, tokens/s) replaces the Trainer's, which prints raw log dicts
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
-    resume = latest_checkpoint(ckpt) if resumable(ckpt, stamp) else None
+    resume = latest_checkpoint(ckpt) if resumable(ckpt, stamp, type(cfg)) else None
     t0 = time.time()
     while True:
         if resume:
@@ -141,15 +140,15 @@ class LengthGroupedSampler(torch.utils.data.Sampler):
         yield from (j for b in batches if len(b) < self.batch for j in b)
 
 
-def _checkpointing(cfg: dict) -> dict:
+def _checkpointing(cfg) -> dict:
     """When to evaluate and save. By epochs: validation loss and a checkpoint at each epoch's end (the
     validation curve), the best epoch kept when there are several; without validation (`validate`
     false) a checkpoint only, the last epoch kept. A step budget: no evaluation. Either way
     `_Progress` also saves every `checkpoint_minutes`, so a killed run loses no more."""
-    if cfg["max_steps"] < 0 and not cfg.get("validate", True):
+    if cfg.max_steps < 0 and not cfg.validate:
         return {"eval_strategy": "no", "save_strategy": "epoch", "load_best_model_at_end": False}
-    if cfg["max_steps"] < 0:
-        return {"eval_strategy": "epoch", "save_strategy": "epoch", "load_best_model_at_end": cfg["epochs"] > 1}
+    if cfg.max_steps < 0:
+        return {"eval_strategy": "epoch", "save_strategy": "epoch", "load_best_model_at_end": cfg.epochs > 1}
     return {"eval_strategy": "no", "save_strategy": "no", "load_best_model_at_end": False}
 
 
@@ -168,23 +167,23 @@ def best_checkpoint(recorded: str | None, folder: Path) -> str | None:
     return str(here)
 
 
-def training_schedule(lengths: list[int], cfg: dict, world: int = 1) -> dict:
+def training_schedule(lengths: list[int], cfg, world: int = 1) -> dict:
     """Rows per device and step, optimiser steps and warm-up, counted on what the Trainer will see.
 
     `batch_size` is in resumes. Packed rows of `pack_tokens` hold several resumes, so a step takes
     as many rows as carry about `batch_size` resumes' tokens: the same tokens per step, and the same
     learning rate per token, as the unpacked recipe; steps and warm-up are counted after packing."""
     n_tokens = sum(lengths)
-    if cfg["pack_tokens"]:
-        n_items = len(pack([[0] * n for n in lengths], cfg["pack_tokens"]))
-        per_step = max(1, round(cfg["batch_size"] * n_tokens / max(len(lengths), 1) / cfg["pack_tokens"]))
+    if cfg.pack_tokens:
+        n_items = len(pack([[0] * n for n in lengths], cfg.pack_tokens))
+        per_step = max(1, round(cfg.batch_size * n_tokens / max(len(lengths), 1) / cfg.pack_tokens))
     else:
-        n_items, per_step = len(lengths), cfg["batch_size"]
+        n_items, per_step = len(lengths), cfg.batch_size
     per_device = max(1, per_step // world)
     steps_per_epoch = -(-n_items // (per_device * world))
-    steps = cfg["max_steps"] if cfg["max_steps"] > 0 else cfg["epochs"] * steps_per_epoch
+    steps = cfg.max_steps if cfg.max_steps > 0 else cfg.epochs * steps_per_epoch
     return {"items": n_items, "per_device": per_device, "steps": steps,
-            "warmup_steps": max(1, round(cfg["warmup_ratio"] * steps)),
+            "warmup_steps": max(1, round(cfg.warmup_ratio * steps)),
             "tokens_per_step": round(n_tokens / max(n_items, 1) * per_device * world)}
 
 

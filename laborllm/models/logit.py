@@ -83,12 +83,12 @@ class Logit(Model):
 
     def _logits(self, x, last):
         z = torch.sparse.mm(x, self.W) + self.b + self.offset[last]
-        if self.config["stay_term"]:
+        if self.settings.stay_term:
             z = z.index_put((torch.arange(len(last)), last), z[torch.arange(len(last)), last] + torch.sparse.mm(x, self.v).squeeze(1))
         return z
 
     def fit(self, events: Events) -> "Logit":
-        torch.manual_seed(self.config["seed"])
+        torch.manual_seed(self.settings.seed)
         self.states = list(events.states)
         x, self.vocab, last, K = design(events.train)
         y = torch.as_tensor(events.train.frame.target.to_numpy().copy())
@@ -101,13 +101,13 @@ class Logit(Model):
         counts = torch.zeros(K, K).index_put_((last, y), torch.ones(len(y)), accumulate=True)
         u = prior.float() / prior.sum()
         self.offset = torch.log((counts + 0.1 * K * u) / (counts.sum(1, keepdim=True) + 0.1 * K))
-        if not self.config["markov_offset"]:  # a plain MNL (used to check against scikit-learn)
+        if not self.settings.markov_offset:  # a plain MNL (used to check against scikit-learn)
             self.offset = torch.zeros(K, K)
         self.b = torch.zeros(K, requires_grad=True)
         params = [self.W, self.b, self.v]
-        opt = torch.optim.LBFGS(params, lr=1, max_iter=self.config["max_iter"], history_size=20,
+        opt = torch.optim.LBFGS(params, lr=1, max_iter=self.settings.max_iter, history_size=20,
                                 line_search_fn="strong_wolfe", tolerance_grad=1e-6, tolerance_change=1e-9)
-        lam = self.config["l2"] if self.config["l2"] is not None else 30.0 / len(y)
+        lam = self.settings.l2 if self.settings.l2 is not None else 30.0 / len(y)
 
         def closure():
             opt.zero_grad()

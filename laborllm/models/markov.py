@@ -38,16 +38,11 @@ class Markov(Model):
 
     @property
     def name(self) -> str:
-        return self.config.get("name") or f"markov{self.config['order']}"
-
-    def __init__(self, **config):
-        super().__init__(**config)
-        if self.config["order"] not in (1, 2):
-            raise UserError(f"markov: order must be 1 or 2, got {self.config['order']!r}")
+        return self.label or f"markov{self.settings.order}"
 
     def describe(self) -> str:
-        how = "add-alpha smoothing" + (", Witten-Bell back-off" if self.config["order"] == 2 else "")
-        return f"{self.name} (order {self.config['order']}, {how} tuned on valid)"
+        how = "add-alpha smoothing" + (", Witten-Bell back-off" if self.settings.order == 2 else "")
+        return f"{self.name} (order {self.settings.order}, {how} tuned on valid)"
 
     def fit(self, events: Events) -> "Markov":
         self.states = list(events.states)
@@ -62,11 +57,11 @@ class Markov(Model):
         self.c2_keys, self.c2_vals = np.unique(ctx2[keep] * K + y[keep], return_counts=True)
         va, yv = history_features(events.valid), events.valid.frame.target.to_numpy()
         # tuned values are learned state (alpha_, beta_): the settings stay as given, so a refit retunes
-        self.alpha_ = self.config["alpha"]
+        self.alpha_ = self.settings.alpha
         if self.alpha_ is None:
             self.alpha_ = min(ALPHAS, key=lambda a: self._nll(va, yv, a, None))
-        self.beta_ = self.config["beta"] if self.config["order"] == 2 else None
-        if self.config["order"] == 2 and self.beta_ is None:
+        self.beta_ = self.settings.beta if self.settings.order == 2 else None
+        if self.settings.order == 2 and self.beta_ is None:
             self.beta_ = min(BETAS, key=lambda b: self._nll(va, yv, self.alpha_, b))
         self.meta["valid_perplexity"] = round(float(np.exp(self._nll(va, yv, self.alpha_, self.beta_))), 4)
         return self

@@ -60,13 +60,11 @@ class Mixture(Model):
     presets = {"quick": {}, "full": {}}
 
     def __init__(self, **config):
-        if isinstance(config.get("members"), str):  # --set members=a,b
-            config["members"] = [m.strip() for m in config["members"].split(",") if m.strip()]
         super().__init__(**config)
-        if len(self.config["members"] or []) < 2:
+        if len(self.settings.members or []) < 2:
             raise UserError("mixture: name two or more fitted models in members (model folders or packaged models)")
-        self.weights = np.full(len(self.config["members"]), 1 / len(self.config["members"]))
-        self.folders = [packaged_folder(m) or Path(m) for m in self.config["members"]]
+        self.weights = np.full(len(self.settings.members), 1 / len(self.settings.members))
+        self.folders = [packaged_folder(m) or Path(m) for m in self.settings.members]
         self._models = None
 
     @property
@@ -78,7 +76,7 @@ class Mixture(Model):
         return "exact, over all states: the members' distributions mixed"
 
     def describe(self) -> str:
-        names = self.meta.get("member_names") or [Path(m).name for m in self.config["members"]]
+        names = self.meta.get("member_names") or [Path(m).name for m in self.settings.members]
         mix = " + ".join(f"{w:.2f} {n}" for w, n in zip(self.weights, names))
         return f"{self.name} ({mix}; weights from {self.meta.get('valid_events', '?')} validation events)"
 
@@ -88,7 +86,7 @@ class Mixture(Model):
     def members(self) -> list[Model]:
         if self._models is None:
             self._models = []
-            for spec, folder in zip(self.config["members"], self.folders):
+            for spec, folder in zip(self.settings.members, self.folders):
                 meta = read_model_json(folder)
                 if meta is None:
                     raise UserError(f"mixture member {spec!r}: not a laborllm model folder or packaged model")
@@ -114,24 +112,24 @@ class Mixture(Model):
         return model_log_probs(member, where, events)[0]
 
     def _all_scores(self, events: Events, keep: Path | None) -> np.ndarray:
-        for spec, m in zip(self.config["members"], self.members()):
+        for spec, m in zip(self.settings.members, self.members()):
             if list(m.states) != list(events.states):
                 raise UserError(f"mixture member {spec!r}: its states differ from the panel's")
         return np.stack([self._member_scores(m, f, events, keep) for m, f in zip(self.members(), self._sources())])
 
     def _sources(self) -> list[Path]:
         """Each member's folder as named (a run's scores are kept beside it), else its copy here."""
-        return [Path(m) if Path(m).is_dir() else f for m, f in zip(self.config["members"], self.folders)]
+        return [Path(m) if Path(m).is_dir() else f for m, f in zip(self.settings.members, self.folders)]
 
     def fit(self, events: Events) -> "Mixture":
         self.states = list(events.states)
-        for spec, m in zip(self.config["members"], self.members()):
+        for spec, m in zip(self.settings.members, self.members()):
             if m.meta.get("events_fingerprint") != events.fingerprint():
                 raise UserError(f"mixture member {spec!r}: fitted on other data or another split; its training "
                                 "people could be this panel's validation or test people")
         self.meta.update(member_names=[m.name for m in self.members()],
                          member_normalizations=[m.normalization for m in self.members()])
-        valid = events.valid.sample_persons(self.config["max_valid_persons"], self.config["seed"])
+        valid = events.valid.sample_persons(self.settings.max_valid_persons, self.settings.seed)
         keep = self.work_dir.parent / ".laborllm-scores" if self.work_dir else None
         lp = self._all_scores(valid, keep)
         self.weights = mixture_weights(-np.stack([valid.target_nll(x) for x in lp]))

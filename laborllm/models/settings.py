@@ -4,8 +4,14 @@ help text and the allowed range or choices per field) and its presets (quick, fu
 `layered` is the one place the layers meet: preset -> config file -> `--set` (-> a run profile's
 own settings, then the user's overrides, in `laborllm run`). `check_settings` checks a built
 model's settings against the dataclass before any work starts; `settings_help` lists them for
-`fit --help` and the model card. A model keeps its settings as a plain dict (`model.config`), the
-form saved in model.json and stamped on training checkpoints.
+`fit --help` and the model card. A model holds an instance of its dataclass (`model.settings.lr`),
+built once from the checked layers; `model.config` is the same as a plain dict, the form saved in
+model.json.
+
+Each setting declares its role: "fit" (the default) defines what fitting produces; "read" only
+changes how a fitted model is read (an LLM's scoring mode or precision); "run" only changes how the
+work goes (checkpoint interval, tokens per pass). What defines a fit is therefore written once:
+`fit_settings` and `fit_differences` serve run reuse, CAREER's checkpoints and the LLM's alike.
 """
 from __future__ import annotations
 
@@ -16,18 +22,43 @@ from dataclasses import MISSING, asdict, field, fields
 from laborllm.errors import UserError
 
 
-def setting(default, help: str, lo=None, hi=None, choices: tuple = ()):
-    """One field of a `Settings` dataclass: its default, what it does, its range or its choices."""
-    return field(default=default, metadata={"help": help, "lo": lo, "hi": hi, "choices": tuple(choices)})
+ROLES = ("fit", "read", "run")
+
+
+def setting(default, help: str, lo=None, hi=None, choices: tuple = (), role: str = "fit"):
+    """One field of a `Settings` dataclass: its default, what it does, its range or its choices, and
+    its role (see the module's note)."""
+    assert role in ROLES, role
+    return field(default=default, metadata={"help": help, "lo": lo, "hi": hi, "choices": tuple(choices), "role": role})
+
+
+def with_role(settings_cls, *roles: str) -> tuple[str, ...]:
+    """The names of the settings that play one of `roles`."""
+    return tuple(f.name for f in fields(settings_cls) if f.metadata.get("role", "fit") in roles)
+
+
+def fit_settings(settings_cls, config: dict) -> dict:
+    """The settings that define the fit, as JSON reads them back (what is saved and compared)."""
+    return json.loads(json.dumps({k: config.get(k) for k in with_role(settings_cls, "fit")}, default=str))
+
+
+def fit_differences(stored: dict, wanted: dict, settings_cls) -> list[str]:
+    """The fit settings in which a stored fit (a model folder's identity, a checkpoint's stamp) differs
+    from the one asked for; [] when it is the same fit. Carried over deliberately: a setting the stored
+    fit predates counts as equal when asked for at its default, and a stored setting that is no longer
+    a fit setting (now read- or run-only) is not compared."""
+    base = fit_settings(settings_cls, defaults(settings_cls))
+    return [k for k in wanted if (stored[k] if k in stored else base.get(k)) != wanted[k]]
 
 
 def defaults(settings_cls) -> dict:
     return asdict(settings_cls())
 
 
-def layered(presets: dict, preset: str, *layers: dict | None) -> dict:
-    """The settings asked for: the preset's, then each layer over the one before (None: no layer)."""
-    out = dict(presets.get(preset, {}))
+def layered(*layers: dict | None) -> dict:
+    """The settings asked for: each layer over the one before (None: no layer), e.g. a preset's, then
+    a config file's [model] table, then `--set`."""
+    out = {}
     for layer in layers:
         out.update(layer or {})
     return out
@@ -68,7 +99,9 @@ def settings_help(settings_cls) -> list[str]:
         default = f.default if f.default is not MISSING else None
         choices = f.metadata.get("choices")
         kind = " | ".join(choices) if choices else want + (" or none" if none_ok else "")
-        lines.append(f"{f.name} ({kind}, default {default!r}): {f.metadata.get('help', '')}")
+        role = {"read": " (read: can change after fitting)", "run": " (how the work goes: can change after fitting)"}
+        lines.append(f"{f.name} ({kind}, default {default!r}): {f.metadata.get('help', '')}"
+                     f"{role.get(f.metadata.get('role'), '')}")
     return lines
 
 
@@ -99,6 +132,10 @@ def _coerce(kind: str, key: str, value, want: str):
             return int(value)
         return value
     if want == "str" and not isinstance(value, str):
+        raise bad
+    if want == "list" and isinstance(value, str):  # --set pool=a,b
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if want == "list" and not isinstance(value, list):
         raise bad
     return value
 
