@@ -127,27 +127,6 @@ def test_fit_cli_with_config_file_and_bad_settings(tmp_path):
         make_model("markov", "quick", orderr=2)
 
 
-def test_predictions_do_not_look_ahead(small_events):
-    """A prediction for year t is unchanged when the person's later years change (no leakage)."""
-    import laborllm as ll
-
-    panel = small_events.panel
-    f = panel.frame.copy()
-    ev = small_events
-    person = ev.test.frame.person_id.value_counts().index[0]
-    rows = f.index[f.person_id == person]
-    cut = rows[len(rows) // 2]
-    changed = f.copy()
-    other = [s for s in panel.states if s not in set(f.state[rows])][0]
-    changed.loc[(changed.person_id == person) & (changed.index > cut), "state"] = other
-    ev2 = ll.make_events(ll.load_panel(changed.assign(occupation=changed.state), scheme="titles"), seed=0)
-    early = lambda e: e.test.where((e.test.frame.person_id == person).to_numpy() & (e.test.frame.row <= cut).to_numpy())  # noqa: E731
-    for model in (Markov(order=2).fit(ev), Logit(max_iter=5).fit(ev), Career(layers=1, d=24, heads=2, ff=48, epochs=1).fit(ev)):
-        a, b = model.log_probs(early(ev)), model.log_probs(early(ev2))
-        assert len(a) >= 2
-        np.testing.assert_allclose(a, b, atol=1e-5, err_msg=model.name)
-
-
 def test_career_two_stage_head_formula():
     """P(stay) = sigmoid(a); every other state gets (1 - sigmoid(a)) x softmax of its logit among the
     states other than the last one; with no last state, a plain softmax."""

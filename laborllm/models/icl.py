@@ -68,6 +68,7 @@ class ICL(LLM):
             used += 1
         self.prompt_ids = ids
         self.meta["shots_used"] = used
+        # all an untuned model learns in its fit: the prompt, and here the temperature that reads it
         if cfg.calibrate == "temperature":
             valid = events.valid.sample_persons(cfg.max_valid_persons, cfg.seed)
             self.meta["temperature"] = fit_temperature(self.raw_log_probs(valid), valid.frame.target.to_numpy())
