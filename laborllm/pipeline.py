@@ -25,7 +25,6 @@ run/
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -36,7 +35,7 @@ from laborllm import api
 from laborllm.evaluation.compare import population_tables, write_panel_tables, write_tables
 from laborllm.evaluation.metrics import attach_paired, evaluate as evaluate_log_probs
 from laborllm.errors import UserError
-from laborllm.io import write_json_atomic
+from laborllm.io import write_json_atomic, write_text_atomic
 from laborllm.logs import run_log
 from laborllm.machine import versions
 from laborllm.models.folder import OutputLock, is_model_folder, read_model_json
@@ -66,7 +65,7 @@ def claim_run_folder(out: Path) -> None:
         raise UserError(f"{out}: is a file; --out takes a folder")
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
         raise UserError(f"{out}: exists and is not a laborllm run folder; refusing to write config.json, "
-                            "metrics.json, report.html and run.log into it (choose another --out)")
+                        "metrics.json, report.html and run.log into it (choose another --out)")
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).touch()
 
@@ -156,29 +155,31 @@ def populations(folder: Path, test, fitted: dict, lps: dict, seed: int) -> dict:
     """Each model's predictions as a population: representativeness by subgroup and careers simulated
     from every model (LLMs included: minutes each on a CPU, kept in PANEL/simulated/), against CAREER
     where it is in the run; written as tables beside the others and returned for the report."""
-    from laborllm.evaluation.careers import trajectories
     import pandas as pd
 
+    from laborllm.evaluation.careers import trajectories
     from laborllm.evaluation.representativeness import career_distances, representativeness
 
     ref = next((x for x in ("career", REFERENCE) if x in lps), None)
     t0 = time.time()
     rep = representativeness(test, lps, reference=ref, seed=seed)
-    careers = pd.DataFrame()  # none yet
+    # every figure with its interval, unformatted, for a user's own tables and plots
+    write_text_atomic(folder / "representativeness-raw.csv", rep.to_csv(index=False))
     # written before the simulations (an LLM's take minutes a year on a CPU): a run cut short keeps them
-    write_tables(rep, folder, "representativeness-raw")
-    _write_population_tables(folder, rep, careers, ref)
+    _write_population_tables(folder, rep, pd.DataFrame(), ref)
     traj = trajectories(test, fitted, seed, cache=folder / "simulated")
     careers = career_distances(traj, test, reference=ref, seed=seed)
-    _write_population_tables(folder, rep, careers, ref)
+    tables = _write_population_tables(folder, rep, careers, ref)
     log.info("%s: representativeness and simulated careers of %d models (%.0f s)", folder.name, len(lps),
              time.time() - t0)
-    return {"representativeness": rep, "trajectories": traj, "careers": careers, "reference": ref}
+    return {"representativeness": rep, "trajectories": traj, "tables": tables, "reference": ref}
 
 
-def _write_population_tables(folder: Path, rep, careers, ref) -> None:
-    for stem, table in population_tables(rep, careers, ref).items():
+def _write_population_tables(folder: Path, rep, careers, ref) -> dict:
+    tables = population_tables(rep, careers, ref)
+    for stem, table in tables.items():
         write_tables(table, folder, stem, CAPTIONS[stem].format(ref=ref))
+    return tables
 
 
 CAPTIONS = {

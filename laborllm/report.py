@@ -16,7 +16,6 @@ import pandas as pd  # noqa: E402
 
 from laborllm.evaluation.compare import formatted, comparison_table, contrast_table, paired_table, subgroup_table  # noqa: E402
 from laborllm.evaluation.careers import SIM_PERSONS, SIM_YEARS  # noqa: E402
-from laborllm.evaluation.compare import population_tables  # noqa: E402
 from laborllm.io import atomic_write, write_text_atomic  # noqa: E402
 from laborllm.profiles import REFERENCE  # noqa: E402
 
@@ -211,8 +210,7 @@ def panel_section(folder: Path, results: list[dict], events, models: dict, profi
         if all(r[task]["auc"] is None for r in results):
             tasks[[c for c in tasks.columns if c.startswith(task)]] = None
     parts += ["<h3>Derived tasks: change state, and working next year</h3>", _table(_numbers(tasks))]
-    rep, traj, ref = population["representativeness"], population["trajectories"], population["reference"]
-    tables = population_tables(rep, population["careers"], ref)
+    rep, traj, ref, tables = (population[k] for k in ("representativeness", "trajectories", "reference", "tables"))
     if len(rep):
         parts += ["<h3>Representativeness by subgroup</h3>",
                   "<p>Distance between the mean predicted and the observed distribution of next states, corrected "

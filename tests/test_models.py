@@ -277,3 +277,18 @@ def test_simulated_futures_score_each_distinct_history_once_and_follow_the_model
     then = y2[y2["sample"].isin(y1[y1.occupation == a]["sample"])]
     extended = pd.concat([hist, hist.tail(1).assign(year=1982, occupation=a)], ignore_index=True)
     assert np.abs(freq(then) - next_distribution(m, extended)[1][0]).max() < 0.05
+
+
+def test_list_settings_given_as_text_are_split_and_a_bad_one_is_refused():
+    """`--set members=a,b` and `--set pool=a` arrive as text: the settings' check makes them lists (no
+    model rewrites its caller's values); a number where a list is wanted is refused, naming the setting."""
+    from laborllm.errors import UserError
+    from laborllm.models.llm import LLMSettings
+    from laborllm.models.mixture import MixtureSettings
+    from laborllm.models.settings import check_settings
+
+    assert check_settings("mixture", MixtureSettings, {"members": "a, b"})["members"] == ["a", "b"]
+    given = {"pool": "nlswork"}
+    assert check_settings("llm", LLMSettings, given)["pool"] == ["nlswork"] and given == {"pool": "nlswork"}
+    with pytest.raises(UserError, match="setting pool=3 must be a list"):
+        check_settings("llm", LLMSettings, {"pool": 3})

@@ -113,7 +113,8 @@ def representativeness(events, lps: dict[str, np.ndarray], reference: str | None
     for g, level, mask in _levels(ev, MIN_EVENTS):
         n_people = len(np.unique(persons[mask]))
         draws = person_draws(n_people, n_boot, seed)
-        moved = (y[mask] != last[mask]).astype(float)[:, None]
+        observed_rates = {"move_rate_observed": float((y[mask] != last[mask]).mean()),
+                          "working_rate_observed": float(working[y[mask]].mean())}
         boot_ref, out = {}, []
         for name, lp in lps.items():
             p = np.exp(lp[mask])
@@ -127,9 +128,7 @@ def representativeness(events, lps: dict[str, np.ndarray], reference: str | None
                 sums, counts = person_sums(x, persons[mask])
                 point, boots[key] = fn(sums, counts, draws)
                 row[key], row[f"{key}_lo"], row[f"{key}_hi"] = _summary(point, boots[key])
-            for key, x in (("move_rate_observed", moved), ("working_rate_observed", working[y[mask]][:, None])):
-                sums, counts = person_sums(x, persons[mask])
-                row[key] = _summary(*_rate(sums, counts, draws))[0]
+            row |= observed_rates
             out.append(row)
             if name == reference:
                 boot_ref = boots
