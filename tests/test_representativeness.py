@@ -90,7 +90,6 @@ def test_simulated_careers_distance_is_about_zero_for_the_true_process_and_not_f
 
     from laborllm.evaluation.representativeness import career_distances
 
-    rng = np.random.default_rng(0)
     persons = np.arange(300)
     groups = ["A", "B", "C", "D"]
     frames = []
