@@ -93,3 +93,18 @@ def test_a_mixture_in_a_run_reads_its_members_kept_scores(small_events, members,
     for cls in (Markov, Logit):
         monkeypatch.setattr(cls, "log_probs", lambda self, ev: (_ for _ in ()).throw(AssertionError("scored again")))
     np.testing.assert_allclose(load_model(panel / "models" / "mix").log_probs(test), expected, atol=1e-9)
+
+
+def test_a_mixture_is_the_same_fit_wherever_its_members_are_reached(small_events, members, tmp_path):
+    """A run folder moved or named by an absolute path reaches the same members by other paths: the
+    fit is identified by the members' saved ids, so it is reused; other members are a new fit."""
+    import shutil
+
+    from laborllm import api
+
+    moved = [str(shutil.copytree(f, tmp_path / "moved" / Path(f).name)) for f in members]
+    stored = api.fit_identity(Mixture(members=members), small_events)
+    same = api.fit_identity(Mixture(members=moved), small_events)
+    assert api.identity_differences(stored, same, Mixture.Settings) == []
+    other = api.fit_identity(Mixture(members=moved[::-1]), small_events)
+    assert api.identity_differences(stored, other, Mixture.Settings) == ["members"]

@@ -44,7 +44,7 @@ LM_FOLDER = "lm"  # the frozen LLM's folder inside the head's, so the head trave
 @dataclass
 class LMHeadSettings:
     lm: str = setting("nlsy97-codes", "the fine-tuned LLM whose hidden states the head reads (frozen): a model "
-                                      "folder of kind llm, or a packaged model name")
+                                      "folder of kind llm, or a packaged model name", role="source")
     head: str = setting("two-stage", "softmax over the states, or two-stage: stay or move first, then where",
                         choices=HEADS)
     covariates: bool = setting(True, "the predicted year's covariates (education, gender, race, region), as "

@@ -32,7 +32,7 @@ MEMBERS = "members"  # the members' folders inside the mixture's, so it travels 
 @dataclass
 class MixtureSettings:
     members: list | None = setting(None, "the fitted models mixed: model folders or packaged model names (in "
-                                         "`laborllm run`, names of the run's models); two or more")
+                                         "`laborllm run`, names of the run's models); two or more", role="source")
     max_valid_persons: int | None = setting(300, "the weights are chosen on at most this many validation people, "
                                                  "a seeded sample (none: all)", 1, 10**9)
     seed: int = setting(0, "the validation sample", 0, 2**32 - 1)

@@ -10,7 +10,10 @@ model.json.
 
 Each setting declares its role: "fit" (the default) defines what fitting produces; "read" only
 changes how a fitted model is read (an LLM's scoring mode or precision); "run" only changes how the
-work goes (checkpoint interval, tokens per pass). What defines a fit is therefore written once:
+work goes (checkpoint interval, tokens per pass); "source" names where an input of the fit is found
+(a mixture's members, a head's LLM): the fit is identified by that input's content
+(`Model.identity_inputs`), so moving a run folder is not a new fit. What defines a fit is therefore
+written once:
 `fit_settings` and `fit_differences` serve run reuse, CAREER's checkpoints and the LLM's alike.
 """
 from __future__ import annotations
@@ -22,7 +25,7 @@ from dataclasses import MISSING, asdict, field, fields
 from laborllm.errors import UserError
 
 
-ROLES = ("fit", "read", "run")
+ROLES = ("fit", "read", "run", "source")
 
 
 def setting(default, help: str, lo=None, hi=None, choices: tuple = (), role: str = "fit"):
@@ -99,7 +102,8 @@ def settings_help(settings_cls) -> list[str]:
         default = f.default if f.default is not MISSING else None
         choices = f.metadata.get("choices")
         kind = " | ".join(choices) if choices else want + (" or none" if none_ok else "")
-        role = {"read": " (read: can change after fitting)", "run": " (how the work goes: can change after fitting)"}
+        role = {"read": " (read: can change after fitting)", "run": " (how the work goes: can change after fitting)",
+                "source": " (where it is found: the fit is identified by its content)"}
         lines.append(f"{f.name} ({kind}, default {default!r}): {f.metadata.get('help', '')}"
                      f"{role.get(f.metadata.get('role'), '')}")
     return lines
