@@ -10,18 +10,18 @@ from pathlib import Path
 import numpy as np
 
 from laborllm.data import Events
+from laborllm.data.events import sample_ids
 from laborllm.data.spec import data_spec, events_for  # noqa: F401 (the API's data entry points)
 from laborllm.errors import UserError
 from laborllm.evaluation.metrics import attach_paired, evaluate as evaluate_log_probs
-from laborllm.io import write_json_atomic
+from laborllm.files import OutputLock, write_json_atomic
 from laborllm.machine import machine
 from laborllm.distributed import is_main_process
 from laborllm.models.base import Model
-from laborllm.models.folder import OutputLock, check_output_folder
+from laborllm.models.folder import check_output_folder
 from laborllm.models.registry import MODELS, load_model
-from laborllm.models.settings import fit_differences
-from laborllm.models.score_cache import model_log_probs  # noqa: F401 (the run and evaluate read scores through it)
-from laborllm.models.settings import layered
+from laborllm.models.score_cache import kept_log_probs, model_log_probs
+from laborllm.settings import fit_differences, layered
 from laborllm.profiles import check_preset
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def fit_identity(model: Model, events: Events) -> dict:
     ident = {"kind": model.kind, "name": model.name, "settings": model.fit_settings(),
              "panel": events.panel.fingerprint(), "events": events.fingerprint()}
     if model.language_model:
-        from laborllm.models.lm_loading import base_fingerprint
+        from laborllm.lm.loading import base_fingerprint
 
         ident["base"] = base_fingerprint(model.settings.base)
     for key in model.data_settings:
@@ -105,7 +105,7 @@ def _panel_print(setting: str, name: str) -> str:
 
 def identity_differences(stored: dict | None, wanted: dict, settings_cls) -> list[str]:
     """What differs between a fitted model's identity and the one asked for ([] when it is the same
-    fit); its settings compared as every fit is (laborllm.models.settings.fit_differences)."""
+    fit); its settings compared as every fit is (laborllm.settings.fit_differences)."""
     if not stored:
         return ["no record of what it was fitted on"]
     diff = [k for k in wanted if k != "settings" and stored.get(k) != wanted[k]]
@@ -165,9 +165,23 @@ def evaluate_unnormalised(model: Model, events: Events, n_boot: int = 500) -> di
             "top1": None, "top5": None, "normalization": UNNORMALISED, "events_fingerprint": events.fingerprint()}
 
 
-def evaluate(folders, split: str = "test", n_boot: int = 500, unnormalised: bool = False) -> list[dict]:
+def sample_of(events: Events, persons: int | None, seed: int = 0) -> tuple[np.ndarray, Events, dict]:
+    """The events of a seeded sample of `persons` of these events' people (all of them with None): the
+    mask, the events, and what the sample is (people, seed, of how many people and events)."""
+    ids = sample_ids(events.frame.person_id, persons, seed)
+    mask = events.frame.person_id.isin(ids).to_numpy() if ids is not None else np.ones(len(events), dtype=bool)
+    sample = events.where(mask)
+    return mask, sample, {"persons": int(sample.frame.person_id.nunique()), "seed": seed,
+                          "of_persons": int(events.frame.person_id.nunique()), "of_events": len(events)}
+
+
+def evaluate(folders, split: str = "test", n_boot: int = 500, unnormalised: bool = False,
+             persons: int | None = None, seed: int = 0) -> list[dict]:
     """Metrics of each model folder on the same split; refuses different event sets in compare().
-    `unnormalised`: the cheap LLM mode (observed state only), labelled as such in every row."""
+    `unnormalised`: the cheap LLM mode (observed state only), labelled as such in every row.
+    `persons`: only that many of the split's people, a sample drawn with `seed` (a model too slow for
+    the whole split, set against the others on the same people); a model whose scores of the whole
+    split are kept (a run's, an earlier evaluate's) reads its rows from them instead of scoring again."""
     results, nll = [], {}
     for folder in map(Path, folders):
         model = load_model(folder)
@@ -182,23 +196,31 @@ def evaluate(folders, split: str = "test", n_boot: int = 500, unnormalised: bool
                             "(its people, years or occupations changed since: the split or the targets would not be the ones "
                             "it was fitted and scored on); evaluate on the data as it was, "
                             "or fit the model again")
-        events = everything.subset(split)
+        whole = everything.subset(split)
+        mask, events, about = sample_of(whole, persons, seed)
         if list(model.states) != list(events.states):
             raise UserError(f"{folder}: the model's state set differs from the data's ({len(model.states)} vs "
                             f"{len(events.states)} states); was the panel changed after fitting?")
         if unnormalised:
             results.append(evaluate_unnormalised(model, events, n_boot) | {"kind": model.kind, "folder": str(folder)})
             continue
-        lp, extra = model_log_probs(model, folder / f"logprobs-{split}.parquet", events)
+        tag = split + (f"-{persons}people-seed{seed}" if persons else "")  # what the files beside it are of
+        kept = kept_log_probs(model, folder, whole)  # a run's scores, or an earlier evaluate's
+        if kept is not None:  # (the time to score the whole split is not this sample's)
+            lp, extra = kept[0][mask], {k: v for k, v in kept[1].items() if not (persons and k.startswith("score_seconds"))}
+        else:
+            lp, extra = model_log_probs(model, folder / f"logprobs-{tag}.parquet", events)
         name = model.name if model.name not in nll else f"{model.name} ({folder})"  # two folders, one name
         r = evaluate_log_probs(lp, events, model=name, split=split, normalization=model.normalization, n_boot=n_boot)
+        if persons:
+            r["sample"] = about
         r.update(extra, kind=model.kind, folder=str(folder), label=model.describe())
         nll[name] = events.target_nll(lp)
         try:
             if is_main_process():
-                write_json_atomic(folder / f"metrics-{split}.json", r)
+                write_json_atomic(folder / f"metrics-{tag}.json", r)
         except OSError as e:
-            log.warning("%s: cannot write metrics-%s.json (%s)", folder, split, e.strerror or e)
+            log.warning("%s: cannot write metrics-%s.json (%s)", folder, tag, e.strerror or e)
         results.append(r)
     if len(results) > 1 and len({r["events_fingerprint"] for r in results}) == 1 and len(nll) == len(results):
         attach_paired(results, nll, events, n_boot)

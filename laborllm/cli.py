@@ -11,7 +11,6 @@ from typing import Optional
 import typer
 from typer.core import TyperCommand
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from laborllm.errors import UserError
@@ -72,20 +71,6 @@ def data_describe(data: str = DataOpt, columns: Optional[str] = ColumnsOpt, sche
     out.print(top)
 
 
-def parse_sets(items: list[str]) -> dict:
-    """--set key=value (value parsed as JSON when it can be: numbers, true/false, lists)."""
-    out = {}
-    for item in items or []:
-        k, _, v = item.partition("=")
-        if not _ or not k.strip():
-            raise UserError(f"--set expects key=value with a setting's name before '=', got {item!r}")
-        try:
-            out[k.strip()] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k.strip()] = v
-    return out
-
-
 class _FitCommand(TyperCommand):
     """`fit --help` ends with every model's settings, read from the models' Settings dataclasses
     when the help is shown (importing the models costs seconds; other commands need not pay it)."""
@@ -93,7 +78,7 @@ class _FitCommand(TyperCommand):
     @property
     def epilog(self) -> str:
         from laborllm.models.registry import MODELS
-        from laborllm.models.settings import settings_help
+        from laborllm.settings import settings_help
 
         blocks = ["Model settings (--set key=value, or the config file's \\[model] table; a preset, "
                   "--preset quick or full, goes under them):"]
@@ -125,7 +110,7 @@ def fit(model: str = typer.Argument(..., help="uniform, markov, bag, logit, care
         set_: list[str] = typer.Option([], "--set", help="model setting key=value (repeatable)")):
     """Fit a model on the train split (valid for tuning) and save it as a model folder."""
     from laborllm import api
-    from laborllm.models.settings import layered
+    from laborllm.settings import layered, parse_sets
 
     if profile is not None or "profile" in api.read_config(config):
         raise UserError("fit takes --preset quick|full (a model's settings preset; a config file's `preset` key); "
@@ -150,7 +135,11 @@ def evaluate(folders: list[Path] = typer.Argument(..., help="model folders"),
              table_dir: Optional[Path] = typer.Option(None, "--tables", help="also write CSV/Markdown/LaTeX tables here"),
              reference: Optional[str] = typer.Option(None, "--reference", help="a model the others are set against: "
                                                      "paired ratio columns, overall and by subgroup"),
-             unnormalised: bool = typer.Option(False, "--unnormalised", help="LLMs only: cheap perplexity of the observed state text, one pass per person, not renormalised")):
+             unnormalised: bool = typer.Option(False, "--unnormalised", help="LLMs only: cheap perplexity of the observed state text, one pass per person, not renormalised"),
+             persons: Optional[int] = typer.Option(None, "--persons", min=1, help="only this many of the split's people, "
+                                                   "a seeded sample (a model too slow for the whole split, set against "
+                                                   "the others on the same people)"),
+             sample_seed: int = typer.Option(0, "--sample-seed", min=0, max=2**32 - 1, help="seed of the --persons sample")):
     """Evaluate model folders on the same events and print a comparison table."""
     from laborllm import api
     from laborllm.evaluation.compare import TABLE_STEMS, comparison_table, rich_table, write_panel_tables
@@ -161,7 +150,7 @@ def evaluate(folders: list[Path] = typer.Argument(..., help="model folders"),
             (table_dir / f"{stem}{x}").exists() for stem in TABLE_STEMS for x in (".csv", ".md", ".tex")):
         raise UserError(f"{table_dir}: holds tables laborllm did not write; refusing to overwrite "
                         "them (choose another --tables folder)")
-    results = api.evaluate(folders, split, unnormalised=unnormalised)
+    results = api.evaluate(folders, split, unnormalised=unnormalised, persons=persons, seed=sample_seed)
     from laborllm.distributed import is_main_process
 
     if not is_main_process():  # under torchrun: every process scored its share; the first one reports
@@ -185,7 +174,9 @@ def evaluate(folders: list[Path] = typer.Argument(..., help="model folders"),
         slim = [{k: v for k, v in r.items() if k not in ("reliability",)} for r in results]
         out.print_json(json.dumps(slim, default=str))
     else:
-        out.print(rich_table(table, f"{split} split, {results[0]['n_events']:,} events, {results[0]['n_states']} states"))
+        sample = results[0].get("sample")
+        of = f" of {sample['persons']:,} people drawn with seed {sample['seed']}" if sample else ""
+        out.print(rich_table(table, f"{split} split, {results[0]['n_events']:,} events{of}, {results[0]['n_states']} states"))
 
 
 @app.command()
@@ -204,6 +195,7 @@ def run(profile: str = typer.Option("quick", "--profile", help="quick (2-core CP
     """The whole benchmark: fit every model, evaluate on the same test events, write metrics, tables, plots and report.html."""
     from laborllm.evaluation.compare import comparison_table, rich_table
     from laborllm.pipeline import run as run_benchmark
+    from laborllm.settings import parse_sets
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every process would fit every model and write one run folder
         raise UserError("laborllm run does not run under torchrun or accelerate launch: run it as one process, "
@@ -281,7 +273,7 @@ def simulate(folder: Path = typer.Argument(..., help=f"model folder, or a packag
                                                                "a simulation of ours")):
     """Sampled futures: each sample extends each history year by year."""
     from laborllm.forecast import for_forecast, read_history, simulate as simulate_paths
-    from laborllm.io import write_text_atomic
+    from laborllm.files import write_text_atomic
     from laborllm.models.registry import load_model
 
     if out_file is not None and out_file.is_dir():
@@ -356,104 +348,13 @@ def text(person: str = typer.Option(..., "--person", help="person_id"), data: st
     print(tpl.text(rows, state_codes(panel.states, panel.scheme)))
 
 
-def interrupted_message(argv: list[str]) -> str:
-    """What an interruption kept, for the command that was running: only what is really kept."""
-    cmd = next((a for a in argv if not a.startswith("-")), "")
-    if cmd == "run":
-        return ("interrupted: finished models and scores, LLM training checkpoints (every 10 minutes) and LLM "
-                "scores so far are kept; run the same command again to continue")
-    if cmd == "fit" and any(a in ("llm", "icl") for a in argv):
-        return "interrupted: LLM training checkpoints (every 10 minutes) are kept; run the same command again to resume"
-    if cmd == "fit" and "career" in argv:
-        return "interrupted: CAREER's checkpoint of its last finished epoch is kept; run the same command again to resume"
-    if cmd == "fit" and "llm-head" in argv:
-        return "interrupted: the LLM features computed so far are kept; run the same command again to continue"
-    if cmd == "evaluate":
-        return "interrupted: LLM scores so far are kept; run the same command again to continue"
-    return "interrupted: nothing was written"
-
-
-def _usage_errors() -> tuple:
-    """Click's usage exceptions, and typer's bundled copies (not subclasses of click's)."""
-    import click
-
-    kinds = [click.exceptions.ClickException]
-    try:
-        from typer._click import exceptions as bundled
-
-        kinds.append(bundled.ClickException)
-    except ImportError:  # typer releases that use click itself
-        pass
-    return tuple(kinds)
-
-
-def _aborts() -> tuple:
-    import click
-
-    return (click.exceptions.Abort, typer.Abort, KeyboardInterrupt)
-
-
-def _internal_error(e: BaseException) -> Path | None:
-    """Write the traceback to a log file; the terminal gets one line pointing to it."""
-    import tempfile
-    import time
-    import traceback
-
-    from laborllm.models.lm_loading import cache_dir
-
-    for folder in (cache_dir() / "logs", Path(tempfile.gettempdir())):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            # one file per error, even for two in the same second: time, process and a counter
-            stem = f"laborllm-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-            for n in range(100):
-                path = folder / f"{stem}{'-' + str(n) if n else ''}.log"
-                try:
-                    with open(path, "x") as f:
-                        f.write("".join(traceback.format_exception(e)))
-                    return path
-                except FileExistsError:
-                    continue
-        except OSError:
-            continue
-    return None
-
-
 def main() -> None:
     """Exit status: 0 done, 1 internal error (traceback in a log file), 2 bad input, 130 interrupted."""
+    from laborllm.exits import run_app
     from laborllm.logs import console_logging
 
     console_logging()
-    try:
-        rc = app(standalone_mode=False)
-    except UserError as e:
-        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
-        sys.exit(2)
-    except _aborts():
-        console.print(interrupted_message(sys.argv[1:]), highlight=False, markup=False)
-        sys.exit(130)
-    except BrokenPipeError:  # written past rich (print_json, progress): as _Out.on_broken_pipe
-        out.on_broken_pipe()
-    except _usage_errors() as e:
-        msg = e.format_message() if hasattr(e, "format_message") else str(e)
-        if not msg:  # no arguments at all: show the commands
-            app(["--help"], standalone_mode=False)
-            sys.exit(2)
-        console.print(f"[bold red]error:[/] {escape(msg)} (see laborllm --help)", highlight=False)
-        sys.exit(2)
-    except OSError as e:  # a file or folder the user named: missing, read-only, a folder for a file...
-        where = e.filename or ""
-        console.print(f"[bold red]error:[/] {escape(str(where))}: {escape(str(e.strerror or e))}", highlight=False)
-        sys.exit(2)
-    except Exception as e:
-        log_path = _internal_error(e)
-        console.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(str(e)[:300])}"
-                      + (f" (traceback in {escape(str(log_path))})" if log_path else ""), highlight=False)
-        sys.exit(1)
-    if isinstance(rc, int) and rc:
-        if rc == 130:
-            console.print(interrupted_message(sys.argv[1:]), highlight=False, markup=False)
-        sys.exit(rc)
+    run_app(app, console, out.on_broken_pipe)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ run/
   PANEL/representativeness*.*, PANEL/careers*.*   whose predictions represent each subgroup: distances to
                            the observed next states and careers, noise-corrected, with intervals (report only)
   PANEL/simulated/         each model's simulated careers, reused while the model and seed are the same
+  PANEL/sample/            a profile's `sampled` models (too slow for every test event) beside every other
+                           model on a seeded sample of test people: metrics.json, tables, representativeness
 """
 from __future__ import annotations
 
@@ -35,10 +37,10 @@ from laborllm import api
 from laborllm.evaluation.compare import population_tables, write_panel_tables, write_tables
 from laborllm.evaluation.metrics import attach_paired, evaluate as evaluate_log_probs
 from laborllm.errors import UserError
-from laborllm.io import write_json_atomic, write_text_atomic
+from laborllm.files import OutputLock, write_json_atomic, write_text_atomic
 from laborllm.logs import run_log
 from laborllm.machine import versions
-from laborllm.models.folder import OutputLock, is_model_folder, read_model_json
+from laborllm.models.folder import is_model_folder, read_model_json
 from laborllm.models.registry import MODELS as MODEL_KINDS, load_model
 from laborllm.profiles import MODELS, REFERENCE, profile as get_profile
 
@@ -108,7 +110,8 @@ def run(profile: str = "quick", out: str | Path | None = None, seed: int = 0, da
 def _plan(prof, data, models, overrides) -> list:
     """[(panel, [(name, kind, settings)])]: each model's settings are its entry's, then the profile's,
     then the caller's overrides."""
-    benches = [(data, prof.models)] if data else prof.benchmarks
+    benches = [(data, prof.models)] if data else [(p, (*names, *prof.sampled.get(p, (0, ()))[1]))
+                                                  for p, names in prof.benchmarks]
     kinds = {n: (k, s) for n, k, s in MODELS}
     plan = [(panel, [(n, kinds[n][0], {**kinds[n][1], **prof.settings.get(n, {}), **overrides.get(n, {})})
                      for n in names if not models or n in models])
@@ -123,7 +126,8 @@ def _benchmark(out: Path, panel: str, chosen, prof, seed: int, base, data_kw: di
     chosen = [(name, kind, _run_members(settings, folder, [n for n, _, _ in chosen])) for name, kind, settings in chosen]
     events = api.events_for(api.data_spec(panel, seed=seed, **data_kw))
     test = events.test
-    rows, nll, fitted, lps, timings = [], {}, {}, {}, {}
+    rows, nll, fitted, lps, timings, slow = [], {}, {}, {}, {}, {}
+    persons, sampled = prof.sampled.get(panel, (0, ()))
     # every model's settings (and pretrained LM) checked before the first fit, not after hours of others
     wanted = {name: api.make_model(kind, prof.preset, name=name, **settings, **_base(kind, base))
               for name, kind, settings in chosen}
@@ -135,6 +139,9 @@ def _benchmark(out: Path, panel: str, chosen, prof, seed: int, base, data_kw: di
             log.info("fitting %s/%s (%s, %s profile)", tag, name, kind, prof.name)
             # the very object built and checked above is fitted; the split's seed is the run's
             model = api.fit_model(wanted[name], api.data_spec(panel, seed=seed, **data_kw), mfolder, prof.preset)
+        if name in sampled:  # scored on the sample of test people below, beside the others
+            slow[name] = model
+            continue
         lp, extra = api.model_log_probs(model, folder / "logprobs" / f"{name}-test.parquet", test)
         r = evaluate_log_probs(lp, test, model=name, split="test", normalization=model.normalization)
         r.update(extra, kind=kind, events="test", data=tag, profile=prof.name, label=model.describe(),
@@ -148,7 +155,41 @@ def _benchmark(out: Path, panel: str, chosen, prof, seed: int, base, data_kw: di
                     r["perplexity"], lo if lo is not None else float("nan"), hi if hi is not None else float("nan"),
                     r["n_events"], time.time() - t0)
         _write(out, folder, earlier + rows, rows, nll, test, prof.contrasts)
+    if slow:
+        t0 = time.time()
+        on_sample(folder, test, fitted, lps, slow, persons, seed)
+        timings.update({f"{tag}/{name}": round((time.time() - t0) / len(slow), 1) for name in slow})
     return rows, fitted, lps, events, timings
+
+
+def on_sample(folder: Path, test, fitted: dict, lps: dict, slow: dict, persons: int, seed: int) -> list[dict]:
+    """Models too slow for every test event (the in-context LLM on NLSY97) scored on a seeded sample
+    of `persons` test people, and every other model of the panel on the same people (rows of its test
+    scores): metrics, tables and representativeness in PANEL/sample/."""
+    import pandas as pd
+
+    from laborllm.evaluation.representativeness import representativeness
+
+    mask, sample, about = api.sample_of(test, persons, seed)
+    scores = {name: (lp[mask], {}) for name, lp in lps.items()}
+    for name, model in slow.items():
+        cache = folder / "logprobs" / f"{name}-test-{persons}people-seed{seed}.parquet"
+        scores[name] = api.model_log_probs(model, cache, sample)
+    models, rows = fitted | slow, []
+    for name, (lp, extra) in scores.items():
+        m = models[name]
+        rows.append(evaluate_log_probs(lp, sample, model=name, split="test", normalization=m.normalization)
+                    | extra | {"kind": m.kind, "data": folder.name, "label": m.describe(), "sample": about})
+        log.info("%s/%s: perplexity %.3f [%.3f, %.3f] on the %d events of %d sampled test people", folder.name,
+                 name, rows[-1]["perplexity"], *rows[-1]["perplexity_ci95"], len(sample), about["persons"])
+    attach_paired(rows, {name: sample.target_nll(lp) for name, (lp, _) in scores.items()}, sample)
+    out = folder / "sample"
+    write_json_atomic(out / "metrics.json", [{k: v for k, v in r.items() if k != "reliability"} for r in rows])
+    write_panel_tables(rows, out, REFERENCE)
+    ref = next((x for x in ("career", REFERENCE) if x in scores), None)
+    rep = representativeness(sample, {name: lp for name, (lp, _) in scores.items()}, reference=ref, seed=seed)
+    _write_population_tables(out, rep, pd.DataFrame(), ref)
+    return rows
 
 
 def populations(folder: Path, test, fitted: dict, lps: dict, seed: int) -> dict:

@@ -51,6 +51,9 @@ class Profile:
     contrasts: tuple = ()  # ((model, the same model without one ingredient), ...): the profile's question
     question: str = ""
     settings: dict = field(default_factory=dict)  # model name -> settings over the preset's, for this profile
+    # panel -> (people, model names): models too slow for every test event (the in-context LLM on NLSY97),
+    # scored on a seeded sample of that many test people and set against the panel's models on them
+    sampled: dict = field(default_factory=dict)
     name: str = ""
 
     @property
@@ -93,8 +96,10 @@ PROFILES = {
                           question="Does the fine-tuned LLM beat the logit and CAREER on NLSY97?",
                           settings={"llm-titles": CPU_LLM, "llm-codes": CPU_LLM, "llm-codes-head": CPU_HEAD,
                                     "llm-titles-head": CPU_HEAD, "llm-mix": {"max_valid_persons": 150},
+                                    "icl": {"scoring": "constrained", "max_valid_persons": 40},
                                     "career": {"layers": 12, "d": 192, "heads": 3, "ff": 768, "epochs": 60,
-                                               "min_steps": 0, "patience": 3}}),
+                                               "min_steps": 0, "patience": 3}},
+                          sampled={"nlsy97": (100, ("icl",))}),
 }
 
 

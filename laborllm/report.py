@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import logging
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pandas as pd  # noqa: E402
 
 from laborllm.evaluation.compare import formatted, comparison_table, contrast_table, paired_table, subgroup_table  # noqa: E402
 from laborllm.evaluation.careers import SIM_PERSONS, SIM_YEARS  # noqa: E402
-from laborllm.io import atomic_write, write_text_atomic  # noqa: E402
+from laborllm.files import atomic_write, write_text_atomic  # noqa: E402
 from laborllm.profiles import REFERENCE  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -177,6 +178,13 @@ def panel_section(folder: Path, results: list[dict], events, models: dict, profi
              "<h3>Paired perplexity ratios</h3><p>Each pair on the same events; the interval resamples the same "
              "people for both models, so it is much tighter than the marginal intervals suggest.</p>",
              _table(formatted(paired_table(results)))]
+    if (folder / "sample" / "metrics.json").exists():  # models too slow for every event (PANEL/sample/)
+        sample = json.loads((folder / "sample" / "metrics.json").read_text())
+        s = sample[0]["sample"]
+        parts += [f"<h3>On a seeded sample of {s['persons']:,} test people</h3><p>The models too slow for every test "
+                  f"event, beside every model above read on the same people's {sample[0]['n_events']:,} events (seed "
+                  f"{s['seed']}); the ratio is paired by person.</p>",
+                  _table(formatted(comparison_table(sample, REFERENCE)).drop(columns=["What it is"], errors="ignore"))]
     contrasts = contrast_table(results, profile.contrasts)
     if len(contrasts):
         parts += [f"<h3>{html.escape(profile.question)}</h3><p>Each model against the same model "

@@ -153,7 +153,7 @@ stage_fsdp() {  # issue 20: LoRA fit sharded by FSDP2 (accelerate, the packaged 
   local t=$(( $(left) - 30 )) n cfg data=(--data nlsy79-males)
   [[ -f $BASE ]] || [[ -d $BASE ]] || { say "FSDP: needs the base model (run stage 2 first)"; return 0; }
   n=$("$PY" -c 'import torch; print(max(1, torch.cuda.device_count()))')
-  cfg=$("$PY" -m laborllm.models.fsdp)
+  cfg=$("$PY" -m laborllm.lm.fsdp)
   say "FSDP: accelerate launch --config_file $cfg --num_processes $n fit llm (LoRA, 40 steps; at most ${t}s)"
   timeout "$t" "$PY" -m accelerate.commands.launch --config_file "$cfg" --num_processes "$n" -m laborllm.cli fit llm \
     "${data[@]}" --out "$STATE/fsdp" --set lora=true --set max_steps=40 --set "base=$BASE" --set "scoring=$SCORING" \
@@ -183,7 +183,7 @@ stage_dry_run() {  # the CPU rehearsal of stages 1-3: a fake GGUF in two parts, 
 import sys
 from pathlib import Path
 import laborllm as ll
-from laborllm.models.tiny import tiny_model_folder
+from laborllm.lm.tiny import tiny_model_folder
 from laborllm.text.templates import ResumeTemplate, state_codes
 state = Path(sys.argv[1])
 p = ll.load_panel("nlsy97")

@@ -21,7 +21,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from laborllm.models.lm_checkpoints import latest_checkpoint
+from laborllm.lm.checkpoints import latest_checkpoint
 from laborllm.pipeline import MARKER
 
 PART = 6 << 20  # bytes per part of a large file in the milestone (git hosts flag files over 8 MB)

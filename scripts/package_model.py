@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from laborllm.io import folder_mode
-from laborllm.models.lm_loading import DEFAULT_BASE
+from laborllm.files import folder_mode
+from laborllm.lm.loading import DEFAULT_BASE
 
 MAX_BYTES = 32 << 20
 DROPPED = ("base_dir", "member_folders")  # paths of the machine it was fitted on

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from laborllm.io import write_text_atomic
+from laborllm.files import write_text_atomic
 from laborllm.evaluation.compare import TABLE_STEMS, comparison_table, contrast_table, to_markdown, transition_table
 from laborllm.profiles import PROFILES, REFERENCE
 
@@ -63,12 +63,33 @@ def results_markdown(run: Path, command: str) -> str:
                     f"subgroup levels where each model is closer to or farther from the observed population than `{ref}` "
                     "(paired interval excluding 0); by level in `representativeness.md` and "
                     "`representativeness-paired.md`.", "", summary.read_text().rstrip(), ""]
+        out += sample_markdown(run / tag / "sample", tag, ref, {r["model"] for r in rows})
         waiting = [n for b in cfg.get("benchmarks", []) if b["folder"] == tag for n in b["models"]
                    if n not in {r["model"] for r in rows}]
         if waiting:  # a run in pieces: say what is still to come rather than let the table look whole
             out += [f"Not yet scored on every test event: {', '.join(f'`{n}`' for n in waiting)} (the run "
                     f"continues where it stopped: `{command}`).", ""]
     return "\n".join(out)
+
+
+def sample_markdown(folder: Path, tag: str, ref: str, main: set) -> list[str]:
+    """The models too slow for every test event, on a seeded sample of test people beside every other
+    model on the same people (written by the run in PANEL/sample/)."""
+    if not (folder / "metrics.json").exists():
+        return []
+    rows = json.loads((folder / "metrics.json").read_text())
+    s = rows[0]["sample"]
+    out = [f"**On a seeded sample of test people** ({tag}): {s['persons']:,} of the {s['of_persons']:,} test people "
+           f"(seed {s['seed']}), {rows[0]['n_events']:,} events; the models scored on every test event above are "
+           "read on these people's events, beside the models too slow for all of them. Ratio: to "
+           f"`{REFERENCE}`, paired by person.", "", to_markdown(comparison_table(rows, REFERENCE)).rstrip(), ""]
+    out += [f"- `{r['model']}`: {r['label'].split(' (', 1)[-1].rstrip(')')}" for r in rows if r["model"] not in main]
+    out += [""]
+    summary = folder / "representativeness-summary.md"
+    if summary.exists():
+        out += [f"Representativeness on the same people (distance to the observed next broad groups, noise-corrected; "
+                f"levels closer or farther than `{ref}`):", "", summary.read_text().rstrip(), ""]
+    return out
 
 
 def _work(cfg: dict, metrics: list[dict]) -> dict[str, float]:
@@ -124,8 +145,9 @@ def copy_run_files(run: Path, dest: Path) -> list[Path]:
     """The run's own files behind the tables, copied to `dest` (per panel as in the run folder)."""
     wanted = [run / "metrics.json", run / "config.json"]
     for tag in dict.fromkeys(r["data"] for r in json.loads((run / "metrics.json").read_text())):
-        wanted += sorted(p for p in (run / tag).glob("*") if p.suffix in (".md", ".tex")
-                         and p.stem in TABLE_STEMS)
+        wanted += sorted(p for p in [*(run / tag).glob("*"), *(run / tag / "sample").glob("*")]
+                         if p.suffix in (".md", ".tex") and p.stem in TABLE_STEMS)
+        wanted += [p for p in [run / tag / "sample" / "metrics.json"] if p.exists()]
     copied = []
     for f in wanted:
         target = dest / f.relative_to(run)

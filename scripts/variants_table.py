@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from results_tables import fail, replace_blocks  # noqa: E402
 
 from laborllm.models.registry import MODELS  # noqa: E402
-from laborllm.models.settings import defaults  # noqa: E402
+from laborllm.settings import defaults  # noqa: E402
 
 
 def row(folder: Path) -> str:

@@ -1,3 +1,4 @@
+import json
 import os
 
 import pytest
@@ -33,3 +34,19 @@ def nlsy97_csv(path, n_persons: int, columns=("gender", "race", "birth_year", "e
     f = p.frame[p.frame.person_id.isin(keep)].assign(occupation=lambda d: d.state)
     f[["person_id", "year", "occupation", *columns]].to_csv(path, index=False)
     return path
+
+
+def men_csv(path, n=None):
+    """The embedded NLSY79 men panel as a user's CSV (titles scheme)."""
+    import laborllm as ll
+
+    f = ll.load_panel("nlsy79-males").frame
+    if n:
+        f = f[f.person_id.isin(sorted(f.person_id.unique())[:n])]
+    f.assign(occupation=f.state)[["person_id", "year", "occupation", "birth_year"]].to_csv(path, index=False)
+    return path
+
+
+def ppl(out, model, panel="nlsy79-males"):
+    rows = json.loads((out / "metrics.json").read_text())
+    return next(r["perplexity"] for r in rows if r["model"] == model and r["data"] == panel)

@@ -8,8 +8,9 @@ import sys
 import pandas as pd
 import pytest
 
-from laborllm import cli
-from tests.conftest import nlsy97_csv
+from laborllm import api, cli
+from laborllm.errors import UserError
+from tests.conftest import men_csv, nlsy97_csv
 
 
 @pytest.fixture(scope="module")
@@ -351,3 +352,64 @@ def test_predict_top_must_be_at_least_one(tmp_path, markov, top):
     assert code == 2 and "--top must be at least 1" in text, text
     code, text = call(["predict", str(markov), "--history", h, "--top", "1", "--json"])
     assert code == 0, text
+
+
+def test_two_errors_in_one_second_keep_both_tracebacks(tmp_path, monkeypatch):
+    from laborllm.exits import write_traceback as _internal_error
+
+    monkeypatch.setenv("LABORLLM_CACHE", str(tmp_path))
+    a, b = _internal_error(ValueError("first")), _internal_error(ValueError("second"))
+    assert a != b and "first" in a.read_text() and "second" in b.read_text()
+
+
+def test_bracketed_paths_are_printed_whole(tmp_path):
+    import subprocess
+    import sys
+
+    weird = tmp_path / "we[ird]"
+    weird.mkdir()
+    r = subprocess.run([sys.executable, "-m", "laborllm.cli", "data", "describe", "--data", str(weird / "data.csv")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "we[ird]/data.csv" in r.stderr, r.stderr
+
+
+def test_the_interrupt_message_promises_only_what_is_kept():
+    from laborllm.exits import interrupted_message
+
+    assert "nothing was written" in interrupted_message(["simulate", "m"])
+    assert "checkpoint of its last finished epoch" in interrupted_message(["fit", "career"])
+    assert "features computed so far" in interrupted_message(["fit", "llm-head"])
+    assert "checkpoints" in interrupted_message(["fit", "llm"]) and "continue" in interrupted_message(["run"])
+
+
+def test_evaluate_never_overwrites_a_users_comparison_tables(tmp_path):
+    from typer.testing import CliRunner
+
+    from laborllm.cli import app
+
+    api.fit("markov", "nlsy79-males", tmp_path / "m")
+    mine = tmp_path / "mytables"
+    mine.mkdir()
+    (mine / "comparison.csv").write_text("my,own\n")
+    r = CliRunner().invoke(app, ["evaluate", str(tmp_path / "m"), "--tables", str(mine)])
+    assert r.exit_code != 0 and (mine / "comparison.csv").read_text() == "my,own\n"
+    (mine / "comparison.csv").rename(mine / "subgroups.tex")  # any table laborllm would write there
+    r = CliRunner().invoke(app, ["evaluate", str(tmp_path / "m"), "--tables", str(mine)])
+    assert r.exit_code != 0 and (mine / "subgroups.tex").read_text() == "my,own\n"
+    api.fit("markov", "nlsy79-males", tmp_path / "m2", settings={"order": 2})
+    ours = tmp_path / "ours"
+    for _ in range(2):  # a folder we wrote may be written again
+        r = CliRunner().invoke(app, ["evaluate", str(tmp_path / "m"), str(tmp_path / "m2"), "--tables", str(ours),
+                                     "--reference", "markov1"])
+        assert r.exit_code == 0, r.output
+    assert {"comparison.md", "paired.tex", "subgroups.csv", "subgroups-paired.md"} <= {f.name for f in ours.iterdir()}
+    r = CliRunner().invoke(app, ["evaluate", str(tmp_path / "m"), "--reference", "logit"])
+    assert r.exit_code != 0 and "--reference logit: not among the models" in str(r.exception)
+
+
+def test_evaluate_refuses_a_model_whose_data_changed_since_fitting(tmp_path):
+    csv = men_csv(tmp_path / "men.csv", n=300)
+    api.fit("markov", str(csv), tmp_path / "m", scheme="titles")
+    men_csv(csv)  # people appended to the file: the split moves people between train and test
+    with pytest.raises(UserError, match="not what the model was fitted on"):
+        api.evaluate([tmp_path / "m"])

@@ -17,7 +17,7 @@ from laborllm.models.registry import MODELS, load_model
 
 @pytest.fixture(scope="module")
 def tiny_lm(tmp_path_factory, small_events):
-    from laborllm.models.tiny import tiny_model_folder
+    from laborllm.lm.tiny import tiny_model_folder
     from laborllm.text.templates import ResumeTemplate, state_codes
 
     codes = state_codes(small_events.states, small_events.panel.scheme)

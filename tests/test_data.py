@@ -234,3 +234,67 @@ def test_codebook_brings_a_users_own_coding(tmp_path):
                                  "idcode=person_id,occ_code=occupation,birth_yr=birth_year", "--codebook", str(book), "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["persons"] == p.n_persons > 250
+
+
+def test_a_code_with_two_titles_names_both_rows(tmp_path):
+    from laborllm.data.schemes import read_codebook
+
+    book = tmp_path / "book.csv"
+    book.write_text("code,title\n1,Managers\n1,Clerks\n2,Managers\n3,Clerks\n")
+    with pytest.raises(DataError, match=r"code '1' is given two different titles: row 2 \('Managers'\), row 3 \('Clerks'\)"):
+        read_codebook(book)
+
+
+@pytest.mark.parametrize("years,births,century,match", [
+    ([97, 98, 99, 0, 1], [80] * 5, 1900, "years go backwards"),
+    ([1997, 1998, 1999], [80] * 3, 2000, "birth_year is after the year"),
+    ([1997, 1998, 1999], [1980] * 3, 1950, "whole century"),
+])
+def test_century_refuses_wrapped_years_late_births_and_odd_centuries(years, births, century, match):
+    df = pd.DataFrame({"person_id": 1, "year": years, "occupation": "A", "birth_year": births})
+    with pytest.raises(DataError, match=match):
+        ll.load_panel(df, scheme="titles", century=century)
+
+
+def test_titles_that_look_like_missing_values_stay_titles(tmp_path):
+    book = tmp_path / "book.csv"
+    book.write_text("code,title\n1,None\n2,nan\n3,Clerks\n")
+    df = pd.DataFrame({"person_id": [1, 1, 1], "year": [2000, 2001, 2002], "occupation": ["1", "2", "3"]})
+    p = ll.load_panel(df, codebook=book)
+    assert p.frame.state.tolist() == ["None", "nan", "Clerks"] and sorted(p.states) == ["Clerks", "None", "nan"]
+
+
+def test_person_ids_are_text_not_numbers():
+    df = pd.DataFrame({"person_id": ["01", "01", "1", "1", "007", "7"], "year": [2000, 2001, 2000, 2001, 2000, 2000],
+                       "occupation": "A"})
+    assert ll.load_panel(df, scheme="titles").n_persons == 4
+
+
+def test_a_digit_title_never_takes_another_states_code():
+    from laborllm.data.schemes import Scheme
+    from laborllm.text.templates import state_codes
+
+    states = ["2001", "Apple", "Banana"]  # positional codes would give Banana 2002 and Apple 2001
+    codes = state_codes(states, Scheme("titles"))
+    assert len(set(codes.values())) == 3 and codes["2001"] == "2001"
+
+
+def test_messages_keep_what_matters(tmp_path):
+    from laborllm.data.panel import read_table
+
+    semi = tmp_path / "semi.csv"
+    semi.write_text("person_id;year;occupation\n1;2000;A\n")
+    with pytest.raises(DataError, match="semicolon-separated"):
+        ll.load_panel(str(semi))
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("person_id,year,occupation\n1,2000,A\n1,2001,Caf\xe9\n".encode("latin-1"))
+    with pytest.raises(DataError, match="line 3 is not UTF-8"):
+        read_table(latin)
+    with pytest.raises(DataError, match="does not know"):
+        ll.load_panel("nlsy79-males", columns="sex=gendr")
+
+
+def test_the_nlsy97_events_keep_the_identity_the_long_run_is_stamped_with(nlsy97):
+    """The NLSY97 CPU run's checkpoints are stamped with this fingerprint (hours of training): a change
+    to loading, splitting or hashing must be deliberate, and carry the checkpoints over."""
+    assert nlsy97.fingerprint() == "affa3ad44b9a766c"

@@ -3,6 +3,8 @@ import json
 import numpy as np
 import pytest
 
+import laborllm as ll
+from laborllm import api
 from laborllm.errors import UserError
 from laborllm.evaluation.compare import comparison_table, contrast_table, subgroup_table, to_latex, to_markdown, write_panel_tables
 from laborllm.evaluation.metrics import (attach_paired, bootstrap_perplexity_ci, evaluate, paired_comparisons, reliability,
@@ -175,3 +177,17 @@ def test_moves_and_stays_are_reported_apart(small_events):
     assert sticky_row.stays_events == stays.sum() and sticky_row.stays_ratio.startswith(
         f"{split['stays']['paired']['uniform']['ratio']:.3f} [")
     assert table[table.model == "uniform"].moves_ratio.iloc[0] == "1 (reference)"
+
+
+def test_a_blank_weight_is_said_not_silently_dropped(caplog):
+    from laborllm.evaluation.metrics import evaluate
+
+    p = ll.load_panel("nlsy97")
+    keep = sorted(p.frame.person_id.unique())[:300]
+    f = p.frame[p.frame.person_id.isin(keep)].assign(occupation=lambda d: d.state)
+    f.loc[f.index[5], "weight"] = np.nan
+    ev = ll.make_events(ll.load_panel(f, scheme="titles"))
+    m = api.make_model("markov").fit(ev)
+    r = evaluate(m.log_probs(ev), ev, model="markov1")
+    assert "weighted" not in r and "1 events without a weight" in r["weighted_skipped"]
+    assert "have no survey weight" in caplog.text

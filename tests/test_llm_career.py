@@ -12,12 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import laborllm as ll
 from laborllm import api
-from laborllm.models.tiny import ARCHITECTURES
+from laborllm.errors import UserError
+from laborllm.lm.tiny import ARCHITECTURES
 from laborllm.models.registry import load_model
 from laborllm.models.career import Career
 from laborllm.models.markov import Markov
-from tests.conftest import nlsy97_csv
+from tests.conftest import men_csv, nlsy97_csv
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,7 @@ def panel_csv(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory, panel_csv):
-    from laborllm.models.tiny import tiny_model_folder
+    from laborllm.lm.tiny import tiny_model_folder
     from laborllm.text.templates import ResumeTemplate, state_codes
 
     ev = api.events_for(api.data_spec(panel_csv, scheme="titles"))
@@ -163,7 +165,7 @@ def test_llm_training_resumes_from_checkpoint(panel_csv, tiny_base, tmp_path, mo
     code = f"""
 import sys
 import time
-import laborllm.models.lm_training as T
+import laborllm.lm.training as T
 save = T._Progress.on_save
 def kill(self, args, state, control, **kw):  # die right after the fourth checkpoint is written
     save(self, args, state, control, **kw)
@@ -180,9 +182,9 @@ api.fit("llm", {panel_csv!r}, {str(out)!r}, "quick", scheme="titles", base={tiny
     assert r.returncode == 3, r.stderr[-2000:]
     assert any((tmp_path / ".llm.checkpoints").glob("checkpoint-4"))
     # settings that do not change what is trained (checkpoint interval, scoring) keep the checkpoints
-    import laborllm.models.llm as llm
+    import laborllm.lm.precision as precision
 
-    monkeypatch.setattr(llm, "use_bf16", lambda precision, purpose="score": precision != "fp32")  # an AMX CPU
+    monkeypatch.setattr(precision, "machine_bf16", lambda purpose: True)  # an AMX CPU
     t0 = time.time()
     m = api.fit("llm", panel_csv, out, "quick", scheme="titles", base=tiny_base, lora=False, checkpoint_minutes=5,
                 scoring="constrained", **{**LLM_QUICK, "precision": "auto"})
@@ -202,8 +204,8 @@ def test_one_definition_of_a_fit_for_reuse_and_both_kinds_of_checkpoint():
     both kinds), and a stamp written before a setting existed still matches at that setting's default."""
     from laborllm.models.career import Career, CareerSettings
     from laborllm.models.llm import LLM, LLMSettings
-    from laborllm.models.lm_checkpoints import run_stamp, same_run
-    from laborllm.models.settings import fit_differences, with_role
+    from laborllm.lm.checkpoints import run_stamp, same_run
+    from laborllm.settings import fit_differences, with_role
 
     assert set(with_role(LLMSettings, "read")) == {"scoring", "precision"}
     assert set(LLM.read_keys()) == {"scoring", "precision"}
@@ -228,7 +230,7 @@ def test_one_definition_of_a_fit_for_reuse_and_both_kinds_of_checkpoint():
 
 
 def test_length_grouped_order_depends_on_seed_and_epoch_only():
-    from laborllm.models.lm_training import LengthGroupedSampler
+    from laborllm.lm.training import LengthGroupedSampler
 
     lengths = list(np.random.default_rng(0).integers(5, 500, size=1000))
     s = LengthGroupedSampler(lengths, 8, seed=3)
@@ -365,8 +367,8 @@ def test_unnormalised_mode_is_labelled_and_matches_exact_true_state(panel_csv, t
 def test_packed_rows_give_the_unpacked_loss(tiny_base):
     import torch
 
-    from laborllm.models.lm_training import _collate, _collate_packed, pack
-    from laborllm.models.lm_loading import load_lm
+    from laborllm.lm.training import _collate, _collate_packed, pack
+    from laborllm.lm.loading import load_lm
 
     model, _ = load_lm(tiny_base)
     rng = np.random.default_rng(0)
@@ -403,8 +405,8 @@ def test_packed_schedule_keeps_the_recipe_per_step(tiny_base, tmp_path):
     unpacked recipe (batch_size resumes), so warm-up is warmup_ratio of the real steps."""
     import laborllm as ll
     from laborllm.models.llm import LLM
-    from laborllm.models.lm_training import training_schedule
-    from laborllm.models.lm_loading import load_lm
+    from laborllm.lm.training import training_schedule
+    from laborllm.lm.loading import load_lm
 
     _, tok = load_lm(tiny_base)
     events = ll.make_events(ll.load_panel("nlsy97"), seed=0)
@@ -479,9 +481,9 @@ def test_llm_scoring_resumes_from_finished_people(panel_csv, tiny_base, tmp_path
     monkeypatch.setattr(ExactScorer, "score", lambda self, ids, ends: (calls.append(1), score(self, ids, ends))[1])
     # continued on a CPU with native bf16, where precision "auto" would score in bf16: it keeps the
     # precision its finished people were scored in rather than throwing them away
-    import laborllm.models.llm as llm
+    import laborllm.lm.precision as precision
 
-    monkeypatch.setattr(llm, "use_bf16", lambda precision, purpose="score": precision != "fp32")
+    monkeypatch.setattr(precision, "machine_bf16", lambda purpose: True)
     lp, figures = m.read_as(precision="auto").log_probs_and_figures(test, tmp_path / "parts")
     assert len(calls) == 8 - 3  # only the people not finished before the kill
     np.testing.assert_allclose(lp, whole, atol=1e-12)
@@ -541,7 +543,7 @@ def test_career_resumes_after_the_last_finished_epoch(small_events, tmp_path, mo
 def test_lora_fine_tune_of_other_architectures(panel_csv, tmp_path, arch):
     """`--base FOLDER` of a Qwen2, Mistral or Gemma 3 model (tiny, random, made here): LoRA on its
     attention and MLP projections lowers the held-out loss, and the saved adapter scores the same."""
-    from laborllm.models.tiny import tiny_model_folder
+    from laborllm.lm.tiny import tiny_model_folder
     from laborllm.text.templates import ResumeTemplate, state_codes
 
     events = api.events_for(api.data_spec(panel_csv, scheme="titles"))
@@ -561,7 +563,7 @@ def test_scoring_split_across_two_processes_equals_one(panel_csv, tiny_base, tmp
     of the people and the gathered log-probabilities equal one process's."""
     import shutil
 
-    from laborllm.io import read_log_probs
+    from laborllm.files import read_log_probs
 
     api.fit("llm", panel_csv, tmp_path / "one", "quick", scheme="titles", base=tiny_base, epochs=0,
             precision="fp32", scoring="constrained")
@@ -656,7 +658,7 @@ def test_base_identity_is_its_weights_not_the_library_that_wrote_them(tiny_base,
 
     from safetensors.torch import load_file, save_file
 
-    from laborllm.models.lm_loading import base_fingerprint
+    from laborllm.lm.loading import base_fingerprint
 
     copy_ = Path(shutil.copytree(tiny_base, tmp_path / "copy"))
     assert base_fingerprint(str(copy_)) == base_fingerprint(tiny_base)  # by content, whatever the path
@@ -676,3 +678,73 @@ def test_base_identity_is_its_weights_not_the_library_that_wrote_them(tiny_base,
     save_file(load_file(Path(tiny_base) / "model.safetensors"), weights)
     (copy_ / "config.json").write_text(json.dumps(cfg))
     assert base_fingerprint(str(copy_)) != base_fingerprint(tiny_base)
+
+
+def test_career_refuses_to_pretrain_on_the_target_panel(tmp_path):
+    from laborllm.models.career import Career
+
+    csv = men_csv(tmp_path / "men.csv")
+    events = api.events_for(api.data_spec(str(csv), scheme="titles"))
+    for pre in (str(csv), "nlsy79-males"):  # the file itself, and the same people under their embedded name
+        with pytest.raises(UserError, match="is the target panel itself"):
+            Career(layers=1, d=16, heads=2, ff=32, epochs=1, pretrain_data=pre).fit(events)
+
+
+def test_pool_equal_to_the_target_is_refused_however_the_path_is_written(tmp_path, monkeypatch):
+    from laborllm.models.llm import LLM
+
+    csv = men_csv(tmp_path / "panel.csv")
+    monkeypatch.chdir(tmp_path)
+    events = api.events_for(api.data_spec("panel.csv", scheme="titles"))
+    for pool in ("panel.csv", "./panel.csv", str(csv), "nlsy79-males"):
+        with pytest.raises(UserError, match="is the target panel itself"):
+            LLM(pool=[pool])._pool_panels(events)
+
+
+def test_pooling_numeric_codes_across_titles_panels_is_refused():
+    from laborllm.models.llm import LLM
+
+    events = api.events_for(api.data_spec("nlsy79-males"))
+    with pytest.raises(UserError, match="codes mean different occupations"):
+        LLM(variant="codes", pool=["nlswork"])._pool_panels(events)
+    assert LLM(variant="titles", pool=["nlswork"])._pool_panels(events)  # titles: accepted
+
+
+def test_crosswalk_rows_must_name_real_states_on_both_sides(tmp_path):
+    from laborllm.models.career import Career
+
+    x = tmp_path / "x.csv"
+    x.write_text("state,target\nClerical workers,Clerical\ncraftsmen,Craftsmen and Foremen\n")  # wrong case
+    men = ll.load_panel("nlsy79-males")
+    with pytest.raises(UserError, match=r"state state\(s\) not in the pretraining panel: craftsmen \(line\(s\) 3\)"):
+        Career(pretrain_data="nlswork", pretrain_states=str(x))._pretrain_panel(men)
+
+
+def test_a_damaged_checkpoint_falls_back_to_the_one_before(tmp_path, caplog):
+    from laborllm.lm.checkpoints import set_aside, latest_checkpoint
+
+    ckpts = tmp_path / ".m.checkpoints"
+    for step in (4, 8):
+        (ckpts / f"checkpoint-{step}").mkdir(parents=True)
+        (ckpts / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    assert latest_checkpoint(ckpts).name == "checkpoint-8"
+    assert set_aside(latest_checkpoint(ckpts), EOFError("truncated optimizer.pt"), "m").name == "checkpoint-4"
+    assert (ckpts / "damaged-checkpoint-8").is_dir() and "cannot be read" in caplog.text
+    with pytest.raises(UserError, match="only checkpoint cannot be read"):
+        set_aside(ckpts / "checkpoint-4", EOFError("x"), "m")
+
+
+def test_one_precision_decision_for_training_scoring_and_features(monkeypatch):
+    """Asked for wins; under auto a started piece of the same work keeps its precision, else the
+    machine decides, for training (AMX) apart from scoring (native bf16)."""
+    import laborllm.lm.precision as precision
+    from laborllm.lm.precision import choose_precision
+
+    monkeypatch.setattr(precision, "machine_bf16", lambda purpose: purpose == "score")  # native bf16, no AMX
+    monkeypatch.setattr(precision.torch.cuda, "is_available", lambda: False)
+    assert choose_precision("fp32", "score", started=True) == (False, "fp32 (asked for)")
+    assert choose_precision("auto", "train")[0] is False and choose_precision("auto", "score")[0] is True
+    assert choose_precision("auto", "score", started=False) == (False, "fp32 (continues a run started in it)")
+    assert "without AMX" in choose_precision("auto", "train")[1]
+    with pytest.raises(UserError, match="unknown precision 'fp16'"):
+        choose_precision("fp16")

@@ -121,8 +121,8 @@ def test_the_best_epochs_weights_travel_with_the_newest_checkpoint(tmp_path):
     assert sorted(p.name for p in (back / "checkpoint-769").iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
     assert (back / "checkpoint-769" / "adapter_model.safetensors").read_bytes() == b"w" * 769
     assert json.loads((back / "checkpoint-900" / "trainer_state.json").read_text())["global_step"] == 900
-    from laborllm.models.lm_checkpoints import latest_checkpoint
-    from laborllm.models.lm_training import best_checkpoint
+    from laborllm.lm.checkpoints import latest_checkpoint
+    from laborllm.lm.training import best_checkpoint
 
     assert latest_checkpoint(back).name == "checkpoint-900"
     # the recorded path is relative to where the run began: found in the restored folder

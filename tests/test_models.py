@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from laborllm import api
 from laborllm.models.registry import load_model
 from laborllm.models.logit import Logit, design
 from laborllm.models.bag import BagOfJobs
@@ -285,10 +286,26 @@ def test_list_settings_given_as_text_are_split_and_a_bad_one_is_refused():
     from laborllm.errors import UserError
     from laborllm.models.llm import LLMSettings
     from laborllm.models.mixture import MixtureSettings
-    from laborllm.models.settings import check_settings
+    from laborllm.settings import check_settings
 
     assert check_settings("mixture", MixtureSettings, {"members": "a, b"})["members"] == ["a", "b"]
     given = {"pool": "nlswork"}
     assert check_settings("llm", LLMSettings, given)["pool"] == ["nlswork"] and given == {"pool": "nlswork"}
     with pytest.raises(UserError, match="setting pool=3 must be a list"):
         check_settings("llm", LLMSettings, {"pool": 3})
+
+
+def test_a_model_json_with_its_states_reordered_is_refused(tmp_path):
+    """Weights index the states by position: a model.json whose states were reordered would give
+    permuted labels with exit 0. The weights say which order they were saved with."""
+    import json
+
+    from laborllm.errors import UserError
+    from laborllm.models.registry import load_model
+
+    api.fit("logit", "nlsy79-males", tmp_path / "m", max_iter=3)
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    meta["states"] = meta["states"][1:] + meta["states"][:1]
+    (tmp_path / "m" / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="not those the weights were saved with"):
+        load_model(tmp_path / "m")

@@ -20,7 +20,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """Markov, logit and a tiny LLM fitted on the men panel, and the quick run's comparison."""
-    from laborllm.models.tiny import tiny_model_folder
+    from laborllm.lm.tiny import tiny_model_folder
     from laborllm.text.templates import ResumeTemplate, state_codes
 
     root = tmp_path_factory.mktemp("serve")

@@ -10,7 +10,7 @@ def test_packaged_fsdp_config_goes_through_accelerate_launch(monkeypatch):
     from accelerate.utils import FullyShardedDataParallelPlugin
     from accelerate.utils.launch import prepare_multi_gpu_env
 
-    path = subprocess.run([sys.executable, "-m", "laborllm.models.fsdp"], capture_output=True, text=True,
+    path = subprocess.run([sys.executable, "-m", "laborllm.lm.fsdp"], capture_output=True, text=True,
                           check=True).stdout.strip()
     assert os.path.isfile(path)
     args = launch_command_parser().parse_args(["--config_file", path, "-m", "laborllm.cli", "fit", "llm"])

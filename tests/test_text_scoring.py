@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from laborllm.models.tiny import ARCHITECTURES, tiny_llama, train_tokenizer
+from laborllm.lm.tiny import ARCHITECTURES, tiny_llama, train_tokenizer
 from laborllm.scoring import CandidateTrie, ExactScorer, naive_constrained, naive_scores
 from laborllm.text import ResumeTemplate, SegmentEncoder
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import laborllm as ll
-from laborllm.models.tiny import train_tokenizer
+from laborllm.lm.tiny import train_tokenizer
 from laborllm.text import ResumeTemplate, SegmentEncoder
 from laborllm.text import store
 from laborllm.text.store import ResumeTokens, resume_tokens

@@ -60,7 +60,7 @@ def main() -> None:
     if "tokens" in stages:
         from transformers import AutoTokenizer
 
-        from laborllm.models.lm_loading import resolve_base
+        from laborllm.lm.loading import resolve_base
         from laborllm.text import ResumeTemplate, SegmentEncoder
         from laborllm.text.store import resume_tokens
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 import laborllm as ll
-from laborllm.models.lm_loading import default_device, load_lm, resolve_base
+from laborllm.lm.loading import default_device, load_lm, resolve_base
 from laborllm.scoring import ExactScorer, naive_scores
 from laborllm.text import ResumeTemplate, SegmentEncoder
 from laborllm.text.templates import state_codes
@@ -30,7 +30,7 @@ def main() -> None:
     panel, test = events.panel, events.test
     tpl = ResumeTemplate(args.variant)
     if args.model == "tiny":
-        from laborllm.models.tiny import tiny_llama, train_tokenizer
+        from laborllm.lm.tiny import tiny_llama, train_tokenizer
 
         codes = state_codes(panel.states, panel.scheme)
         texts = [tpl.text(g, codes) for _, g in list(panel.frame.groupby("person_id"))[:300]]

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from laborllm.data.panel import Panel, read_table
+from laborllm.data.panel import Panel, read_table, same_people, same_source
 from laborllm.data.schemes import read_codebook
-from laborllm.errors import DataError
+from laborllm.errors import DataError, UserError
 
 
 @dataclass(frozen=True)
@@ -71,3 +71,16 @@ def load_panel(
         raise DataError(f"unknown data set {name!r}: use one of {', '.join(EMBEDDED)} or a file path")
     return Panel.from_frame(read_table(name), source=name, columns=columns, scheme=scheme or "occ1990dd",
                             unknown=unknown, codebook=book, century=century)
+
+
+def load_other_panel(setting: str, name: str, target: Panel) -> Panel:
+    """A panel a model also trains on (pooled, pretrained on), named by `setting`: refused if it is
+    the target panel itself, whose validation and test people would then enter training."""
+    try:
+        other = None if same_source(name, target) else load_panel(name)
+    except UserError as e:
+        raise UserError(f"{setting} {name!r}: {e}") from None
+    if other is None or same_people(other, target):
+        raise UserError(f"{setting} {name!r} is the target panel itself: its validation and test people "
+                        "would enter training")
+    return other

@@ -9,7 +9,7 @@ import pandas as pd
 
 from laborllm.data.events import sample_ids
 from laborllm.data.panel import PERSON
-from laborllm.io import read_frame, write_frame
+from laborllm.files import read_frame, write_frame
 
 SIM_PERSONS, SIM_YEARS = 150, 10
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from laborllm.errors import UserError
-from laborllm.io import write_text_atomic
+from laborllm.files import write_text_atomic
 
 COLUMNS = {
     "model": "Model", "n_events": "Events", "perplexity": "Perplexity", "ci": "95% CI", "ratio": "Ratio to ref. [paired 95% CI]",

@@ -11,7 +11,7 @@ from laborllm.data.events import Events
 from laborllm.errors import UserError
 from laborllm.models.base import Model
 from laborllm.models.early_stopping import EarlyStopping
-from laborllm.models.settings import setting
+from laborllm.settings import setting
 
 
 @dataclass

@@ -27,9 +27,9 @@ from safetensors.torch import load_file, save_file
 
 from laborllm.data.events import Events
 from laborllm.errors import UserError
-from laborllm.io import folder_mode
+from laborllm.files import folder_mode
 from laborllm.models.folder import FORMAT_VERSION, replace_dir, check_output_folder, model_card
-from laborllm.models.settings import check_settings, defaults, fit_settings, settings_card, with_role
+from laborllm.settings import check_settings, defaults, fit_settings, settings_card, with_role
 
 
 def states_key(states: list[str]) -> str:
@@ -48,7 +48,7 @@ class Model(ABC):
     #: settings naming other panels the fit reads (pooled, pretrained on): their content is part of the fit
     data_settings: ClassVar[tuple] = ()
 
-    #: the model's typed settings (laborllm.models.settings): type, default, help and range per field
+    #: the model's typed settings (laborllm.settings): type, default, help and range per field
     Settings: ClassVar[type]
     #: settings over the defaults for each preset (quick: a 2-core CPU, full: one GPU)
     presets: ClassVar[dict] = {}

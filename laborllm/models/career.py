@@ -31,10 +31,10 @@ from laborllm.data.events import Events
 from laborllm.data.panel import CATEGORICAL
 from laborllm.data.schemes import MISSING
 from laborllm.errors import UserError
-from laborllm.io import atomic_write, write_json_atomic
+from laborllm.files import atomic_write, write_json_atomic
 from laborllm.models.base import Model
 from laborllm.models.early_stopping import EarlyStopping
-from laborllm.models.settings import fit_differences, setting
+from laborllm.settings import fit_differences, setting
 
 log = logging.getLogger(__name__)
 
@@ -192,15 +192,12 @@ class Career(Model):
 
     def _pretrain_panel(self, target):
         """The pretraining panel, its states sent onto the target's by the crosswalk if one is given."""
-        from laborllm.data.loaders import load_panel
-        from laborllm.data.panel import read_table, same_people, same_source
+        from laborllm.data.loaders import load_other_panel
+        from laborllm.data.panel import read_table
         from laborllm.errors import UserError
 
-        name, path = self.settings.pretrain_data, self.settings.pretrain_states
-        pre = None if same_source(name, target) else load_panel(name)
-        if pre is None or same_people(pre, target):
-            raise UserError(f"pretrain_data {self.settings.pretrain_data!r} is the target panel itself: its "
-                            "validation and test people would enter training")
+        path = self.settings.pretrain_states
+        pre = load_other_panel("pretrain_data", self.settings.pretrain_data, target)
         if not path:
             return pre
         x = read_table(path)

@@ -1,5 +1,5 @@
 """Model folders on disk: what a folder of ours holds, reading its model.json, the atomic swap that
-replaces one, the lock that keeps two processes out of one, recovery after a kill, and the card.
+replaces one, recovery after a kill, and the card.
 
 A model folder holds ``model.json`` (kind, config, the data it was fitted on), ``weights.safetensors``
 and a ``README.md`` model card; no pickle is ever written or read.
@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
-import time
 from pathlib import Path
 
 from laborllm.errors import UserError
+from laborllm.files import OutputLock
 
 FORMAT_VERSION = 1
 
@@ -89,74 +88,6 @@ def _link_or_copy(src, dst) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
-
-
-class OutputLock:
-    """An exclusive lock on an output path (a `.NAME.lock` file beside it holding the owner's pid),
-    so two processes never write one folder; a lock whose process is gone is taken over."""
-
-    def __init__(self, out: Path):
-        self.path = Path(out).with_name(f".{Path(out).name}.lock")
-
-    def __enter__(self) -> "OutputLock":
-        target = self.path.with_name(self.path.name[1:-5])
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # the lock appears with its pid already in it (a hard link of a written temp file), so no
-            # other process ever sees an empty lock and takes it for a dead one
-            fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", dir=self.path.parent)
-        except PermissionError as e:  # named by the folder the user asked for, not by our lock file
-            raise UserError(f"{target}: cannot write in {e.filename or self.path.parent} ({e.strerror}); "
-                            "choose a folder you can write") from None
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        try:
-            for _ in range(2):
-                try:
-                    os.link(tmp, self.path)
-                except FileExistsError:
-                    if self.held():
-                        raise UserError(f"{target}: being written by process "
-                                        f"{self._owner()} (lock {self.path}); wait for it or stop it") from None
-                    self.path.unlink(missing_ok=True)  # stale: its process is gone
-                    continue
-                return self
-        finally:
-            os.unlink(tmp)
-        raise UserError(f"{self.path}: cannot take the output lock")
-
-    def held(self) -> bool:
-        """Whether a live process holds the lock (an unreadable or empty lock younger than a minute,
-        written by an older laborllm, counts as held)."""
-        if not self.path.exists():
-            return False
-        pid = self._owner()
-        if pid is None:
-            try:
-                return time.time() - self.path.stat().st_mtime < 60
-            except OSError:
-                return False
-        return pid != os.getpid() and _alive(pid)
-
-    def _owner(self) -> int | None:
-        try:
-            return int(self.path.read_text().strip()) or None
-        except (OSError, ValueError):
-            return None
-
-    def __exit__(self, *exc) -> None:
-        if self._owner() == os.getpid():
-            self.path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def model_card(meta: dict, settings: list[str] = ()) -> str:

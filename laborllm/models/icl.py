@@ -12,8 +12,8 @@ import pandas as pd
 
 from laborllm.data.events import Events, sample_ids
 from laborllm.models.llm import LLM, LLMSettings
-from laborllm.models.lm_loading import use_bf16
-from laborllm.models.settings import setting
+from laborllm.lm.precision import choose_precision
+from laborllm.settings import setting
 from laborllm.scoring.exact import ExactScorer
 
 CONTENT_FREE_YEAR = "N/A:"  # the content-free input: a resume with no person and no year
@@ -78,7 +78,7 @@ class ICL(LLM):
         enc = self._encoder(panel)
         ids = self.prompt_ids + enc.bos + enc.encode(enc.template.header(pd.Series(dtype=object))) + enc.encode(
             CONTENT_FREE_YEAR)
-        scorer = ExactScorer(self._scoring_lm(use_bf16(self.settings.precision)), enc.candidates,
+        scorer = ExactScorer(self._scoring_lm(choose_precision(self.settings.precision)[0]), enc.candidates,
                              max_tokens=self.settings.score_max_tokens, mode=self.settings.scoring)
         lp = scorer.score(ids, [len(ids)])[0]
         return lp - np.logaddexp.reduce(lp)

@@ -13,8 +13,6 @@ import copy
 import logging
 import os
 import shutil
-import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,13 +25,13 @@ from laborllm.data.events import Events, sample_ids
 from laborllm.errors import UserError
 from laborllm.distributed import is_main_process
 from laborllm.models.base import Model
-from laborllm.models.lm_loading import PRECISIONS, check_base, load_lm, precision_reason, resolve_base, use_bf16
-from laborllm.models.lm_checkpoints import WHOLE, copy_whole, run_stamp, started_precision
-from laborllm.models.settings import setting
+from laborllm.lm.loading import check_base, load_lm, peft_quiet, resolve_base
+from laborllm.lm.precision import PRECISIONS, choose_precision
+from laborllm.lm.checkpoints import WHOLE, copy_whole, run_stamp, started_precision
+from laborllm.settings import setting
 from laborllm.scoring import MODES, ExactScorer
-from laborllm.scoring.partial import PartialScores, kept_setting
-from laborllm.distributed import world
-from laborllm.scoring.shards import gather_rows, shard_people
+from laborllm.scoring.partial import PartialScores, started_value
+from laborllm.scoring.shards import score_in_shares
 from laborllm.text import ResumeTemplate, SegmentEncoder
 from laborllm.text.store import ResumeTokens, resume_tokens
 from laborllm.text.templates import VARIANTS
@@ -84,14 +82,6 @@ class LLMSettings:
     patience: int = setting(1, "several epochs: stop after this many without a better validation loss", 1, 1000)
     validate: bool = setting(True, "validation loss at each epoch's end (the model card's curve; with several epochs "
                                    "the best is kept, without validation the last)")
-
-
-@contextmanager
-def _peft_quiet():
-    """peft reads a property transformers 5 deprecates: a FutureWarning users can do nothing about."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
-        yield
 
 
 class LLM(Model):
@@ -175,18 +165,11 @@ class LLM(Model):
         return self
 
     def _pool_panels(self, events: Events) -> list:
-        from laborllm.data.loaders import load_panel
-        from laborllm.data.panel import same_people, same_source
+        from laborllm.data.loaders import load_other_panel
 
         panels = []
         for name in self.settings.pool or []:
-            try:
-                p = None if same_source(name, events.panel) else load_panel(name)
-            except UserError as e:
-                raise UserError(f"pool {name!r}: {e}") from None
-            if p is None or same_people(p, events.panel):
-                raise UserError(f"pool {name!r} is the target panel itself: its validation and test people "
-                                "would enter training")
+            p = load_other_panel("pool", name, events.panel)
             if self.settings.variant == "codes" and "titles" in (p.scheme.name, events.panel.scheme.name):
                 # a titles-scheme panel numbers its states by position: code 2004 would name one
                 # occupation in one panel and another in the next
@@ -227,25 +210,21 @@ class LLM(Model):
             n = self.lm.config.num_hidden_layers
             # (a model with fewer layers than asked for adapts all of them)
             top = {"layers_to_transform": list(range(max(0, n - cfg.lora_layers), n))} if cfg.lora_layers else {}
-            with _peft_quiet():
+            with peft_quiet():
                 self.lm = get_peft_model(self.lm, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                                                              target_modules=LORA_TARGETS, task_type="CAUSAL_LM", **top))
         out = self._out_dir()
         ckpt = out.parent / f".{out.name}.checkpoints"  # beside the model folder, removed once saved
         self._ckpts = [ckpt]
-        bf16 = use_bf16(cfg.precision, "train")
         world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun / accelerate launch
-        self.meta["precision_choice"] = {"train": precision_reason(cfg.precision, "train"),
-                                         "score": precision_reason(cfg.precision, "score")}
         started = started_precision([ckpt, ckpt.with_name(ckpt.name + "-pool")],
-                                    run_stamp(self.fit_settings(), events.fingerprint(), bf16, world), self.Settings)
-        if cfg.precision == "auto" and started is not None and started != bf16:
-            bf16 = started
-            self.meta["precision_choice"]["train"] = f"{'bf16' if bf16 else 'fp32'} (continues a run started in it)"
+                                    run_stamp(self.fit_settings(), events.fingerprint(), None, world), self.Settings)
+        bf16, why = choose_precision(cfg.precision, "train", started)
+        self.meta["precision_choice"] = {"train": why, "score": choose_precision(cfg.precision, "score")[1]}
         log.info("%s: training in %s, scoring in %s", self.name, self.meta["precision_choice"]["train"],
                     self.meta["precision_choice"]["score"])
 
-        from laborllm.models.lm_training import run_trainer  # the Hugging Face Trainer: imported when training
+        from laborllm.lm.training import run_trainer  # the Hugging Face Trainer: imported when training
 
         def trainer(resumes, folder, stage=None):
             stamp = run_stamp(self.fit_settings(), events.fingerprint(), bf16, world, stage)
@@ -298,7 +277,7 @@ class LLM(Model):
                 from peft import PeftModel
 
                 cls._check_adapter(folder / "adapter")
-                with _peft_quiet():
+                with peft_quiet():
                     m.lm = PeftModel.from_pretrained(m.lm, folder / "adapter").merge_and_unload()
         m.lm.eval()
         return m
@@ -341,7 +320,7 @@ class LLM(Model):
         `done`: the event rows, the token ids (prompt + resume) and the start of each year's state text.
         `bf16`: the scoring precision (default: the `precision` setting's choice on this machine)."""
         enc = self._encoder(events.panel)
-        lm = self._scoring_lm(use_bf16(self.settings.precision) if bf16 is None else bf16)
+        lm = self._scoring_lm(choose_precision(self.settings.precision)[0] if bf16 is None else bf16)
         scorer = ExactScorer(lm, enc.candidates, max_tokens=self.settings.score_max_tokens, mode=self.settings.scoring)
         f, ev = events.panel.frame, events.frame
         groups = ev.groupby("person_id").indices
@@ -370,23 +349,12 @@ class LLM(Model):
 
     def _scores(self, events: Events, partial: Path | None = None) -> tuple[np.ndarray, dict]:
         """`raw_log_probs` and how the scoring went (precision, seconds of earlier pieces)."""
-        n, rank = world()
-        if n == 1:
-            return self._score_people(events, partial)
-        years = events.panel.frame.groupby("person_id").size()
-        # a person costs one pass over the resume (its years) plus the state texts after each event
-        cost = events.frame.person_id.map(years).to_numpy() / events.frame.person_id.map(
-            events.frame.person_id.value_counts()).to_numpy() + 1.0
-        mine = shard_people(events.frame.person_id.to_numpy(), cost, n) == rank
-        part = partial.with_name(f"{partial.name}-rank{rank}of{n}") if partial else None
-        lp, figures = self._score_people(events.where(mine), part)
-        return gather_rows(len(events), np.flatnonzero(mine), lp), figures
+        return score_in_shares(events, self._score_people, partial)
 
     def _score_people(self, events: Events, partial: Path | None = None) -> tuple[np.ndarray, dict]:
-        stamp = {"model": self.fingerprint(), "events": events.fingerprint(), "mode": self.settings.scoring,
-                 "bf16": use_bf16(self.settings.precision)}
-        if self.settings.precision == "auto":  # scoring continued on another CPU keeps its precision
-            stamp["bf16"] = kept_setting(partial, stamp, "bf16")
+        stamp = {"model": self.fingerprint(), "events": events.fingerprint(), "mode": self.settings.scoring}
+        # scoring continued on another machine keeps the precision its finished people were scored in
+        stamp["bf16"] = choose_precision(self.settings.precision, "score", started_value(partial, stamp, "bf16"))[0]
         parts = PartialScores(partial, stamp, (len(events), len(self.states)), label=f"scoring {self.name}")
         if parts.n_done:
             log.info("%s: %d of %d events already scored in %s (%s); continuing", self.name, parts.n_done,

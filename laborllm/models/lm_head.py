@@ -31,9 +31,9 @@ from laborllm.models.career import two_stage_log_probs
 from laborllm.models.early_stopping import EarlyStopping
 from laborllm.models.folder import read_model_json
 from laborllm.models.llm import LLM
-from laborllm.models.lm_loading import PRECISIONS, use_bf16
+from laborllm.lm.precision import PRECISIONS, choose_precision
 from laborllm.models.packaged import packaged_folder
-from laborllm.models.settings import setting
+from laborllm.settings import setting
 from laborllm.scoring.partial import PartialScores
 
 log = logging.getLogger(__name__)
@@ -122,9 +122,8 @@ class LMHead(Model):
         return {"lm": self._lm_meta().get("model_id")}
 
     def _bf16(self) -> bool:
-        if "feature_precision" in self.meta:  # as trained: features must read the same way
-            return self.meta["feature_precision"] == "bf16"
-        return use_bf16(self.settings.precision)
+        trained = self.meta.get("feature_precision")  # a fitted head reads features as it was trained on
+        return choose_precision(self.settings.precision, "score", None if trained is None else trained == "bf16")[0]
 
     def features(self, events: Events, partial: Path | None = None) -> np.ndarray:
         """(n_events, hidden size): the LLM's last hidden state where each event's state text begins.

@@ -20,7 +20,7 @@ from laborllm.data.events import Events
 from laborllm.data.panel import CATEGORICAL
 from laborllm.models.base import Model
 from laborllm.models.features import history_features
-from laborllm.models.settings import setting
+from laborllm.settings import setting
 
 TENURE_BINS = [0, 1, 2, 3, 4, 6, 9, 1000]
 COUNT_BINS = [-1, 0, 1, 2, 3, 5, 8, 1000]

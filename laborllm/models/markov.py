@@ -16,7 +16,7 @@ import torch
 from laborllm.data.events import Events
 from laborllm.errors import UserError
 from laborllm.models.base import Model
-from laborllm.models.settings import setting
+from laborllm.settings import setting
 from laborllm.models.features import history_features
 
 ALPHAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)

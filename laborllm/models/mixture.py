@@ -18,12 +18,11 @@ import numpy as np
 
 from laborllm.data.events import Events
 from laborllm.errors import UserError
-from laborllm.io import read_log_probs
 from laborllm.models.base import Model
 from laborllm.models.folder import read_model_json
 from laborllm.models.packaged import packaged_folder
-from laborllm.models.score_cache import kept_scores, model_log_probs
-from laborllm.models.settings import setting
+from laborllm.models.score_cache import kept_log_probs, model_log_probs
+from laborllm.settings import setting
 
 log = logging.getLogger(__name__)
 MEMBERS = "members"  # the members' folders inside the mixture's, so it travels whole
@@ -102,10 +101,9 @@ class Mixture(Model):
     def _member_scores(self, member: Model, folder: Path, events: Events, keep: Path | None) -> np.ndarray:
         """A member's log-probabilities: from where they are already kept for these very events and
         model, else computed (and kept under `keep`)."""
-        split = str(events.frame.split.iloc[0]) if len(events) else "none"
-        for cached in kept_scores(folder, split):
-            if _same(member, cached, events):
-                return read_log_probs(cached)[0]
+        kept = kept_log_probs(member, folder, events)
+        if kept is not None:
+            return kept[0]
         where = keep / f"{member.fingerprint()}-{events.fingerprint()}.parquet" if keep else None
         if where:
             where.parent.mkdir(parents=True, exist_ok=True)
@@ -171,14 +169,3 @@ class Mixture(Model):
         if len(copies) == len(m.folders):
             m.folders = copies
         return m
-
-
-def _same(member: Model, cached: Path, events: Events) -> bool:
-    """Whether a kept score file is this member's on these events (else it is not touched)."""
-    import pyarrow.parquet as pq
-
-    try:
-        meta = {k.decode(): v.decode() for k, v in (pq.read_schema(cached).metadata or {}).items()}
-    except (OSError, ValueError):  # missing or unreadable: simply not used
-        return False
-    return meta.get("events_fingerprint") == events.fingerprint() and meta.get("model_fingerprint") == member.score_key()

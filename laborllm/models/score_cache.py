@@ -13,7 +13,7 @@ import numpy as np
 
 from laborllm.data import Events
 from laborllm.errors import UserError
-from laborllm.io import read_log_probs, write_log_probs
+from laborllm.files import log_probs_meta, read_log_probs, write_log_probs
 from laborllm.distributed import is_main_process
 from laborllm.models.base import Model
 
@@ -26,18 +26,34 @@ def kept_scores(folder: Path, split: str) -> list[Path]:
     return [folder / f"logprobs-{split}.parquet", folder.parent.parent / "logprobs" / f"{folder.name}-{split}.parquet"]
 
 
+def cached_log_probs(model: Model, cache: Path | None, events: Events) -> tuple[np.ndarray, dict] | None:
+    """What `model_log_probs` kept at `cache`, if it is of this very model (as read) and these events."""
+    if cache and cache.exists():
+        try:  # the stamp first: another model's or events' matrix is never read
+            meta = log_probs_meta(cache)
+            if meta.get("events_fingerprint") == events.fingerprint() and meta.get("model_fingerprint") == model.score_key():
+                lp, meta = read_log_probs(cache)
+                if lp.shape == (len(events), len(events.states)) and np.isfinite(lp).all():
+                    return lp, json.loads(meta.get("extra", "{}"))
+        except Exception as e:  # a damaged cache is recomputed, never fatal
+            log.warning("%s: unreadable log-probability cache, recomputing (%s)", cache, type(e).__name__)
+    return None
+
+
+def kept_log_probs(model: Model, folder: Path, events: Events) -> tuple[np.ndarray, dict] | None:
+    """The scores of the model in `folder` on these very events, where they are already kept (beside
+    the folder by `evaluate`, in its run's logprobs/ by `laborllm run`); None where they are not."""
+    split = str(events.frame.split.iloc[0]) if len(events) else "none"
+    return next(filter(None, (cached_log_probs(model, c, events) for c in kept_scores(folder, split))), None)
+
+
 def model_log_probs(model: Model, cache: Path | None, events: Events) -> tuple[np.ndarray, dict]:
     """Log-probabilities on an event set and the model's extra figures (LLMs: unnormalised
     perplexity, mass on the state set), cached as Parquet at `cache` and reused while the event
     set is unchanged."""
-    if cache and cache.exists():
-        try:
-            lp, meta = read_log_probs(cache)
-            if (meta.get("events_fingerprint") == events.fingerprint() and meta.get("model_fingerprint") == model.score_key()
-                    and lp.shape == (len(events), len(events.states)) and np.isfinite(lp).all()):
-                return lp, json.loads(meta.get("extra", "{}"))
-        except Exception as e:  # a damaged cache is recomputed, never fatal
-            log.warning("%s: unreadable log-probability cache, recomputing (%s)", cache, type(e).__name__)
+    kept = cached_log_probs(model, cache, events)
+    if kept is not None:
+        return kept
     t0 = time.time()
     # an LLM keeps finished people beside the cache while scoring, so a killed run continues there
     partial = cache.with_name(cache.stem + ".partial") if cache and model.runs_lm else None

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from laborllm.io import atomic_write, write_json_atomic
+from laborllm.files import atomic_write, write_json_atomic
 
 log = logging.getLogger(__name__)
 FLUSH_SECONDS = 300.0  # a killed scoring job loses at most this much work
@@ -92,16 +92,15 @@ class PartialScores:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def kept_setting(folder: Path | None, stamp: dict, key: str):
+def started_value(folder: Path | None, stamp: dict, key: str):
     """The value of `key` that the parts already in `folder` were scored with, where the rest of their
-    stamp is `stamp`'s; otherwise `stamp[key]`. A setting chosen per machine (the precision under
-    "auto") thus stays what the scoring began with when another machine continues it, instead of
+    stamp is `stamp`'s; None where there are none. A setting chosen per machine (the precision under
+    "auto") can thus stay what the scoring began with when another machine continues it, instead of
     throwing its parts away."""
     old = _read_json(folder / "stamp.json") if folder else None
-    ours = _plain(stamp)
-    if isinstance(old, dict) and key in old and {**old, key: ours.get(key)} == ours:
+    if isinstance(old, dict) and key in old and {k: v for k, v in old.items() if k != key} == _plain(stamp):
         return old[key]
-    return stamp[key]
+    return None
 
 
 def _plain(stamp: dict) -> dict:

@@ -16,21 +16,23 @@ import os
 import shutil
 from pathlib import Path
 
-from laborllm.io import write_json_atomic
+from laborllm.files import write_json_atomic
 from laborllm.logs import TRAINER_LOG
 from laborllm.distributed import is_main_process
-from laborllm.models.settings import fit_differences
+from laborllm.settings import fit_differences
 
 log = logging.getLogger(TRAINER_LOG)
 PROGRESS = "laborllm-progress.json"  # in each checkpoint: tokens and busy seconds so far
 WHOLE = "whole"  # the trained model (or adapter) as saved at the end of a run, beside its checkpoints
 
 
-def run_stamp(fit: dict, data: str, bf16: bool, world: int, stage: str | None = None) -> dict:
-    """What a training run is: the fit settings (laborllm.models.settings.fit_settings), the data, the
-    resolved precision and the number of processes; anything else may change between its pieces."""
-    stamp = {"config": fit, "data": data, "precision": "bf16" if bf16 else "fp32", "world": world}
-    return stamp | ({"stage": stage} if stage else {})
+def run_stamp(fit: dict, data: str, bf16: bool | None, world: int, stage: str | None = None) -> dict:
+    """What a training run is: the fit settings (laborllm.settings.fit_settings), the data, the
+    resolved precision (None: not chosen yet) and the number of processes; anything else may change
+    between its pieces."""
+    stamp = {"config": fit, "data": data, "world": world}
+    return stamp | ({"precision": "bf16" if bf16 else "fp32"} if bf16 is not None else {}) | (
+        {"stage": stage} if stage else {})
 
 
 def same_run(old: dict, new: dict, settings_cls, ignore: tuple = ()) -> bool:

@@ -67,6 +67,20 @@ def layered(*layers: dict | None) -> dict:
     return out
 
 
+def parse_sets(items: list[str]) -> dict:
+    """--set key=value (value parsed as JSON when it can be: numbers, true/false, lists)."""
+    out = {}
+    for item in items or []:
+        k, _, v = item.partition("=")
+        if not _ or not k.strip():
+            raise UserError(f"--set expects key=value with a setting's name before '=', got {item!r}")
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.strip()] = v
+    return out
+
+
 def check_settings(kind: str, settings_cls, given: dict) -> dict:
     """The defaults with `given` over them, or a UserError naming the first unknown or bad setting and
     what it must be. Whole numbers written as floats (1.0, 1e3) are made integers where one is wanted."""

@@ -1,14 +1,23 @@
-"""Atomic writes (temp file + rename) so an interrupted run never leaves a half-written output."""
+"""File helpers: atomic writes (temp file + rename) so an interrupted run never leaves a half-written
+output, the lock that keeps two processes out of one output, and laborllm's cache folder."""
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from laborllm.errors import UserError
+
+
+def cache_dir() -> Path:
+    """Where laborllm keeps what it can rebuild (converted GGUF weights, error tracebacks)."""
+    return Path(os.environ.get("LABORLLM_CACHE", Path.home() / ".cache" / "laborllm"))
 
 
 def atomic_write(path: Path, write) -> Path:
@@ -74,6 +83,11 @@ def write_log_probs(path: Path, events, lp: np.ndarray, model: str, normalizatio
     return atomic_write(path, lambda t: pq.write_table(table, t, compression="zstd"))
 
 
+def log_probs_meta(path: Path) -> dict:
+    """What `write_log_probs` stored beside the matrix, read without the matrix."""
+    return {k.decode(): v.decode() for k, v in (pq.read_schema(path).metadata or {}).items()}
+
+
 def read_log_probs(path: Path) -> tuple[np.ndarray, dict]:
     t = pq.read_table(path)
     meta = {k.decode(): v.decode() for k, v in (t.schema.metadata or {}).items()}
@@ -97,3 +111,71 @@ def read_frame(path: Path, key: dict):
         return None
     made_for = (table.schema.metadata or {}).get(b"laborllm_key")
     return table.to_pandas() if made_for == json.dumps(key, sort_keys=True).encode() else None
+
+
+class OutputLock:
+    """An exclusive lock on an output path (a `.NAME.lock` file beside it holding the owner's pid),
+    so two processes never write one folder; a lock whose process is gone is taken over."""
+
+    def __init__(self, out: Path):
+        self.path = Path(out).with_name(f".{Path(out).name}.lock")
+
+    def __enter__(self) -> "OutputLock":
+        target = self.path.with_name(self.path.name[1:-5])
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # the lock appears with its pid already in it (a hard link of a written temp file), so no
+            # other process ever sees an empty lock and takes it for a dead one
+            fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", dir=self.path.parent)
+        except PermissionError as e:  # named by the folder the user asked for, not by our lock file
+            raise UserError(f"{target}: cannot write in {e.filename or self.path.parent} ({e.strerror}); "
+                            "choose a folder you can write") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        try:
+            for _ in range(2):
+                try:
+                    os.link(tmp, self.path)
+                except FileExistsError:
+                    if self.held():
+                        raise UserError(f"{target}: being written by process "
+                                        f"{self._owner()} (lock {self.path}); wait for it or stop it") from None
+                    self.path.unlink(missing_ok=True)  # stale: its process is gone
+                    continue
+                return self
+        finally:
+            os.unlink(tmp)
+        raise UserError(f"{self.path}: cannot take the output lock")
+
+    def held(self) -> bool:
+        """Whether a live process holds the lock (an unreadable or empty lock younger than a minute,
+        written by an older laborllm, counts as held)."""
+        if not self.path.exists():
+            return False
+        pid = self._owner()
+        if pid is None:
+            try:
+                return time.time() - self.path.stat().st_mtime < 60
+            except OSError:
+                return False
+        return pid != os.getpid() and _alive(pid)
+
+    def _owner(self) -> int | None:
+        try:
+            return int(self.path.read_text().strip()) or None
+        except (OSError, ValueError):
+            return None
+
+    def __exit__(self, *exc) -> None:
+        if self._owner() == os.getpid():
+            self.path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,6 +1,6 @@
 """Fine-tuning glue around the Hugging Face Trainer: the schedule, batches (padded or packed),
 length-grouped sampling, when to validate and save, and the one progress bar. Which checkpoints a
-run resumes from is `lm_checkpoints`.
+run resumes from is `laborllm.lm.checkpoints`.
 """
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import torch
 from transformers import Trainer, TrainerCallback
 from tqdm.auto import tqdm
 
-from laborllm.io import write_json_atomic
+from laborllm.files import write_json_atomic
 from laborllm.logs import TRAINER_LOG
 from laborllm.distributed import is_main_process
-from laborllm.models.lm_checkpoints import PROGRESS, WHOLE, resumable, set_aside, latest_checkpoint
+from laborllm.lm.checkpoints import PROGRESS, WHOLE, resumable, set_aside, latest_checkpoint
 from laborllm.text.store import lengths
 
 log = logging.getLogger(TRAINER_LOG)  # the raw per-step figures: the run's log file

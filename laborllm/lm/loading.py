@@ -8,19 +8,17 @@ import importlib.util
 import json
 import os
 import tempfile
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 from laborllm.errors import UserError
-from laborllm.machine import amx_cpu, native_bf16_cpu
+from laborllm.files import cache_dir
 
 DEFAULT_BASE = "smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("LABORLLM_CACHE", Path.home() / ".cache" / "laborllm"))
 
 
 def _smollm2_gguf() -> Path:
@@ -152,30 +150,9 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-PRECISIONS = ("auto", "bf16", "fp32")
-
-
-def precision_reason(precision: str = "auto", purpose: str = "train") -> str:
-    """Why `use_bf16` chose what it chose, for the console and the model card."""
-    bf16 = use_bf16(precision, purpose)
-    what = "bf16" if bf16 else "fp32"
-    if precision != "auto":
-        return f"{what} (asked for)"
-    if torch.cuda.is_available():
-        return f"{what} (GPU {'with' if bf16 else 'without'} bf16)"
-    if purpose == "train":
-        return (f"{what} (CPU with AMX: bf16 trains faster)" if bf16 else
-                f"{what} (CPU without AMX: bf16 training measured 25-30% slower than fp32 there)")
-    return f"{what} (CPU {'with' if bf16 else 'without'} native bf16)"
-
-
-def use_bf16(precision: str = "auto", purpose: str = "score") -> bool:
-    """Whether to run an LM in bf16 for `purpose` ("train" or "score"). "auto": on GPUs that support
-    it; on CPUs, for scoring where bf16 is native and for training only where AMX makes it faster."""
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
-    if precision != "auto":
-        return precision == "bf16"
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    return amx_cpu() if purpose == "train" else native_bf16_cpu()
+@contextmanager
+def peft_quiet():
+    """peft reads a property transformers 5 deprecates: a FutureWarning users can do nothing about."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        yield
