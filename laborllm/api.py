@@ -19,7 +19,7 @@ from laborllm.machine import machine
 from laborllm.distributed import is_main_process
 from laborllm.models.base import Model
 from laborllm.models.folder import check_output_folder
-from laborllm.models.registry import MODELS, load_model
+from laborllm.models.registry import KINDS, load_model
 from laborllm.models.score_cache import kept_log_probs, model_log_probs
 from laborllm.settings import fit_differences, layered
 from laborllm.profiles import check_preset
@@ -63,9 +63,9 @@ CONFIG_KEYS = {"data", "columns", "scheme", "unknown", "seed", "codebook", "cent
 
 
 def make_model(kind: str, preset: str = "quick", **overrides) -> Model:
-    if kind not in MODELS:
-        raise UserError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}")
-    cls = MODELS[kind]
+    if kind not in KINDS:
+        raise UserError(f"unknown model {kind!r}; choose one of {', '.join(KINDS)}")
+    cls = KINDS[kind]
     return cls(**layered(cls.presets.get(check_preset(preset), {}), overrides))
 
 

@@ -77,12 +77,12 @@ class _FitCommand(TyperCommand):
 
     @property
     def epilog(self) -> str:
-        from laborllm.models.registry import MODELS
+        from laborllm.models.registry import KINDS
         from laborllm.settings import settings_help
 
         blocks = ["Model settings (--set key=value, or the config file's \\[model] table; a preset, "
                   "--preset quick or full, goes under them):"]
-        for kind, cls in MODELS.items():
+        for kind, cls in KINDS.items():
             presets = "; ".join(f"{p}: {', '.join(f'{k}={v}' for k, v in s.items())}" for p, s in cls.presets.items())
             blocks.append(f"{kind}" + (f" (presets {presets})" if presets else "") + ":\n"
                           + "\n".join(f"  {line}" for line in settings_help(cls.Settings)))

@@ -41,8 +41,8 @@ from laborllm.files import OutputLock, write_json_atomic, write_text_atomic
 from laborllm.logs import run_log
 from laborllm.machine import versions
 from laborllm.models.folder import is_model_folder, read_model_json
-from laborllm.models.registry import MODELS as MODEL_KINDS, load_model
-from laborllm.profiles import MODELS, REFERENCE, profile as get_profile
+from laborllm.models.registry import KINDS, load_model
+from laborllm.profiles import ENTRIES, REFERENCE, profile as get_profile
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def _plan(prof, data, models, overrides) -> list:
     then the caller's overrides."""
     benches = [(data, prof.models)] if data else [(p, (*names, *prof.sampled.get(p, (0, ()))[1]))
                                                   for p, names in prof.benchmarks]
-    kinds = {n: (k, s) for n, k, s in MODELS}
+    kinds = {n: (k, s) for n, k, s in ENTRIES}
     plan = [(panel, [(n, kinds[n][0], {**kinds[n][1], **prof.settings.get(n, {}), **overrides.get(n, {})})
                      for n in names if not models or n in models])
             for panel, names in benches]
@@ -179,7 +179,8 @@ def on_sample(folder: Path, test, fitted: dict, lps: dict, slow: dict, persons: 
     for name, (lp, extra) in scores.items():
         m = models[name]
         rows.append(evaluate_log_probs(lp, sample, model=name, split="test", normalization=m.normalization)
-                    | extra | {"kind": m.kind, "data": folder.name, "label": m.describe(), "sample": about})
+                    | extra | {"kind": m.kind, "data": folder.name, "label": m.describe(), "sample": about}
+                    | ({"fit_seconds": m.meta.get("fit_seconds")} if name in slow else {}))
         log.info("%s/%s: perplexity %.3f [%.3f, %.3f] on the %d events of %d sampled test people", folder.name,
                  name, rows[-1]["perplexity"], *rows[-1]["perplexity_ci95"], len(sample), about["persons"])
     attach_paired(rows, {name: sample.target_nll(lp) for name, (lp, _) in scores.items()}, sample)
@@ -243,7 +244,7 @@ def _run_members(settings: dict, folder: Path, names: list[str]) -> dict:
 
 
 def _base(kind: str, base) -> dict:
-    return {"base": base} if base and MODEL_KINDS[kind].language_model else {}
+    return {"base": base} if base and KINDS[kind].language_model else {}
 
 
 def _reusable(folder: Path, wanted, events, label: str):

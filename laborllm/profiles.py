@@ -15,8 +15,8 @@ REFERENCE = "logit"  # the model every other is set against in the tables' paire
 
 _XWALK = Path(__file__).parent / "data" / "assets" / "nlswork_to_nlsy79_males.csv"
 
-# (name, kind, settings): every model a run can compare, in table order
-MODELS = [
+# the run entries (name, kind, settings): every model a run can compare, in table order
+ENTRIES = [
     ("uniform", "uniform", {}),
     ("markov1", "markov", {"order": 1}),
     ("markov2", "markov", {"order": 2}),
@@ -38,7 +38,7 @@ MODELS = [
     ("llm-mix", "mixture", {"members": ["llm-titles", "llm-codes"]}),
     ("icl", "icl", {"variant": "titles"}),
 ]
-NAMES = tuple(m[0] for m in MODELS)
+NAMES = tuple(m[0] for m in ENTRIES)
 BASELINES = ("uniform", "markov1", "markov2", "logit", "career")
 STANDARD = BASELINES + ("llm-titles", "llm-codes", "icl")
 POOLING = BASELINES + ("career-pooled", "llm-titles", "llm-titles-pooled", "llm-titles-pooled-seq", "icl")

@@ -64,8 +64,8 @@ def results_markdown(run: Path, command: str) -> str:
                     "(paired interval excluding 0); by level in `representativeness.md` and "
                     "`representativeness-paired.md`.", "", summary.read_text().rstrip(), ""]
         out += sample_markdown(run / tag / "sample", tag, ref, {r["model"] for r in rows})
-        waiting = [n for b in cfg.get("benchmarks", []) if b["folder"] == tag for n in b["models"]
-                   if n not in {r["model"] for r in rows}]
+        scored = {r["model"] for r in rows + _sample_rows(run / tag)}
+        waiting = [n for b in cfg.get("benchmarks", []) if b["folder"] == tag for n in b["models"] if n not in scored]
         if waiting:  # a run in pieces: say what is still to come rather than let the table look whole
             out += [f"Not yet scored on every test event: {', '.join(f'`{n}`' for n in waiting)} (the run "
                     f"continues where it stopped: `{command}`).", ""]
@@ -75,9 +75,9 @@ def results_markdown(run: Path, command: str) -> str:
 def sample_markdown(folder: Path, tag: str, ref: str, main: set) -> list[str]:
     """The models too slow for every test event, on a seeded sample of test people beside every other
     model on the same people (written by the run in PANEL/sample/)."""
-    if not (folder / "metrics.json").exists():
+    rows = _sample_rows(folder.parent)
+    if not rows:
         return []
-    rows = json.loads((folder / "metrics.json").read_text())
     s = rows[0]["sample"]
     out = [f"**On a seeded sample of test people** ({tag}): {s['persons']:,} of the {s['of_persons']:,} test people "
            f"(seed {s['seed']}), {rows[0]['n_events']:,} events; the models scored on every test event above are "
@@ -92,6 +92,11 @@ def sample_markdown(folder: Path, tag: str, ref: str, main: set) -> list[str]:
     return out
 
 
+def _sample_rows(panel: Path) -> list[dict]:
+    f = panel / "sample" / "metrics.json"
+    return json.loads(f.read_text()) if f.exists() else []
+
+
 def _work(cfg: dict, metrics: list[dict]) -> dict[str, float]:
     """Seconds each model took: its wall time in this invocation (metrics and bootstraps included), or
     its own fit and scoring time when it was fitted by an earlier invocation of a resumed run (or the
@@ -104,7 +109,11 @@ def _work(cfg: dict, metrics: list[dict]) -> dict[str, float]:
 
 def timings_markdown(run: Path, command: str) -> str:
     cfg = json.loads((run / "config.json").read_text())
-    metrics = {f"{r['data']}/{r['model']}": r for r in json.loads((run / "metrics.json").read_text())}
+    rows = json.loads((run / "metrics.json").read_text())
+    sampled = [r for tag in dict.fromkeys(r["data"] for r in rows) for r in _sample_rows(run / tag)]
+    # a model scored on a sample of test people only has its row there (the others' rows are read from
+    # their whole-split scores, not timed again)
+    metrics = {f"{r['data']}/{r['model']}": r for r in sampled} | {f"{r['data']}/{r['model']}": r for r in rows}
     when = time.strftime("%Y-%m-%d", time.localtime((run / "metrics.json").stat().st_mtime))
     lines = [_header(cfg, command, when), "", "| panel/model | fit (s) | score test (s) | wall, with metrics (s) |",
              "|---|---|---|---|"]

@@ -18,14 +18,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from results_tables import fail, replace_blocks  # noqa: E402
 
-from laborllm.models.registry import MODELS  # noqa: E402
+from laborllm.models.registry import KINDS  # noqa: E402
 from laborllm.settings import defaults  # noqa: E402
 
 
 def row(folder: Path) -> str:
     try:
         meta = json.loads((folder / "model.json").read_text())
-        cls = MODELS[meta["kind"]]
+        cls = KINDS[meta["kind"]]
     except (OSError, ValueError, KeyError) as e:
         fail(f"{folder}: not a laborllm model folder ({getattr(e, 'strerror', None) or e})")
     base = {**defaults(cls.Settings), **cls.presets.get(meta.get("profile", "quick"), {})}

@@ -12,7 +12,7 @@ import pytest
 
 import laborllm as ll
 from laborllm.errors import UserError
-from laborllm.models.registry import MODELS, load_model
+from laborllm.models.registry import KINDS, load_model
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +67,12 @@ def later_years_changed(events, person, cut):
     return ll.make_events(ll.load_panel(f.assign(occupation=f.state), scheme="titles"), seed=0)
 
 
-@pytest.mark.parametrize("kind", sorted(MODELS))
+@pytest.mark.parametrize("kind", sorted(KINDS))
 def test_model_contract(kind, small_events, tiny_lm, tmp_path, request):
     fitted = kind in ("llm-head", "mixture")  # kinds built on fitted models
     settings = tiny(kind, tiny_lm, request.getfixturevalue("tiny_llm") if fitted else "",
                     request.getfixturevalue("markov_folder") if fitted else "")
-    model = MODELS[kind](**settings)
+    model = KINDS[kind](**settings)
     # one typed settings object, built once; its dict rebuilds the same object
     assert isinstance(model.settings, model.Settings)
     assert type(model)(**model.config).settings == model.settings
@@ -92,7 +92,7 @@ def test_model_contract(kind, small_events, tiny_lm, tmp_path, request):
     model.save(tmp_path / "m", {"data": "test"})
     np.testing.assert_allclose(load_model(tmp_path / "m").log_probs(few), lp, atol=1e-5)
     # the same settings and seed fit the same model
-    again = MODELS[kind](**settings)
+    again = KINDS[kind](**settings)
     again.work_dir = tmp_path / "again"
     np.testing.assert_allclose(again.fit(small_events).log_probs(few), lp, atol=1e-5)
     # read another way: a copy with the read settings changed, the fitted model left as it was;

@@ -160,9 +160,9 @@ def test_career_pretraining_crosswalk_sends_states_onto_the_target(tmp_path):
     state the target lacks is refused."""
     import laborllm as ll
     from laborllm.errors import UserError
-    from laborllm.profiles import MODELS
+    from laborllm.profiles import ENTRIES
 
-    settings = dict(next(s for n, _, s in MODELS if n == "career-pooled"))
+    settings = dict(next(s for n, _, s in ENTRIES if n == "career-pooled"))
     men = ll.load_panel("nlsy79-males")
     model = Career(**settings)
     model.states = list(men.states)

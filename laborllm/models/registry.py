@@ -18,8 +18,8 @@ from laborllm.models.mixture import Mixture
 from laborllm.models.uniform import Uniform
 from laborllm.models.packaged import packaged_folder
 
-MODELS = {"uniform": Uniform, "markov": Markov, "bag": BagOfJobs, "logit": Logit, "career": Career, "llm": LLM, "icl": ICL,
-          "llm-head": LMHead, "mixture": Mixture}
+KINDS = {"uniform": Uniform, "markov": Markov, "bag": BagOfJobs, "logit": Logit, "career": Career, "llm": LLM, "icl": ICL,
+         "llm-head": LMHead, "mixture": Mixture}
 
 
 def load_model(folder: str | Path) -> Model:
@@ -37,10 +37,10 @@ def load_model(folder: str | Path) -> Model:
             raise KeyError("config/states")
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{meta_path}: not a laborllm model description ({type(e).__name__}: {e})") from None
-    if kind not in MODELS:
+    if kind not in KINDS:
         raise UserError(f"{meta_path}: unknown model kind {kind!r}")
     try:
-        return MODELS[kind].from_folder(folder, meta)
+        return KINDS[kind].from_folder(folder, meta)
     except UserError:
         raise
     except Exception as e:

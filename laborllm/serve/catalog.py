@@ -14,7 +14,7 @@ from pathlib import Path
 
 from laborllm.errors import UserError
 from laborllm.models.folder import is_model_folder, read_model_json
-from laborllm.models.registry import MODELS, load_model, packaged_folder
+from laborllm.models.registry import KINDS, load_model, packaged_folder
 
 # one model loads at a time, whichever asks: transformers' lazy imports are not thread-safe (two LLMs
 # loading at once on a fresh server failed with "cannot import name 'AutoModelForCausalLM'")
@@ -42,7 +42,7 @@ class Entry:
     def summary(self) -> dict:
         m = self.meta
         return {"key": self.key, "kind": m.get("kind"), "name": m.get("name"), "states": m.get("states", []),
-                "data": (m.get("data") or {}).get("data"), "language_model": m.get("kind") in MODELS and MODELS[m["kind"]].runs_lm}
+                "data": (m.get("data") or {}).get("data"), "language_model": m.get("kind") in KINDS and KINDS[m["kind"]].runs_lm}
 
 
 @dataclass
