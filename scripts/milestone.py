@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -165,8 +166,10 @@ def save(run: Path, dest: Path) -> list[str]:
                 for old in (out / "models").glob(f".{name}.checkpoints*"):  # fitted: checkpoints are spent
                     shutil.rmtree(old)
                 done.append(f"{panel.name}/{name}: fitted model")
+            # NAME-SPLIT, or NAME-SPLIT-Npeople-seedS for a sampled model (not llm-codes-head's for llm-codes)
+            ours = re.compile(rf"{re.escape(name)}-(train|valid|test)(-\d+people-seed\d+)?\.(parquet|partial)")
             kept = [] if kind in SCORES_STAY else (panel / "logprobs").glob(f"{name}-*")
-            for scores in (p for p in kept if p.name.rsplit("-", 1)[0] == name):  # not llm-codes-head's for llm-codes
+            for scores in (p for p in kept if ours.fullmatch(p.name)):
                 _copy(scores, out / "logprobs" / scores.name, _pack)
                 done.append(f"{panel.name}/{name}: {scores.name}")
                 spent = out / "logprobs" / scores.name.replace(".parquet", ".partial")

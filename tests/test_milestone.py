@@ -157,20 +157,23 @@ def test_misuse_is_refused_before_anything_is_written(tmp_path):
     assert "no milestone yet" in milestone("restore", tmp_path / "milestones" / "not-yet", tmp_path / "fresh")
 
 
-def test_occupation_heads_travel_with_their_scores_and_a_mixture_without(tmp_path):
+def test_heads_and_sampled_models_travel_with_their_scores_and_a_mixture_without(tmp_path):
     run, ms = tmp_path / "run", tmp_path / "ms"
     (run / ".laborllm-run").parent.mkdir(parents=True)
     (run / ".laborllm-run").touch()
     panel = run / "nlsy97"
-    for name, kind in (("llm-codes", "llm"), ("llm-codes-head", "llm-head"), ("llm-mix", "mixture"), ("logit", "logit")):
+    for name, kind, scores in (("llm-codes", "llm", "test"), ("llm-codes-head", "llm-head", "test"),
+                               ("llm-mix", "mixture", "test"), ("logit", "logit", "test"),
+                               ("icl", "icl", "test-100people-seed0")):  # a sampled model's scores of its sample
         (panel / "models" / name).mkdir(parents=True)
         (panel / "models" / name / "model.json").write_text(json.dumps({"kind": kind}))
         (panel / "logprobs").mkdir(exist_ok=True)
-        (panel / "logprobs" / f"{name}-test.parquet").write_bytes(name.encode())
+        (panel / "logprobs" / f"{name}-{scores}.parquet").write_bytes(name.encode())
     milestone("save", run, ms)
     kept = sorted(p.name for p in (ms / "nlsy97" / "logprobs").iterdir())
-    assert kept == ["llm-codes-head-test.parquet", "llm-codes-test.parquet"]
-    assert sorted(p.name for p in (ms / "nlsy97" / "models").iterdir()) == ["llm-codes", "llm-codes-head", "llm-mix"]
+    assert kept == ["icl-test-100people-seed0.parquet", "llm-codes-head-test.parquet", "llm-codes-test.parquet"]
+    assert sorted(p.name for p in (ms / "nlsy97" / "models").iterdir()) == ["icl", "llm-codes", "llm-codes-head",
+                                                                           "llm-mix"]
 
 
 def test_every_committed_nlsy97_model_is_the_fit_the_profile_asks_for(nlsy97, monkeypatch, tmp_path):
@@ -199,4 +202,4 @@ def test_every_committed_nlsy97_model_is_the_fit_the_profile_asks_for(nlsy97, mo
         stored = read_model_json(committed / name)
         assert api.identity_differences(stored["fit_identity"], api.fit_identity(wanted, nlsy97), wanted.Settings) == [], name
         checked.append(name)
-    assert set(checked) == {"llm-titles", "llm-codes", "llm-mix"}
+    assert set(checked) == {"llm-titles", "llm-codes", "llm-mix", "icl"}
