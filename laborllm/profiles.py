@@ -74,6 +74,11 @@ CPU_LLM = {"lora": True, "lora_layers": 15, "lora_r": 16, "epochs": 3, "batch_si
 NLSY97_CPU = ("uniform", "markov1", "markov2", "logit", "llm-titles", "career", "llm-codes", "llm-mix")
 # a head's features of a seeded half of the training people: an hour of forward passes on 2 cores
 CPU_HEAD = {"max_train_persons": 3000}
+# the in-context LLM's prompt chosen on 40 seeded NLSY97 validation people (docs/benchmarks.md): whole
+# example histories up to 1,024 tokens and one temperature (15.6; two examples 18.5, 4,096 tokens 15.7 at
+# six times the cost), scored constrained on a sample of test people (`sampled` below)
+NLSY97_ICL = {"shots": 10_000, "prompt_tokens": 1024, "max_shot_years": 200, "scoring": "constrained",
+              "max_valid_persons": 40}
 
 PROFILES = {
     # a 2-core CPU in under 15 minutes: every model where the whole method fits, the Markov chains and the
@@ -96,7 +101,7 @@ PROFILES = {
                           question="Does the fine-tuned LLM beat the logit and CAREER on NLSY97?",
                           settings={"llm-titles": CPU_LLM, "llm-codes": CPU_LLM, "llm-codes-head": CPU_HEAD,
                                     "llm-titles-head": CPU_HEAD, "llm-mix": {"max_valid_persons": 150},
-                                    "icl": {"scoring": "constrained", "max_valid_persons": 40},
+                                    "icl": NLSY97_ICL,
                                     "career": {"layers": 12, "d": 192, "heads": 3, "ff": 768, "epochs": 60,
                                                "min_steps": 0, "patience": 3}},
                           sampled={"nlsy97": (100, ("icl",))}),

@@ -1,10 +1,11 @@
 """The in-context baseline's variants compared on validation events, as a Markdown table.
 
 python scripts/icl_variants.py [--data nlsy79-males] [--out runs/icl] [--name icl-men] [--benchmarks docs/benchmarks.md]
+                               [--persons N] [--scoring renormalised|constrained]
 
 Each variant is a prompt (how many example histories, how many of their years, a token budget), fitted
 (the prompt is drawn from the training people; nothing is trained) and scored on every validation
-event, read three ways from one scoring: plainly, calibrated on the content-free prediction, and with
+event (or those of a seeded sample of `--persons` validation people: NLSY97's 334 states), read three ways from one scoring: plainly, calibrated on the content-free prediction, and with
 one temperature (fitted on one half of the validation people and applied to the other, then the
 halves swapped, so no event is scored with a temperature fitted on it). The uniform guess is the floor. The table replaces the block between `<!-- variants:NAME begin -->` and
 `<!-- variants:NAME end -->` in the benchmarks file (never typed by hand).
@@ -42,12 +43,16 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/icl"))
     ap.add_argument("--name", default="icl-men")
     ap.add_argument("--benchmarks", type=Path, default=Path("docs/benchmarks.md"))
+    ap.add_argument("--persons", type=int, default=None, help="a seeded sample of this many validation people")
+    ap.add_argument("--scoring", default="renormalised", choices=("renormalised", "constrained"))
     args = ap.parse_args()
-    events = api.events_for(api.data_spec(args.data)).valid
+    _, events, _ = api.sample_of(api.events_for(api.data_spec(args.data)).valid, args.persons)
     K = len(events.states)
-    lines = [f"`python scripts/icl_variants.py --data {args.data}` ({time.strftime('%Y-%m-%d')}, {machine()}): "
-             f"SmolLM2-135M-Instruct not fine-tuned, every one of the {len(events):,} validation events of "
-             f"{events.frame.person_id.nunique():,} people, {K} states (uniform guess: {K:.2f}); scoring renormalised.", "",
+    command = " ".join(["python scripts/icl_variants.py", *sys.argv[1:]])
+    which = f"the {len(events):,} validation events of a seeded sample of" if args.persons else \
+        f"every one of the {len(events):,} validation events of"
+    lines = [f"`{command}` ({time.strftime('%Y-%m-%d')}, {machine()}): SmolLM2-135M-Instruct not fine-tuned, {which} "
+             f"{events.frame.person_id.nunique():,} people, {K} states (uniform guess: {K:.2f}); scoring {args.scoring}.", "",
              "| Prompt | Examples | Prompt tokens | Perplexity | Content-free calibrated | Temperature (cross-fitted) "
              "| Scoring (s) |", "|---|---|---|---|---|---|---|"]
     y = events.frame.target.to_numpy()
@@ -57,14 +62,14 @@ def main() -> None:
     for i, (name, settings) in enumerate(VARIANTS.items()):
         folder = args.out / f"variant-{i}"
         # read plainly here: the script applies each calibration itself (the presets fit a temperature)
-        settings = {**settings, "scoring": "renormalised", "calibrate": "none"}
+        settings = {**settings, "scoring": args.scoring, "calibrate": "none"}
         try:  # a variant fitted by an earlier invocation is reused with its kept scores
             model = load_model(folder)
-            if {k: getattr(model.settings, k) for k in settings} != settings:
-                raise UserError("other settings")
+            if {k: getattr(model.settings, k) for k in settings} != settings or model.meta["data"]["data"] != args.data:
+                raise UserError("other settings or data")
         except UserError:
             model = api.fit("icl", args.data, folder, "quick", settings=settings)
-        lp, extra = model_log_probs(model, folder / "logprobs-valid.parquet", events)
+        lp, extra = model_log_probs(model, folder / f"logprobs-valid{f'-{args.persons}people' if args.persons else ''}.parquet", events)
         cal = lp - model.content_free_log_probs(events.panel)[None, :]
         tempered = np.empty_like(lp)
         for fit_on in (half, ~half):
