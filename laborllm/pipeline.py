@@ -159,7 +159,7 @@ def _benchmark(out: Path, panel: str, chosen, prof, seed: int, base, data_kw: di
         t0 = time.time()
         on_sample(folder, test, fitted, lps, slow, persons, seed)
         timings.update({f"{tag}/{name}": round((time.time() - t0) / len(slow), 1) for name in slow})
-    return rows, fitted, lps, events, timings
+    return rows, fitted | slow, lps, events, timings  # every model simulates careers; the sampled have no test scores
 
 
 def on_sample(folder: Path, test, fitted: dict, lps: dict, slow: dict, persons: int, seed: int) -> list[dict]:
@@ -194,9 +194,10 @@ def on_sample(folder: Path, test, fitted: dict, lps: dict, slow: dict, persons: 
 
 
 def populations(folder: Path, test, fitted: dict, lps: dict, seed: int) -> dict:
-    """Each model's predictions as a population: representativeness by subgroup and careers simulated
-    from every model (LLMs included: minutes each on a CPU, kept in PANEL/simulated/), against CAREER
-    where it is in the run; written as tables beside the others and returned for the report."""
+    """Each model's predictions as a population: representativeness by subgroup (the models scored on
+    every test event, `lps`) and careers simulated from every model (`fitted`: the LLMs and the sampled
+    ones included, minutes each on a CPU, kept in PANEL/simulated/), against CAREER where it is in the
+    run; written as tables beside the others and returned for the report."""
     import pandas as pd
 
     from laborllm.evaluation.careers import trajectories

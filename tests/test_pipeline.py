@@ -345,6 +345,7 @@ def test_a_model_too_slow_for_every_test_event_is_set_against_the_others_on_a_sa
     run("slow", out)
     assert [r["model"] for r in json.loads((out / "metrics.json").read_text())] == ["markov1", "logit"]
     assert "On a seeded sample of 20 test people" in (out / "report.html").read_text()
+    assert "markov2" in (out / "nlsy79-males" / "careers.md").read_text().splitlines()[0]  # it simulates careers too
     sample = {r["model"]: r for r in json.loads((out / "nlsy79-males" / "sample" / "metrics.json").read_text())}
     assert set(sample) == {"markov1", "logit", "markov2"} and sample["markov2"]["sample"]["persons"] == 20
     test = api.events_for(api.data_spec("nlsy79-males")).test
