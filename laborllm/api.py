@@ -170,7 +170,7 @@ def sample_of(events: Events, persons: int | None, seed: int = 0) -> tuple[np.nd
     mask, the events, and what the sample is (people, seed, of how many people and events)."""
     ids = sample_ids(events.frame.person_id, persons, seed)
     mask = events.frame.person_id.isin(ids).to_numpy() if ids is not None else np.ones(len(events), dtype=bool)
-    sample = events.where(mask)
+    sample = events.where(mask) if ids is not None else events
     return mask, sample, {"persons": int(sample.frame.person_id.nunique()), "seed": seed,
                           "of_persons": int(events.frame.person_id.nunique()), "of_events": len(events)}
 

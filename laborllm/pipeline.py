@@ -91,7 +91,8 @@ def run(profile: str = "quick", out: str | Path | None = None, seed: int = 0, da
     with OutputLock(out), run_log(out / "run.log"):  # two runs into one folder would overwrite each other
         write_json_atomic(out / "config.json", config)
         for panel, chosen in plan:
-            rows, fitted, lps, events, timings = _benchmark(out, panel, chosen, prof, seed, base, data_kw, results)
+            rows, fitted, lps, events, timings, sampled = _benchmark(out, panel, chosen, prof, seed, base, data_kw,
+                                                                     results)
             results += rows
             config["timings_seconds"].update(timings)
             write_json_atomic(out / "config.json", config)
@@ -99,7 +100,8 @@ def run(profile: str = "quick", out: str | Path | None = None, seed: int = 0, da
                 from laborllm.report import panel_section
 
                 population = populations(out / panel_tag(panel), events.test, fitted, lps, seed)
-                sections.append(panel_section(out / panel_tag(panel), rows, events, fitted, prof, seed, population))
+                sections.append(panel_section(out / panel_tag(panel), rows, events, fitted, prof, seed, population,
+                                              sampled))
         if report and sections:
             from laborllm.report import write_report
 
@@ -155,11 +157,13 @@ def _benchmark(out: Path, panel: str, chosen, prof, seed: int, base, data_kw: di
                     r["perplexity"], lo if lo is not None else float("nan"), hi if hi is not None else float("nan"),
                     r["n_events"], time.time() - t0)
         _write(out, folder, earlier + rows, rows, nll, test, prof.contrasts)
+    sampled_rows = []
     if slow:
         t0 = time.time()
-        on_sample(folder, test, fitted, lps, slow, persons, seed)
+        sampled_rows = on_sample(folder, test, fitted, lps, slow, persons, seed)
         timings.update({f"{tag}/{name}": round((time.time() - t0) / len(slow), 1) for name in slow})
-    return rows, fitted | slow, lps, events, timings  # every model simulates careers; the sampled have no test scores
+    # every model simulates careers; the sampled ones have no scores of every test event
+    return rows, fitted | slow, lps, events, timings, sampled_rows
 
 
 def on_sample(folder: Path, test, fitted: dict, lps: dict, slow: dict, persons: int, seed: int) -> list[dict]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import logging
 from pathlib import Path
 
@@ -159,10 +158,10 @@ def _table(df: pd.DataFrame) -> str:
 
 
 def panel_section(folder: Path, results: list[dict], events, models: dict, profile, seed: int,
-                  population: dict) -> str:
+                  population: dict, sample: list[dict] = ()) -> str:
     """The report's part for one benchmark panel: comparison, paired ratios, LLM normalisation,
     calibration, derived tasks, representativeness and simulated careers, fed what the run computed
-    (laborllm.pipeline.populations)."""
+    (laborllm.pipeline.populations; `sample`: the rows of pipeline.on_sample)."""
     test = events.test
     plots = folder / "plots"
     tag = folder.name
@@ -178,8 +177,7 @@ def panel_section(folder: Path, results: list[dict], events, models: dict, profi
              "<h3>Paired perplexity ratios</h3><p>Each pair on the same events; the interval resamples the same "
              "people for both models, so it is much tighter than the marginal intervals suggest.</p>",
              _table(formatted(paired_table(results)))]
-    if (folder / "sample" / "metrics.json").exists():  # models too slow for every event (PANEL/sample/)
-        sample = json.loads((folder / "sample" / "metrics.json").read_text())
+    if sample:  # models too slow for every event, beside the others on a sample of people (PANEL/sample/)
         s = sample[0]["sample"]
         parts += [f"<h3>On a seeded sample of {s['persons']:,} test people</h3><p>The models too slow for every test "
                   f"event, beside every model above read on the same people's {sample[0]['n_events']:,} events (seed "
